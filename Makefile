@@ -1,0 +1,53 @@
+# Frozen-feature facial affect analysis: extract -> features (HDF5) -> classify -> postprocess.
+# Every target depends on `setup`, so on a fresh machine `make test` (or `make demo`) does all the set-up.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+DATA       ?= data/synthetic
+OUT        ?= cache/features.h5
+EXTRACTORS ?= fer
+DEVICE     ?= cpu
+BATCH      ?= 64
+TASK       ?= expr
+HEADS      ?= mlp,lama,blend
+K          ?= 0:200
+RUN        ?= runs/$(TASK)/latest
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast extract classify sweep demo bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency list changes; a second `make setup` does nothing.
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,onnx]'
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+extract: $(STAMP)
+	$(PY) -m extract run --data $(DATA) --out $(OUT) --extractors $(EXTRACTORS) --device $(DEVICE) --batch $(BATCH)
+
+classify: $(STAMP)
+	$(PY) -m classify --task $(TASK) --cache $(OUT) --labels $(DATA) --heads $(HEADS)
+
+sweep: $(STAMP)
+	$(PY) -m postprocess sweep --run $(RUN) --k $(K)
+
+demo: $(STAMP)
+	$(PY) -m demo
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf cache runs data/synthetic
