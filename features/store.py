@@ -1,0 +1,607 @@
+"""The HDF5 feature cache: per-frame embeddings, logits and valence/arousal of several frozen extractors.
+
+File layout (schema version 1; see the README for the full table)::
+
+    /                          attrs: format="affect-features", schema_version=1, created
+    /extractors/<name>/        attrs: the ExtractorInfo provenance (name, checkpoint_sha256, input_size,
+                                      normalization, outputs, embedding_dtype, package_versions, extra,
+                                      schema_version, created)
+        video_names  (V,)      utf-8 strings, in commit order
+        video_start  (V,)      int64, first row of each video
+        video_count  (V,)      int64, rows of each video
+        frame        (N,)      int32, 1-based frame number
+        face         (N,)      bool, False where no face was found / the crop is missing or unreadable
+        embedding    (N, D)    float16 (or float32 on request), chunked by ~1 MiB of rows, uncompressed
+        logits       (N, C)    float32, where the model has them
+        va           (N, 2)    float32, valence/arousal where the model has them
+
+Crash safety. HDF5 is not journaled: a process killed inside a metadata update can leave a file unreadable.
+So the main file is never modified in place. Each committed video is written to its own small segment file
+``<cache>.parts/seg-<seq>-<id>.h5`` (written as ``*.tmp``, fsynced, then renamed, which is atomic), and closing a
+writer compacts main + segments into ``<cache>.tmp`` and renames it over the main file. A writer killed at any
+moment therefore leaves the main file intact, every committed video in a complete segment, and at worst a
+``*.tmp`` file that the next writer deletes. Readers see main + segments as one cache, so a cache can be read
+while it is being extracted, and several shard files read as one cache too.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import uuid
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+SCHEMA_VERSION = 1
+FORMAT = "affect-features"
+OUTPUTS = ("embedding", "logits", "va")
+_CHUNK_BYTES = 1 << 20          # ~1 MiB chunks fit HDF5's default chunk cache
+_RDCC_BYTES = 64 << 20          # a larger chunk cache for partial-chunk reads at video boundaries
+_SEG_RE = re.compile(r"^seg-(\d{9})-[0-9a-f]{8}\.h5$")
+_PROVENANCE_KEYS = ("checkpoint_sha256", "input_size", "normalization", "outputs", "embedding_dtype")
+_VERSIONED_PACKAGES = ("numpy", "h5py", "torch", "timm", "tensorflow", "keras", "affect-features")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions(names: Iterable[str] = _VERSIONED_PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that determine the features (read from metadata, no imports)."""
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class ExtractorInfo:
+    """Provenance of one extractor group; two groups with different provenance never mix."""
+    name: str
+    checkpoint_sha256: str
+    input_size: int
+    normalization: dict
+    outputs: dict[str, int]
+    embedding_dtype: str = "float16"
+    extra: dict = field(default_factory=dict)
+    package_versions: dict = field(default_factory=package_versions)
+    schema_version: int = SCHEMA_VERSION
+    created: str = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        if "embedding" not in self.outputs:
+            raise InputError(f"extractor {self.name!r}: outputs must include 'embedding', got {self.outputs}")
+        unknown = set(self.outputs) - set(OUTPUTS)
+        if unknown:
+            raise InputError(f"extractor {self.name!r}: unknown outputs {sorted(unknown)}; known: {OUTPUTS}")
+        if self.embedding_dtype not in ("float16", "float32"):
+            raise InputError(f"extractor {self.name!r}: embedding_dtype must be float16 or float32")
+        if "/" in self.name or not self.name:
+            raise InputError(f"extractor name {self.name!r} must be non-empty and contain no '/'")
+
+    def to_attrs(self) -> dict:
+        return {k: json.dumps(v) if isinstance(v, dict) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_attrs(cls, attrs) -> "ExtractorInfo":
+        kw = {}
+        for k in cls.__dataclass_fields__:
+            if k in attrs:
+                v = attrs[k]
+                v = v.decode() if isinstance(v, bytes) else v
+                if k in ("normalization", "outputs", "extra", "package_versions"):
+                    v = json.loads(v)
+                elif isinstance(v, np.generic):
+                    v = v.item()
+                kw[k] = v
+        return cls(**kw)
+
+    def provenance(self) -> dict:
+        """The fields that must agree before features may be appended to an existing group."""
+        d = asdict(self)
+        return {k: d[k] for k in _PROVENANCE_KEYS}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one HDF5 file (a main file, a shard or a segment)
+
+def _check_file(f: h5py.File, path: Path) -> None:
+    fmt = f.attrs.get("format")
+    ver = f.attrs.get("schema_version")
+    if fmt != FORMAT:
+        raise InputError(f"not a feature cache (format attribute {fmt!r})", path)
+    if int(ver) != SCHEMA_VERSION:
+        raise InputError(f"cache schema version {int(ver)}, this tool reads version {SCHEMA_VERSION}; "
+                         f"re-extract or convert the cache", path)
+
+
+def _open_read(path: Path) -> h5py.File:
+    try:
+        f = h5py.File(path, "r", rdcc_nbytes=_RDCC_BYTES)
+    except OSError as e:
+        raise InputError(f"cannot open feature cache: {e}", path) from None
+    try:
+        _check_file(f, path)
+    except InputError:
+        f.close()
+        raise
+    return f
+
+
+def _new_file(path: Path) -> h5py.File:
+    f = h5py.File(path, "w")
+    f.attrs["format"] = FORMAT
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["created"] = _now()
+    return f
+
+
+def _create_group(f: h5py.File, info: ExtractorInfo, n_rows: int, n_videos: int,
+                  compression: str | None = None) -> h5py.Group:
+    g = f.require_group("extractors").create_group(info.name)
+    for k, v in info.to_attrs().items():
+        g.attrs[k] = v
+    str_dt = h5py.string_dtype("utf-8")
+    g.create_dataset("video_names", shape=(n_videos,), dtype=str_dt)
+    g.create_dataset("video_start", shape=(n_videos,), dtype=np.int64)
+    g.create_dataset("video_count", shape=(n_videos,), dtype=np.int64)
+    g.create_dataset("frame", shape=(n_rows,), dtype=np.int32)
+    g.create_dataset("face", shape=(n_rows,), dtype=bool)
+    for out, dim in info.outputs.items():
+        dt = np.dtype(info.embedding_dtype if out == "embedding" else np.float32)
+        rows = max(1, min(max(n_rows, 1), _CHUNK_BYTES // (dim * dt.itemsize)))
+        g.create_dataset(out, shape=(n_rows, dim), dtype=dt, chunks=(rows, dim) if n_rows else None,
+                         compression=compression)
+    return g
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_replace(tmp: Path, final: Path) -> None:
+    _fsync(tmp)
+    os.replace(tmp, final)
+    try:  # make the rename itself durable
+        dfd = os.open(final.parent, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+    except OSError:
+        pass
+
+
+@dataclass
+class _VideoLoc:
+    source: int     # index into FeatureStore._files
+    start: int
+    count: int
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class FeatureBlock:
+    """Frames of several videos for several extractors: an index plus aligned arrays."""
+    index: pd.DataFrame                 # columns video, frame, face
+    arrays: dict[str, np.ndarray]       # "extractor/output" -> (n, d)
+
+    def matrix(self, keys: Sequence[str] | None = None, dtype=np.float32) -> np.ndarray:
+        """The arrays side by side as one matrix (keys in the given or insertion order)."""
+        keys = list(self.arrays) if keys is None else list(keys)
+        n = len(self.index)
+        width = sum(self.arrays[k].shape[1] for k in keys)
+        out = np.empty((n, width), dtype=dtype)
+        c = 0
+        for k in keys:
+            a = self.arrays[k]
+            out[:, c:c + a.shape[1]] = a
+            c += a.shape[1]
+        return out
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+class FeatureStore:
+    """A feature cache: one main file (plus its committed segments) or several shard files read as one.
+
+    ``FeatureStore(path)`` reads; ``FeatureStore(path, mode="a")`` also writes through :meth:`writer` and
+    compacts committed segments into the main file on :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "r",
+                 compression: str | None = None):
+        if mode not in ("r", "a"):
+            raise ValueError("mode must be 'r' or 'a'")
+        paths = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
+        if not paths:
+            raise InputError("no cache files given")
+        if mode == "a" and len(paths) != 1:
+            raise InputError("write to one cache file at a time (shards are separate files)")
+        self.mode = mode
+        self.paths = paths
+        self.compression = compression
+        self._files: list[h5py.File] = []
+        self._writers: dict[str, "VideoWriter"] = {}
+        if mode == "a":
+            self._prepare_for_append(paths[0])
+        self._open_all()
+
+    # -- opening --------------------------------------------------------------------------------------------
+    @staticmethod
+    def parts_dir(path: Path) -> Path:
+        return path.with_name(path.name + ".parts")
+
+    @staticmethod
+    def _segments(path: Path) -> list[Path]:
+        d = FeatureStore.parts_dir(path)
+        if not d.is_dir():
+            return []
+        return sorted(p for p in d.iterdir() if _SEG_RE.match(p.name))
+
+    def _prepare_for_append(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for tmp in [path.with_name(path.name + ".tmp"), *self.parts_dir(path).glob("*.tmp")]:
+            tmp.unlink(missing_ok=True)     # debris of a writer killed mid-write: never committed
+        self._drop_merged_segments(path)
+
+    def _drop_merged_segments(self, path: Path) -> None:
+        """Delete segments that a finished compaction already merged (it was killed before deleting them)."""
+        if not path.exists():
+            return
+        with _open_read(path) as f:
+            merged = set(f["merged_segments"].asstr()[()]) if "merged_segments" in f else set()
+        for seg in self._segments(path):
+            if seg.name in merged:
+                seg.unlink()
+
+    def _open_all(self) -> None:
+        self._close_files()
+        self._catalog: dict[str, dict[str, _VideoLoc]] = {}
+        self._info: dict[str, ExtractorInfo] = {}
+        merged_by_main: dict[Path, set] = {}
+        sources: list[Path] = []
+        for p in self.paths:
+            if p.exists():
+                sources.append(p)
+            elif self.mode == "r" and not self._segments(p):
+                raise InputError("feature cache does not exist", p)
+            sources.extend(self._segments(p))
+        for src in sources:
+            f = _open_read(src)
+            if "merged_segments" in f:
+                merged_by_main[src] = set(f["merged_segments"].asstr()[()])
+            if any(src.name in m for m in merged_by_main.values()):
+                f.close()      # already inside a main file (compaction killed before cleanup)
+                continue
+            self._files.append(f)
+            self._index_file(len(self._files) - 1, src)
+
+    def _index_file(self, i: int, src: Path) -> None:
+        f = self._files[i]
+        for name, g in f.get("extractors", {}).items():
+            info = ExtractorInfo.from_attrs(g.attrs)
+            known = self._info.get(name)
+            if known is None:
+                self._info[name] = info
+            elif known.provenance() != info.provenance():
+                raise InputError(f"extractor {name!r} here was made with other weights or preprocessing than "
+                                 f"in {self.paths[0]} ({_diff(known, info)})", src)
+            cat = self._catalog.setdefault(name, {})
+            names = g["video_names"].asstr()[()]
+            for v, s, c in zip(names, g["video_start"][()], g["video_count"][()]):
+                if v in cat:
+                    raise InputError(f"video {v!r} of extractor {name!r} is stored twice "
+                                     f"(also in {self._files[cat[v].source].filename})", src)
+                cat[v] = _VideoLoc(i, int(s), int(c))
+
+    def _close_files(self) -> None:
+        for f in getattr(self, "_files", []):
+            f.close()
+        self._files = []
+
+    # -- metadata -------------------------------------------------------------------------------------------
+    @property
+    def extractors(self) -> list[str]:
+        return list(self._catalog)
+
+    def info(self, name: str) -> ExtractorInfo:
+        if name not in self._info:
+            raise InputError(f"extractor {name!r} is not in the cache; it has {self.extractors or 'none'}",
+                             self.paths[0])
+        return self._info[name]
+
+    def videos(self, name: str) -> list[str]:
+        self.info(name)
+        return list(self._catalog[name])
+
+    def n_frames(self, name: str) -> int:
+        self.info(name)
+        return sum(loc.count for loc in self._catalog[name].values())
+
+    def has_video(self, name: str, video: str) -> bool:
+        return video in self._catalog.get(name, {})
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def _loc(self, name: str, video: str) -> _VideoLoc:
+        try:
+            return self._catalog[name][video]
+        except KeyError:
+            raise InputError(f"video {video!r} is not in the cache for extractor {name!r}",
+                             self.paths[0]) from None
+
+    def _read_rows(self, name: str, key: str, locs: list[_VideoLoc], out: np.ndarray) -> None:
+        """Fill `out` with dataset `key` of the given video ranges, merging ranges adjacent in one file so a
+        whole split in file order is a few large reads."""
+        o = 0
+        i = 0
+        while i < len(locs):
+            src, start, count = locs[i].source, locs[i].start, locs[i].count
+            j = i + 1
+            while j < len(locs) and locs[j].source == src and locs[j].start == start + count:
+                count += locs[j].count
+                j += 1
+            if count:
+                ds = self._files[src]["extractors"][name][key]
+                ds.read_direct(out, np.s_[start:start + count], np.s_[o:o + count])
+            o += count
+            i = j
+
+    def read(self, videos: Sequence[str] | None = None, extractors: Sequence[str] | str | None = None,
+             outputs: Sequence[str] | dict[str, Sequence[str]] = ("embedding",), dtype=None) -> FeatureBlock:
+        """All frames of `videos` (default: all videos of the first extractor) for one or several extractors.
+
+        `outputs` is one list for all extractors or a dict extractor -> outputs.
+        Rows follow the given video order, then frame order. With several extractors only frames present in
+        all of them are kept; `face` is the AND of their masks. Missing outputs (e.g. 'va' of a model without
+        it) raise an InputError. `dtype` converts arrays (default: as stored).
+        """
+        if extractors is None:
+            extractors = self.extractors[:1]
+        elif isinstance(extractors, str):
+            extractors = [extractors]
+        if not extractors:
+            raise InputError("the cache holds no extractors", self.paths[0])
+        per = {e: list(outputs.get(e, ())) for e in extractors} if isinstance(outputs, dict) \
+            else {e: list(outputs) for e in extractors}
+        for e in extractors:
+            info = self.info(e)
+            for o in per[e]:
+                if o not in info.outputs:
+                    raise InputError(f"extractor {e!r} has no output {o!r} (it has {list(info.outputs)})",
+                                     self.paths[0])
+        if videos is None:
+            videos = self.videos(extractors[0])
+        videos = list(videos)
+        locs = {e: [self._loc(e, v) for v in videos] for e in extractors}
+
+        # frame/face per extractor (small), then the row selection that aligns extractors on frames
+        meta = {}
+        for e in extractors:
+            n = sum(l.count for l in locs[e])
+            frame = np.empty(n, np.int32)
+            face = np.empty(n, bool)
+            self._read_rows(e, "frame", locs[e], frame)
+            self._read_rows(e, "face", locs[e], face)
+            meta[e] = (frame, face)
+        base = extractors[0]
+        counts = np.array([l.count for l in locs[base]])
+        frame0, face0 = meta[base]
+        sel: dict[str, np.ndarray | None] = {base: None}
+        if len(extractors) > 1 and any(
+                not np.array_equal(meta[e][0], frame0) or [l.count for l in locs[e]] != counts.tolist()
+                for e in extractors[1:]):
+            frame0, face0, counts, sel = self._align(videos, extractors, locs, meta)
+        else:
+            for e in extractors[1:]:
+                face0 = face0 & meta[e][1]
+                sel[e] = None
+
+        arrays = {}
+        for e in extractors:
+            info = self.info(e)
+            n_e = sum(l.count for l in locs[e])
+            for o in per[e]:
+                dt = np.dtype(info.embedding_dtype if o == "embedding" else np.float32)
+                buf = np.empty((n_e, info.outputs[o]), dt)
+                self._read_rows(e, o, locs[e], buf)
+                if sel[e] is not None:
+                    buf = buf[sel[e]]
+                arrays[f"{e}/{o}"] = buf if dtype is None else buf.astype(dtype, copy=False)
+        index = pd.DataFrame({
+            "video": pd.Categorical(np.repeat(np.arange(len(videos)), counts)).rename_categories(videos)
+            if len(videos) else pd.Categorical([]),
+            "frame": frame0, "face": face0})
+        return FeatureBlock(index, arrays)
+
+    def _align(self, videos, extractors, locs, meta):
+        """Row selections keeping, per video, the frames every extractor has."""
+        offs = {e: np.concatenate([[0], np.cumsum([l.count for l in locs[e]])]) for e in extractors}
+        sel = {e: [] for e in extractors}
+        frames, faces, counts = [], [], []
+        for vi in range(len(videos)):
+            per = {e: meta[e][0][offs[e][vi]:offs[e][vi + 1]] for e in extractors}
+            common = per[extractors[0]]
+            for e in extractors[1:]:
+                common = np.intersect1d(common, per[e])
+            face = np.ones(len(common), bool)
+            for e in extractors:
+                idx = offs[e][vi] + np.searchsorted(per[e], common)
+                sel[e].append(idx)
+                face &= meta[e][1][idx]
+            frames.append(common)
+            faces.append(face)
+            counts.append(len(common))
+        cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.empty(0, dt)
+        return (cat(frames, np.int32), cat(faces, bool), np.array(counts),
+                {e: cat(sel[e], np.int64) for e in extractors})
+
+    def to_dataframe(self, videos: Sequence[str] | None = None, extractors: Sequence[str] | str | None = None,
+                     outputs: Sequence[str] = ("embedding",)) -> pd.DataFrame:
+        """A notebook view: columns video, frame, face, then `<extractor>/<output>_<i>` as float32."""
+        blk = self.read(videos, extractors, outputs)
+        cols = [blk.index.reset_index(drop=True)]
+        for k, a in blk.arrays.items():
+            cols.append(pd.DataFrame(a.astype(np.float32, copy=False),
+                                     columns=[f"{k}_{i}" for i in range(a.shape[1])]))
+        return pd.concat(cols, axis=1)
+
+    # -- writing --------------------------------------------------------------------------------------------
+    def writer(self, info: ExtractorInfo) -> "VideoWriter":
+        """A writer committing whole videos of one extractor; refuses a group of other provenance."""
+        if self.mode != "a":
+            raise InputError("cache opened read-only; open with mode='a' to write", self.paths[0])
+        if info.name in self._info and self._info[info.name].provenance() != info.provenance():
+            raise InputError(f"extractor {info.name!r} already holds features made with other weights or "
+                             f"preprocessing ({_diff(self._info[info.name], info)}); "
+                             f"write to another cache file or another extractor name", self.paths[0])
+        if info.name not in self._writers:
+            self._info.setdefault(info.name, info)
+            self._catalog.setdefault(info.name, {})
+            self._writers[info.name] = VideoWriter(self, self._info[info.name])
+        return self._writers[info.name]
+
+    def _next_segment(self) -> Path:
+        d = self.parts_dir(self.paths[0])
+        d.mkdir(parents=True, exist_ok=True)
+        seqs = [int(_SEG_RE.match(p.name).group(1)) for p in self._segments(self.paths[0])]
+        self._seq = max([getattr(self, "_seq", -1), *seqs]) + 1
+        return d / f"seg-{self._seq:09d}-{uuid.uuid4().hex[:8]}.h5"
+
+    def compact(self) -> None:
+        """Fold committed segments into the main file (written beside it, then renamed over it)."""
+        if self.mode != "a":
+            raise InputError("cache opened read-only", self.paths[0])
+        main = self.paths[0]
+        segs = self._segments(main)
+        if not segs:
+            return
+        tmp = main.with_name(main.name + ".tmp")
+        with _new_file(tmp) as out:
+            for name, cat in self._catalog.items():
+                if not cat:
+                    continue
+                locs = list(cat.values())
+                n_rows = sum(l.count for l in locs)
+                g = _create_group(out, self._info[name], n_rows, len(locs), self.compression)
+                g["video_names"][:] = list(cat)
+                g["video_count"][:] = [l.count for l in locs]
+                g["video_start"][:] = np.concatenate([[0], np.cumsum([l.count for l in locs])[:-1]])
+                for key in ("frame", "face", *self._info[name].outputs):
+                    ds = g[key]
+                    step = max(1, (64 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+                    # copy in file order, ~64 MiB at a time
+                    o = 0
+                    buf_locs: list[_VideoLoc] = []
+                    buf_rows = 0
+                    for l in locs + [None]:
+                        if l is None or (buf_rows + l.count > step and buf_locs):
+                            if buf_rows:
+                                buf = np.empty((buf_rows, *ds.shape[1:]), ds.dtype)
+                                self._read_rows(name, key, buf_locs, buf)
+                                ds[o:o + buf_rows] = buf
+                                o += buf_rows
+                            buf_locs, buf_rows = [], 0
+                        if l is not None:
+                            buf_locs.append(l)
+                            buf_rows += l.count
+            out.create_dataset("merged_segments", data=[s.name for s in segs], dtype=h5py.string_dtype())
+        self._close_files()
+        _atomic_replace(tmp, main)
+        for s in segs:
+            s.unlink(missing_ok=True)
+        try:
+            self.parts_dir(main).rmdir()
+        except OSError:
+            pass
+        self._open_all()
+
+    def close(self) -> None:
+        if self.mode == "a" and self._files is not None:
+            try:
+                self.compact()
+            finally:
+                self._close_files()
+        else:
+            self._close_files()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        ex = ", ".join(f"{e}: {len(self._catalog[e])} videos" for e in self.extractors)
+        return f"FeatureStore({', '.join(map(str, self.paths))}; {ex or 'empty'})"
+
+
+class VideoWriter:
+    """Commits whole videos of one extractor; each commit is atomic (see the module docstring)."""
+
+    def __init__(self, store: FeatureStore, info: ExtractorInfo):
+        self.store = store
+        self.info = info
+
+    def has_video(self, video: str) -> bool:
+        return self.store.has_video(self.info.name, video)
+
+    def write_video(self, video: str, frame: np.ndarray, face: np.ndarray, embedding: np.ndarray,
+                    logits: np.ndarray | None = None, va: np.ndarray | None = None) -> None:
+        info = self.info
+        if self.has_video(video):
+            raise InputError(f"video {video!r} is already in the cache for extractor {info.name!r}",
+                             self.store.paths[0])
+        frame = np.asarray(frame)
+        n = len(frame)
+        data = {"embedding": embedding, "logits": logits, "va": va}
+        for k, dim in info.outputs.items():
+            a = data[k]
+            if a is None or np.shape(a) != (n, dim):
+                raise InputError(f"{info.name}/{video}: output {k!r} must have shape ({n}, {dim}), "
+                                 f"got {None if a is None else np.shape(a)}")
+        if np.shape(face) != (n,):
+            raise InputError(f"{info.name}/{video}: face mask must have shape ({n},)")
+        if n > 1 and np.any(np.diff(frame) <= 0):
+            raise InputError(f"{info.name}/{video}: frame numbers must increase")
+        seg = self.store._next_segment()
+        tmp = seg.with_name(seg.name + ".tmp")
+        try:
+            with _new_file(tmp) as f:
+                g = _create_group(f, info, n, 1)
+                g["video_names"][0] = video
+                g["video_start"][0] = 0
+                g["video_count"][0] = n
+                if n:
+                    g["frame"][:] = frame
+                    g["face"][:] = np.asarray(face, bool)
+                    for k in info.outputs:
+                        g[k][:] = np.asarray(data[k])
+            _atomic_replace(tmp, seg)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        f = _open_read(seg)
+        self.store._files.append(f)
+        self.store._index_file(len(self.store._files) - 1, seg)
+
+
+def _diff(a: ExtractorInfo, b: ExtractorInfo) -> str:
+    pa, pb = a.provenance(), b.provenance()
+    return "; ".join(f"{k}: {pa[k]} vs {pb[k]}" for k in pa if pa[k] != pb[k])

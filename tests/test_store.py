@@ -1,0 +1,178 @@
+import os
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.errors import InputError
+from features.store import FeatureStore, ExtractorInfo
+
+RNG = np.random.default_rng(0)
+
+
+def info(name="m", sha="abc", dim=16, logits=8, va=True, dtype="float16"):
+    outs = {"embedding": dim, "logits": logits}
+    if va:
+        outs["va"] = 2
+    return ExtractorInfo(name, sha, 224, {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, outs,
+                         embedding_dtype=dtype)
+
+
+def video_data(n, dim=16, logits=8, va=True, seed=0):
+    r = np.random.default_rng(seed)
+    d = dict(frame=np.arange(1, n + 1), face=r.random(n) > 0.1, embedding=r.normal(size=(n, dim)),
+             logits=r.normal(size=(n, logits)).astype(np.float32))
+    if va:
+        d["va"] = r.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+    return d
+
+
+def write(path, videos, inf=None, **kw):
+    inf = inf or info(**kw)
+    with FeatureStore(path, "a") as s:
+        w = s.writer(inf)
+        for i, (v, n) in enumerate(videos):
+            w.write_video(v, **video_data(n, seed=i))
+
+
+def test_roundtrip_and_provenance(tmp_path):
+    p = tmp_path / "c.h5"
+    write(p, [("a", 5), ("b", 7)])
+    s = FeatureStore(p)
+    assert s.extractors == ["m"] and s.videos("m") == ["a", "b"]
+    i = s.info("m")
+    assert i.checkpoint_sha256 == "abc" and i.outputs["embedding"] == 16 and "numpy" in i.package_versions
+    blk = s.read(["b", "a"], "m", ("embedding", "logits", "va"))
+    ref_b, ref_a = video_data(7, seed=1), video_data(5, seed=0)
+    assert blk.index["video"].astype(str).tolist() == ["b"] * 7 + ["a"] * 5
+    assert blk.index["frame"].tolist() == list(range(1, 8)) + list(range(1, 6))
+    assert blk.arrays["m/embedding"].dtype == np.float16
+    np.testing.assert_allclose(blk.arrays["m/embedding"][:7], ref_b["embedding"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(blk.arrays["m/logits"][7:], ref_a["logits"])
+    np.testing.assert_array_equal(blk.index["face"].to_numpy(), np.r_[ref_b["face"], ref_a["face"]])
+    assert blk.matrix().shape == (12, 26) and blk.matrix().dtype == np.float32
+    df = s.to_dataframe(["a"], "m", ("logits",))
+    assert list(df.columns[:3]) == ["video", "frame", "face"] and df.shape == (5, 3 + 8)
+
+
+def test_float32_on_request(tmp_path):
+    p = tmp_path / "c.h5"
+    write(p, [("a", 3)], dtype="float32")
+    blk = FeatureStore(p).read(["a"])
+    np.testing.assert_array_equal(blk.arrays["m/embedding"], video_data(3)["embedding"].astype(np.float32))
+
+
+def test_append_resumes_and_keeps_committed(tmp_path):
+    p = tmp_path / "c.h5"
+    write(p, [("a", 5)])
+    with FeatureStore(p, "a") as s:
+        w = s.writer(info())
+        assert w.has_video("a") and not w.has_video("b")
+        w.write_video("b", **video_data(4, seed=1))
+        # visible before compaction, main file untouched so far
+        assert s.videos("m") == ["a", "b"]
+        with pytest.raises(InputError, match="already in the cache"):
+            w.write_video("a", **video_data(5))
+    assert not (tmp_path / "c.h5.parts").exists()
+    s = FeatureStore(p)
+    assert s.videos("m") == ["a", "b"] and s.n_frames("m") == 9
+
+
+def test_killed_writer_leaves_committed_videos(tmp_path):
+    """Simulate a writer that died: committed segments but no compaction, plus half-written debris."""
+    p = tmp_path / "c.h5"
+    write(p, [("a", 5)])
+    s = FeatureStore(p, "a")
+    w = s.writer(info())
+    w.write_video("b", **video_data(4, seed=1))
+    s._close_files()          # die: no compaction
+    (tmp_path / "c.h5.parts" / "seg-000000099-deadbeef.h5.tmp").write_bytes(b"\x89HDF partial")
+    (tmp_path / "c.h5.tmp").write_bytes(b"partial compaction")
+    r = FeatureStore(p)       # readable as is, sees both videos
+    assert r.videos("m") == ["a", "b"]
+    with FeatureStore(p, "a") as s2:    # resume: debris removed, continue
+        assert s2.writer(info()).has_video("b")
+        s2.writer(info()).write_video("c", **video_data(2, seed=2))
+    assert FeatureStore(p).videos("m") == ["a", "b", "c"]
+    assert sorted(os.listdir(tmp_path)) == ["c.h5"]
+
+
+def test_compaction_killed_before_cleanup(tmp_path):
+    """Main file already holds the segments (rename happened) but they were not deleted."""
+    p = tmp_path / "c.h5"
+    s = FeatureStore(p, "a")
+    s.writer(info()).write_video("a", **video_data(3))
+    seg = next((tmp_path / "c.h5.parts").iterdir())
+    keep = seg.read_bytes()
+    s.close()
+    (tmp_path / "c.h5.parts").mkdir()
+    seg.write_bytes(keep)
+    assert FeatureStore(p).videos("m") == ["a"]        # not counted twice
+    with FeatureStore(p, "a"):
+        pass
+    assert not seg.exists()
+
+
+def test_refuses_other_checkpoint_and_schema(tmp_path):
+    p = tmp_path / "c.h5"
+    write(p, [("a", 3)])
+    with FeatureStore(p, "a") as s:
+        with pytest.raises(InputError, match="other weights or preprocessing.*checkpoint_sha256"):
+            s.writer(info(sha="other"))
+    before = FeatureStore(p).read(["a"]).arrays["m/embedding"].copy()
+    with h5py.File(p, "r+") as f:
+        f.attrs["schema_version"] = 99
+    with pytest.raises(InputError, match=r"c\.h5: cache schema version 99"):
+        FeatureStore(p)
+    with h5py.File(p, "r+") as f:
+        f.attrs["schema_version"] = 1
+    np.testing.assert_array_equal(FeatureStore(p).read(["a"]).arrays["m/embedding"], before)
+
+
+def test_missing_video_and_output(tmp_path):
+    p = tmp_path / "c.h5"
+    write(p, [("a", 3)], va=False)
+    s = FeatureStore(p)
+    with pytest.raises(InputError, match=r"c\.h5: video 'zz' is not in the cache"):
+        s.read(["zz"])
+    with pytest.raises(InputError, match="has no output 'va'"):
+        s.read(["a"], outputs=("va",))
+    with pytest.raises(InputError, match="does not exist"):
+        FeatureStore(tmp_path / "nope.h5")
+
+
+def test_shards_and_several_extractors(tmp_path):
+    a, b = tmp_path / "c.shard-0-of-2.h5", tmp_path / "c.shard-1-of-2.h5"
+    write(a, [("v1", 5)])
+    write(b, [("v2", 4)])
+    with FeatureStore(a, "a") as s:       # a second extractor with fewer frames of v1
+        w = s.writer(info("n", sha="x", dim=4, logits=3, va=False))
+        d = video_data(3, dim=4, logits=3, va=False, seed=5)
+        d["frame"] = np.array([1, 3, 5])
+        w.write_video("v1", **d)
+    s = FeatureStore([a, b])
+    assert s.videos("m") == ["v1", "v2"]
+    blk = s.read(["v1"], ["m", "n"], {"m": ["embedding"], "n": ["logits"]})
+    assert blk.index["frame"].tolist() == [1, 3, 5]
+    np.testing.assert_array_equal(blk.arrays["n/logits"], d["logits"])
+    full = s.read(["v1"], "m").arrays["m/embedding"]
+    np.testing.assert_array_equal(blk.arrays["m/embedding"], full[[0, 2, 4]])
+    assert blk.index["face"].tolist() == list(video_data(5, seed=0)["face"][[0, 2, 4]] & d["face"])
+
+
+def test_bad_writes(tmp_path):
+    with FeatureStore(tmp_path / "c.h5", "a") as s:
+        w = s.writer(info())
+        d = video_data(4)
+        d["logits"] = d["logits"][:, :3]
+        with pytest.raises(InputError, match=r"'logits' must have shape \(4, 8\)"):
+            w.write_video("a", **d)
+        d = video_data(4)
+        d["frame"] = np.array([1, 3, 2, 4])
+        with pytest.raises(InputError, match="must increase"):
+            w.write_video("a", **d)
+    assert not (tmp_path / "c.h5").exists()     # nothing committed, nothing written
+    write(tmp_path / "c.h5", [("a", 2)])
+    with pytest.raises(InputError, match="read-only"):
+        FeatureStore(tmp_path / "c.h5").writer(info())
