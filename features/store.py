@@ -11,7 +11,7 @@ File layout (schema version 1; see the README for the full table)::
         video_count  (V,)      int64, rows of each video
         frame        (N,)      int32, 1-based frame number
         face         (N,)      bool, False where no face was found / the crop is missing or unreadable
-        embedding    (N, D)    float16 (or float32 on request), chunked by ~1 MiB of rows, uncompressed
+        embedding    (N, D)    float16 (or float32 on request), contiguous (or ~1 MiB chunks if compressed)
         logits       (N, C)    float32, where the model has them
         va           (N, 2)    float32, valence/arousal where the model has them
 
@@ -44,7 +44,7 @@ from .errors import InputError
 SCHEMA_VERSION = 1
 FORMAT = "affect-features"
 OUTPUTS = ("embedding", "logits", "va")
-_CHUNK_BYTES = 1 << 20          # ~1 MiB chunks fit HDF5's default chunk cache
+_CHUNK_BYTES = 1 << 20          # ~1 MiB chunks (compressed files only) fit HDF5's default chunk cache
 _RDCC_BYTES = 64 << 20          # a larger chunk cache for partial-chunk reads at video boundaries
 _SEG_RE = re.compile(r"^seg-(\d{9})-[0-9a-f]{8}\.h5$")
 _PROVENANCE_KEYS = ("checkpoint_sha256", "input_size", "normalization", "outputs", "embedding_dtype")
@@ -161,9 +161,12 @@ def _create_group(f: h5py.File, info: ExtractorInfo, n_rows: int, n_videos: int,
     g.create_dataset("face", shape=(n_rows,), dtype=bool)
     for out, dim in info.outputs.items():
         dt = np.dtype(info.embedding_dtype if out == "embedding" else np.float32)
-        rows = max(1, min(max(n_rows, 1), _CHUNK_BYTES // (dim * dt.itemsize)))
-        g.create_dataset(out, shape=(n_rows, dim), dtype=dt, chunks=(rows, dim) if n_rows else None,
-                         compression=compression)
+        # Sizes are known when a file is written (files are never resized), so uncompressed data is stored
+        # contiguously: bulk reads then run at raw disk/page-cache speed. Compression needs chunks.
+        chunks = None
+        if compression and n_rows:
+            chunks = (max(1, min(n_rows, _CHUNK_BYTES // (dim * dt.itemsize))), dim)
+        g.create_dataset(out, shape=(n_rows, dim), dtype=dt, chunks=chunks, compression=compression)
     return g
 
 
