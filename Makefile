@@ -44,7 +44,7 @@ sweep: $(STAMP)
 	$(PY) -m postprocess sweep --run $(RUN) --k $(K)
 
 demo: $(STAMP)
-	$(PY) -m demo
+	$(PY) demo.py
 
 bench: $(STAMP)
 	$(PY) bench/run.py
