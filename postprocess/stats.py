@@ -1,0 +1,212 @@
+"""Sufficient statistics of each task's metric, accumulated chunk by chunk of smoothed scores and kept per
+group of rows (a group is a cross-validation fold; rows with an invalid label go to a discarded extra group).
+
+Any union of groups then gives its metric without touching the scores again: VA keeps per-column sums
+(n, Σs, Σs², Σsy) for CCC, EXPR an 8x8 confusion matrix, AU true-positive and predicted-positive counts at
+fixed thresholds, or, for threshold search, counts per score bin (`AUGridStats`). Results equal
+`Task.evaluate` on the same rows (checked in the tests).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from features.errors import InputError
+from features.tasks import Task
+
+
+def valid_rows(task: Task, y: np.ndarray) -> np.ndarray:
+    """Rows whose label is usable for the metric (no invalid marker in any column)."""
+    y = np.asarray(y)
+    if y.shape[:1] == (0,):
+        return np.zeros(0, bool)
+    bad = (y == task.invalid) | ~np.isfinite(y.astype(np.float64))
+    return ~(bad.reshape(len(y), -1).any(axis=1))
+
+
+def check_labels(task: Task, y: np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(y)
+    if len(y) != n:
+        raise InputError(f"{task.name}: {len(y)} label rows but {n} score rows")
+    want = task.label_shape(n)
+    if y.shape != want:
+        raise InputError(f"{task.name}: labels have shape {y.shape}, expected {want}")
+    return y
+
+
+class Stats:
+    """Base: group per row (0..G-1; G = discarded), reset() before each k, update() per chunk, state() copy."""
+
+    def __init__(self, task: Task, y: np.ndarray, group: np.ndarray | None = None, n_groups: int = 1):
+        self.task = task
+        n = len(y)
+        self.y = check_labels(task, y, n)
+        valid = valid_rows(task, self.y)
+        g = np.zeros(n, np.int64) if group is None else np.asarray(group, np.int64).copy()
+        g[~valid] = n_groups
+        self.g, self.G = g, n_groups
+        self.simple = n_groups == 1 and valid.all()   # fast path: plain sums, no bincount
+
+    def groups_mask(self, groups) -> np.ndarray:
+        m = np.zeros(self.G + 1, bool)
+        m[list(range(self.G)) if groups is None else list(groups)] = True
+        return m
+
+
+class VAStats(Stats):
+    def __init__(self, task, y, group=None, n_groups=1):
+        super().__init__(task, y, group, n_groups)
+        yt = np.where(self.y == task.invalid, 0.0, self.y).astype(np.float64)
+        self.yT = np.ascontiguousarray(yt.T)
+        G1 = self.G + 1
+        self.n = np.bincount(self.g, minlength=G1).astype(np.float64)
+        self.sy = np.stack([np.bincount(self.g, weights=c, minlength=G1) for c in self.yT], 1)
+        self.syy = np.stack([np.bincount(self.g, weights=c * c, minlength=G1) for c in self.yT], 1)
+
+    def reset(self):
+        self.acc = np.zeros((3, self.G + 1, self.task.n_outputs))   # Σs, Σs², Σsy
+
+    def update(self, a: int, b: int, s: np.ndarray):
+        s = np.clip(s, -1.0, 1.0)          # Task.decide clips VA
+        yc = self.yT[:, a:b]
+        if self.simple:
+            self.acc[0, 0] += s.sum(axis=1)
+            self.acc[1, 0] += np.einsum("ij,ij->i", s, s)
+            self.acc[2, 0] += np.einsum("ij,ij->i", s, yc)
+            return
+        g = self.g[a:b]
+        for j in range(s.shape[0]):
+            self.acc[0, :, j] += np.bincount(g, weights=s[j], minlength=self.G + 1)
+            self.acc[1, :, j] += np.bincount(g, weights=s[j] * s[j], minlength=self.G + 1)
+            self.acc[2, :, j] += np.bincount(g, weights=s[j] * yc[j], minlength=self.G + 1)
+
+    def state(self):
+        return self.acc.copy()
+
+    def metric(self, state, groups=None) -> dict[str, float]:
+        m = self.groups_mask(groups)
+        n = self.n[m].sum()
+        if n == 0:
+            raise InputError("va: no labelled rows to evaluate")
+        s, ss, sy = state[:, m].sum(axis=1)
+        mt, mp = self.sy[m].sum(0) / n, s / n
+        vt, vp = self.syy[m].sum(0) / n - mt ** 2, ss / n - mp ** 2
+        cov = sy / n - mt * mp
+        den = vt + vp + (mt - mp) ** 2
+        c = np.where(den > 0, 2 * cov / np.where(den > 0, den, 1), 0.0)
+        return {self.task.metric_name: float(c.mean()),
+                **{f"ccc_{l}": float(v) for l, v in zip(self.task.labels, c)}}
+
+
+class EXPRStats(Stats):
+    def __init__(self, task, y, group=None, n_groups=1):
+        super().__init__(task, y, group, n_groups)
+        self.yc = np.where(self.y == task.invalid, 0, self.y).astype(np.int64)
+        self.base = (self.g * task.n_outputs + self.yc) * task.n_outputs
+
+    def reset(self):
+        C = self.task.n_outputs
+        self.acc = np.zeros((self.G + 1) * C * C, np.int64)
+
+    def update(self, a, b, s):
+        pred = np.argmax(s, axis=0)
+        self.acc += np.bincount(self.base[a:b] + pred, minlength=len(self.acc))
+
+    def state(self):
+        return self.acc.copy()
+
+    def metric(self, state, groups=None) -> dict[str, float]:
+        C = self.task.n_outputs
+        conf = state.reshape(self.G + 1, C, C)[self.groups_mask(groups)].sum(axis=0)
+        if conf.sum() == 0:
+            raise InputError("expr: no labelled rows to evaluate")
+        tp = np.diag(conf)
+        den = conf.sum(0) + conf.sum(1)
+        f1 = np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+        return {self.task.metric_name: float(f1.mean()), "accuracy": float(tp.sum() / conf.sum()),
+                **{f"f1_{l}": float(v) for l, v in zip(self.task.labels, f1)}}
+
+
+class AUStats(Stats):
+    """True positives and predicted positives per column at fixed thresholds."""
+
+    def __init__(self, task, y, group=None, n_groups=1, thresholds=None):
+        super().__init__(task, y, group, n_groups)
+        C = task.n_outputs
+        thr = 0.5 if thresholds is None else thresholds
+        self.thr = np.broadcast_to(np.asarray(thr, np.float64), (C,)).reshape(C, 1).copy()
+        valid = self.g < self.G
+        self.pos = np.ascontiguousarray((self.y == 1).T & valid[None, :])    # (C, N)
+        self.valid = valid
+        self.npos = np.stack([np.bincount(self.g[p], minlength=self.G + 1) for p in self.pos], 1)
+
+    def reset(self):
+        self.acc = np.zeros((2, self.G + 1, self.task.n_outputs), np.int64)   # predicted, true positives
+
+    def update(self, a, b, s):
+        pred = s >= self.thr
+        pos = self.pos[:, a:b]
+        if self.simple:
+            self.acc[0, 0] += np.count_nonzero(pred, axis=1)
+            self.acc[1, 0] += np.count_nonzero(pred & pos, axis=1)
+            return
+        g = self.g[a:b]
+        for j in range(pred.shape[0]):
+            self.acc[0, :, j] += np.bincount(g[pred[j]], minlength=self.G + 1)
+            self.acc[1, :, j] += np.bincount(g[pred[j] & pos[j]], minlength=self.G + 1)
+
+    def state(self):
+        return self.acc.copy()
+
+    def metric(self, state, groups=None) -> dict[str, float]:
+        m = self.groups_mask(groups)
+        npred, tp = state[:, m].sum(axis=1)
+        den = npred + self.npos[m].sum(0)
+        f1 = np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+        return {self.task.metric_name: float(f1.mean()),
+                **{f"f1_{l}": float(v) for l, v in zip(self.task.labels, f1)}}
+
+
+class AUGridStats(Stats):
+    """Counts of rows and of positives per score bin floor(s * bins), per group and column, from which F1 at
+    every threshold j / bins follows by suffix sums."""
+
+    def __init__(self, task, y, group=None, n_groups=1, bins: int = 100):
+        super().__init__(task, y, group, n_groups)
+        self.B = bins
+        C = task.n_outputs
+        valid = self.g < self.G
+        self.posT = np.ascontiguousarray(((self.y == 1) & valid[:, None]).T).astype(np.float64)
+        self.offs = (np.arange(C) * (bins + 1))[:, None]
+        self.size = (self.G + 1) * C * (bins + 1)
+        self.npos = np.stack([np.bincount(self.g, weights=p, minlength=self.G + 1) for p in self.posT], 1)
+
+    def reset(self):
+        self.acc = np.zeros((2, self.size))
+
+    def update(self, a, b, s):
+        C = s.shape[0]
+        bins = np.clip(np.floor(s * self.B), 0, self.B).astype(np.int64)
+        idx = (self.g[a:b] * (C * (self.B + 1)))[None, :] + self.offs + bins
+        self.acc[0] += np.bincount(idx.ravel(), minlength=self.size)
+        self.acc[1] += np.bincount(idx.ravel(), weights=self.posT[:, a:b].ravel(), minlength=self.size)
+
+    def state(self):
+        return self.acc.copy()
+
+    def f1_curves(self, state, groups=None) -> np.ndarray:
+        """(C, B+1): F1 of each column when predicting s >= j / B."""
+        C = self.task.n_outputs
+        m = self.groups_mask(groups)
+        cnt = state.reshape(2, self.G + 1, C, self.B + 1)[:, m].sum(axis=1)
+        suffix = np.cumsum(cnt[..., ::-1], axis=-1)[..., ::-1]     # rows with bin >= j
+        npred, tp = suffix
+        den = npred + self.npos[m].sum(0)[:, None]
+        return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+
+
+def make_stats(task: Task, y, group=None, n_groups=1, thresholds=None) -> Stats:
+    if task.kind == "regression":
+        return VAStats(task, y, group, n_groups)
+    if task.kind == "multiclass":
+        return EXPRStats(task, y, group, n_groups)
+    return AUStats(task, y, group, n_groups, thresholds)

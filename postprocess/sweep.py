@@ -1,0 +1,132 @@
+"""Sweep of the smoothing half-width k: the task's metric for every k, one cumulative sum reused for all of
+them, and per-output choices beyond the reference's single shared k.
+
+- `sweep_k`: metric (and per-output details) by k at fixed AU thresholds; `best_k` picks the best row.
+- `tune_au_k_thresholds`: AU F1 is separable per column, so each AU gets its own (k, threshold), found by
+  counting scores into fine bins for every k (F1 at every grid threshold from one pass), compared with the
+  best single shared k under the same threshold search.
+- `per_output_k`: VA's CCC is separable too, so valence and arousal can each take their own best k.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from features.errors import InputError
+from features.tasks import Task, get_task
+
+from .smoothing import BoxSmoother, Stat, check_k
+from .stats import AUGridStats, Stats, make_stats
+
+
+def check_ks(ks: Iterable[int]) -> list[int]:
+    out = sorted({check_k(k) for k in ks})
+    if not out:
+        raise InputError("no values of k to sweep")
+    return out
+
+
+def run_states(smoother: BoxSmoother, stats: Stats, ks: Sequence[int], progress: bool = False) -> list:
+    """Accumulate `stats` for each k; returns the list of states (one per k)."""
+    states = []
+    for k in tqdm(ks, desc="k sweep", disable=not progress, leave=False):
+        stats.reset()
+        for a, b, s in smoother.chunks(k):
+            stats.update(a, b, s)
+        states.append(stats.state())
+    return states
+
+
+def sweep_k(task: Task | str, y: np.ndarray, scores: np.ndarray, video: np.ndarray, ks: Iterable[int],
+            thresholds: np.ndarray | float | None = None, stat: Stat = "mean",
+            progress: bool = False) -> pd.DataFrame:
+    """Metric of the box-filtered scores for each k (rows with an invalid label are left out of the metric
+    but still smoothed). Columns: k, the task's metric name, per-output details."""
+    task = get_task(task)
+    ks = check_ks(ks)
+    sm = BoxSmoother(scores, video, stat)
+    if sm.c != task.n_outputs:
+        raise InputError(f"{task.name}: scores have {sm.c} columns, expected {task.n_outputs}")
+    stats = make_stats(task, y, thresholds=thresholds)
+    if not (stats.g < stats.G).any():
+        raise InputError(f"{task.name}: no row has a valid label")
+    rows = [{"k": k, **stats.metric(st)} for k, st in zip(ks, run_states(sm, stats, ks, progress))]
+    return pd.DataFrame(rows)
+
+
+def best_k(table: pd.DataFrame, metric: str | None = None) -> int:
+    """k of the best metric (the smallest such k on ties)."""
+    metric = metric or [c for c in table.columns if c.startswith("P_")][0]
+    vals = table[metric].to_numpy()
+    return int(table["k"].to_numpy()[np.flatnonzero(vals == vals.max())[0]])
+
+
+def per_output_k(task: Task | str, table: pd.DataFrame) -> dict:
+    """For VA (CCC separable per column): best k of each output from a `sweep_k` table and the gain of using
+    them over the best shared k (EXPR's argmax and AU's thresholds are handled elsewhere)."""
+    task = get_task(task)
+    if task.kind != "regression":
+        raise InputError(f"{task.name}: per-output k from a sweep table applies to VA only")
+    cols = [f"ccc_{l}" for l in task.labels]
+    ks = [best_k(table, c) for c in cols]
+    per = [float(table.loc[table.k == k, c].iloc[0]) for k, c in zip(ks, cols)]
+    shared = float(table[task.metric_name].max())
+    return {"k": ks, "ccc": per, "metric": float(np.mean(per)), "shared_k": best_k(table),
+            "shared_metric": shared, "gain": float(np.mean(per)) - shared}
+
+
+@dataclass
+class AUTuning:
+    """Per-AU (k, threshold) versus one shared k, both with per-AU grid thresholds (in-sample)."""
+    ks: list[int]
+    k: np.ndarray               # (C,) chosen k per AU
+    thresholds: np.ndarray      # (C,)
+    f1: np.ndarray              # (C,) F1 per AU at its (k, threshold)
+    shared_k: int
+    shared_thresholds: np.ndarray
+    shared_f1: np.ndarray
+    f1_by_k: np.ndarray         # (K, C) best F1 per AU at each k
+    labels: tuple = field(default=())
+
+    @property
+    def gain(self) -> float:
+        return float(self.f1.mean() - self.shared_f1.mean())
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({"k": self.k, "threshold": self.thresholds, "f1": self.f1,
+                             "shared_k": self.shared_k, "shared_threshold": self.shared_thresholds,
+                             "shared_f1": self.shared_f1}, index=list(self.labels) or None)
+
+
+def choose_au(curves: np.ndarray, ks: Sequence[int], bins: int, per_au: bool = True):
+    """curves: (K, C, B+1) F1 by k, AU and threshold j/bins (j = 0 and bins excluded: all / almost none)."""
+    K, C, _ = curves.shape
+    inner = curves[:, :, 1:bins]
+    best_j = inner.argmax(axis=2) + 1                      # (K, C)
+    best_f = np.take_along_axis(curves, best_j[..., None], axis=2)[..., 0]
+    if per_au:
+        ki = best_f.argmax(axis=0)                          # first (smallest) k on ties
+    else:
+        ki = np.full(C, best_f.mean(axis=1).argmax())
+    cols = np.arange(C)
+    return (np.asarray(ks)[ki], best_j[ki, cols] / bins, best_f[ki, cols], best_f)
+
+
+def tune_au_k_thresholds(y: np.ndarray, scores: np.ndarray, video: np.ndarray, ks: Iterable[int],
+                         bins: int = 100, stat: Stat = "mean", progress: bool = False) -> AUTuning:
+    """Each AU's best (k, threshold) over ks x thresholds {1/bins, ..., (bins-1)/bins}, coordinate-wise (AU
+    F1 is separable per column), next to the best shared k with per-AU thresholds from the same grid."""
+    from features.tasks import AU
+    ks = check_ks(ks)
+    sm = BoxSmoother(scores, video, stat)
+    if sm.c != AU.n_outputs:
+        raise InputError(f"au: scores have {sm.c} columns, expected {AU.n_outputs}")
+    st = AUGridStats(AU, y, bins=bins)
+    curves = np.stack([st.f1_curves(s) for s in run_states(sm, st, ks, progress)])
+    k, thr, f1, by_k = choose_au(curves, ks, bins, True)
+    sk, sthr, sf1, _ = choose_au(curves, ks, bins, False)
+    return AUTuning(ks, k, thr, f1, int(sk[0]), sthr, sf1, by_k, AU.labels)
