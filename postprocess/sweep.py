@@ -20,7 +20,7 @@ from features.errors import InputError
 from features.tasks import Task, get_task
 
 from .smoothing import BoxSmoother, Stat, check_k
-from .stats import AUGridStats, Stats, make_stats
+from .stats import AUGridStats, Stats, check_labels, make_stats
 
 
 def check_ks(ks: Iterable[int]) -> list[int]:
@@ -51,7 +51,7 @@ def sweep_k(task: Task | str, y: np.ndarray, scores: np.ndarray, video: np.ndarr
     sm = BoxSmoother(scores, video, stat)
     if sm.c != task.n_outputs:
         raise InputError(f"{task.name}: scores have {sm.c} columns, expected {task.n_outputs}")
-    stats = make_stats(task, y, thresholds=thresholds)
+    stats = make_stats(task, check_labels(task, y, sm.n), thresholds=thresholds)
     if not (stats.g < stats.G).any():
         raise InputError(f"{task.name}: no row has a valid label")
     rows = [{"k": k, **stats.metric(st)} for k, st in zip(ks, run_states(sm, stats, ks, progress))]
@@ -125,7 +125,7 @@ def tune_au_k_thresholds(y: np.ndarray, scores: np.ndarray, video: np.ndarray, k
     sm = BoxSmoother(scores, video, stat)
     if sm.c != AU.n_outputs:
         raise InputError(f"au: scores have {sm.c} columns, expected {AU.n_outputs}")
-    st = AUGridStats(AU, y, bins=bins)
+    st = AUGridStats(AU, check_labels(AU, y, sm.n), bins=bins)
     curves = np.stack([st.f1_curves(s) for s in run_states(sm, st, ks, progress)])
     k, thr, f1, by_k = choose_au(curves, ks, bins, True)
     sk, sthr, sf1, _ = choose_au(curves, ks, bins, False)

@@ -1,0 +1,215 @@
+"""Command line: `python -m postprocess sweep|submit|validate` (see `python -m postprocess -h`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.errors import InputError
+from features.tasks import get_task
+
+from .gaps import fill_gaps
+from .plots import plot_sweep, plot_timeline
+from .scores import load_scores
+from .selection import cross_validated_selection
+from .smoothing import box_filter
+from .stats import valid_rows
+from .submission import validate_submission, write_submission
+from .sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds
+from .thresholds import compare_thresholds, tune_thresholds
+
+CONFIG = "postprocess.json"
+
+
+def parse_k(spec: str) -> list[int]:
+    """'a:b' (inclusive), 'a:b:s', 'a,b,c' or 'a' -> sorted distinct non-negative ints."""
+    def num(x: str) -> int:
+        x = x.strip()
+        try:
+            v = int(x)
+        except ValueError:
+            raise InputError(f"--k: {x!r} is not an integer (use e.g. 0:200, 0:200:5 or 0,5,10,50)") from None
+        if v < 0:
+            raise InputError(f"--k: k must be non-negative, got {v}")
+        return v
+
+    spec = spec.strip()
+    if not spec:
+        raise InputError("--k: empty")
+    if ":" in spec:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3):
+            raise InputError(f"--k: expected a:b or a:b:step, got {spec!r}")
+        a, b = num(parts[0]), num(parts[1])
+        step = num(parts[2]) if len(parts) == 3 else 1
+        if step == 0:
+            raise InputError("--k: step must be at least 1")
+        if b < a:
+            raise InputError(f"--k: end {b} is below start {a}")
+        return list(range(a, b + 1, step))
+    return sorted({num(x) for x in spec.split(",")})
+
+
+def _scores_path(run: Path) -> Path:
+    p = run / "scores.h5"
+    if not p.exists():
+        raise InputError("no scores.h5 in the run directory (run classify first)", run)
+    return p
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _fmt(df: pd.DataFrame) -> str:
+    return df.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def cmd_sweep(a) -> int:
+    run = Path(a.run)
+    ks = parse_k(a.k)
+    ss = load_scores(_scores_path(run), a.split)
+    task = get_task(ss.task)
+    if ss.y is None:
+        raise InputError(f"split {a.split!r} has no labels to sweep against", run / "scores.h5")
+    scores = fill_gaps(ss.scores, ss.face, ss.video, ss.frame)
+    table = sweep_k(task, ss.y, scores, ss.video, ks, stat=a.stat, progress=True)
+    k = best_k(table)
+    print(f"{task.name}: {task.metric_name} by k on split {a.split} ({len(ss)} rows, "
+          f"{len(np.unique(ss.video))} videos)")
+    print(_fmt(table[["k", task.metric_name] + [c for c in table.columns if c.startswith("ccc_")]]))
+    m0 = float(table[task.metric_name].iloc[0])
+    mk = float(table.loc[table.k == k, task.metric_name].iloc[0])
+    print(f"best shared k = {k}: {task.metric_name} {mk:.4f} (first k in the sweep, {ks[0]}: {m0:.4f})")
+    cfg = {"task": task.name, "split": a.split, "stat": a.stat, "k": k, "metric": mk,
+           "metric_name": task.metric_name, "ks": [ks[0], ks[-1], len(ks)], "use_per_output": a.per_output,
+           "source": str(run / "scores.h5"), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    valid = valid_rows(task, ss.y)
+    smooth_k = box_filter(scores, ss.video, k, a.stat)
+    if task.kind == "multilabel":
+        comp = compare_thresholds(ss.y[valid], smooth_k[valid], task.labels)
+        print(f"\nper-AU thresholds at k = {k} (in-sample):")
+        print(comp.to_string(float_format=lambda v: f"{v:.3f}"))
+        print("mean F1: fixed 0.5 {:.4f}, grid 0.1..0.9 {:.4f}, exact {:.4f}".format(
+            comp.f1_fixed.mean(), comp.f1_grid.mean(), comp.f1_exact.mean()))
+        thr = tune_thresholds(ss.y[valid], smooth_k[valid], a.thresholds)
+        cfg["thresholds"] = thr.thresholds.tolist()
+        cfg["thresholds_method"] = a.thresholds
+        cfg["metric_tuned"] = thr.mean_f1
+        tun = tune_au_k_thresholds(ss.y, scores, ss.video, ks, stat=a.stat, progress=True)
+        print(f"\nper-AU (k, threshold), grid 1/100 (in-sample): mean F1 {tun.f1.mean():.4f} vs one shared "
+              f"k = {tun.shared_k}: {tun.shared_f1.mean():.4f} (gain {tun.gain:+.4f})")
+        print(tun.table().to_string(float_format=lambda v: f"{v:.3f}"))
+        cfg["per_output"] = {"k": tun.k.tolist(), "thresholds": tun.thresholds.tolist(),
+                             "metric": float(tun.f1.mean()), "shared_metric": float(tun.shared_f1.mean()),
+                             "gain": tun.gain}
+    elif task.kind == "regression":
+        po = per_output_k(task, table)
+        print(f"\nper-dimension k: {dict(zip(task.labels, po['k']))}: {po['metric']:.4f} "
+              f"(gain {po['gain']:+.4f} over shared k)")
+        cfg["per_output"] = po
+    if a.per_output and "per_output" not in cfg:
+        raise InputError(f"{task.name}: per-output k is available for VA and AU only")
+    if a.cv >= 2:
+        n_vid = len(np.unique(ss.video))
+        if n_vid < a.cv:
+            print(f"\n(cross-validation skipped: {n_vid} videos for {a.cv} folds)")
+        else:
+            cv = {}
+            print(f"\nvideo-level {a.cv}-fold selection inside {a.split} (choose on train folds, score the "
+                  f"held-out fold, pooled):")
+            for po in ([False, True] if task.kind != "multiclass" else [False]):
+                sel = cross_validated_selection(task, ss.y, scores, ss.video, ks, a.cv, per_output=po,
+                                                stat=a.stat, progress=True)
+                name = "per-output" if po else "shared k"
+                print(f"  {name:10s}: no smoothing {sel.baseline:.4f}, in-sample {sel.in_sample:.4f}, "
+                      f"cross-validated {sel.cv:.4f} (optimism {sel.optimism:+.4f}), fold k {sel.fold_k}")
+                cv["per_output" if po else "shared"] = sel.to_dict()
+            cfg["cv"] = cv
+    png = plot_sweep(table, task, run / f"sweep_{task.name}.png", k)
+    first = ss.video == ss.video[0]
+    plot_timeline(task, ss.frame[first], scores[first], smooth_k[first], run / f"timeline_{task.name}.png",
+                  ss.y[first], title=f"{ss.video[0]}: raw vs k = {k}")
+    _write_json(run / CONFIG, cfg)
+    print(f"\nwrote {png}, {run / f'timeline_{task.name}.png'}, {run / CONFIG}")
+    return 0
+
+
+def cmd_submit(a) -> int:
+    run = Path(a.run)
+    cfg_path = run / CONFIG
+    if not cfg_path.exists():
+        raise InputError(f"no {CONFIG}: run `python -m postprocess sweep --run {run}` first", run)
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise InputError(f"not valid JSON ({e})", cfg_path) from None
+    ss = load_scores(_scores_path(run), a.split)
+    task = get_task(ss.task)
+    if task.name != cfg.get("task"):
+        raise InputError(f"{CONFIG} is for task {cfg.get('task')!r} but split {a.split} holds {task.name}", run)
+    k, thr = cfg["k"], cfg.get("thresholds")
+    if cfg.get("use_per_output") and "per_output" in cfg:
+        k = cfg["per_output"]["k"]
+        thr = cfg["per_output"].get("thresholds", thr)
+    scores = fill_gaps(ss.scores, ss.face, ss.video, ss.frame)
+    smoothed = box_filter(scores, ss.video, k, cfg.get("stat", "mean"))
+    n = write_submission(a.out, task, a.samples, ss.video, ss.frame, smoothed, thresholds=thr,
+                         overwrite=a.force)
+    rep = validate_submission(a.out, a.samples, task)
+    print(f"wrote {a.out}: {n} rows (k = {k})")
+    print(rep)
+    return 0 if rep.ok else 1
+
+
+def cmd_validate(a) -> int:
+    rep = validate_submission(a.file, a.samples, a.task)
+    print(rep)
+    return 0 if rep.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m postprocess",
+                                 description="Smoothing sweep, thresholds and challenge files for a run.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sweep", help="metric by smoothing k on the run's validation scores")
+    s.add_argument("--run", required=True, help="run directory holding scores.h5")
+    s.add_argument("--k", default="0:200", help="a:b (inclusive), a:b:step or a,b,c (default 0:200)")
+    s.add_argument("--split", default="val")
+    s.add_argument("--stat", choices=("mean", "median"), default="mean")
+    s.add_argument("--thresholds", choices=("exact", "grid", "fixed"), default="exact",
+                   help="AU thresholds stored with the shared k (default exact)")
+    s.add_argument("--per-output", action="store_true",
+                   help="store per-output k (VA per dimension, AU per unit with its threshold) for submit")
+    s.add_argument("--cv", type=int, default=5, help="video-level folds for the honest estimate (0: skip)")
+    s.set_defaults(func=cmd_sweep)
+    m = sub.add_parser("submit", help="challenge file from the run's test scores and postprocess.json")
+    m.add_argument("--run", required=True)
+    m.add_argument("--samples", required=True, help="the organisers' sample list")
+    m.add_argument("--out", required=True)
+    m.add_argument("--split", default="test")
+    m.add_argument("--force", action="store_true", help="replace --out if it exists")
+    m.set_defaults(func=cmd_submit)
+    v = sub.add_parser("validate", help="check a challenge file against the sample list")
+    v.add_argument("file")
+    v.add_argument("--samples", required=True)
+    v.add_argument("--task", required=True, choices=("va", "expr", "au"))
+    v.set_defaults(func=cmd_validate)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return a.func(a)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,135 @@
+"""Honest choice of k (and AU thresholds): pick them on the training folds of a video-level GroupKFold inside
+the validation set, apply them to the held-out fold, pool the held-out predictions and score them once.
+
+The in-sample number (choose and score on the same frames, what the reference reports) is returned beside the
+cross-validated one, so the optimism of tuning on validation is visible. Smoothing never crosses videos, so the
+box filter of all rows at k, restricted to a fold's rows, is the fold's own box filter: one smoothing pass per k
+feeds the statistics of every fold at once.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold
+
+from features.errors import InputError
+from features.tasks import Task, get_task
+
+from .smoothing import BoxSmoother, Stat
+from .stats import AUGridStats, check_labels, make_stats, valid_rows
+from .sweep import check_ks, choose_au, run_states
+
+
+@dataclass
+class Selection:
+    task: str
+    k: int | list[int]                  # chosen on all rows (one k, or one per output)
+    thresholds: list[float] | None      # AU only
+    in_sample: float                    # metric with the chosen parameters on the rows they were chosen on
+    cv: float                           # pooled held-out metric, parameters chosen on the other folds
+    baseline: float                     # k = 0, thresholds 0.5 (no post-processing)
+    fold_k: list = field(default_factory=list)
+    fold_thresholds: list = field(default_factory=list)
+    n_splits: int = 0
+    per_output: bool = False
+    tune_thresholds: bool = False
+
+    @property
+    def optimism(self) -> float:
+        return self.in_sample - self.cv
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["optimism"] = self.optimism
+        return d
+
+
+def _folds(video: np.ndarray, n_splits: int, seg) -> np.ndarray:
+    if n_splits < 2:
+        raise InputError(f"cross-validation needs at least 2 folds, got {n_splits}")
+    if len(seg) < n_splits:
+        raise InputError(f"{n_splits} folds need at least {n_splits} videos, got {len(seg)}")
+    ids = seg.row_ids()
+    fold = np.empty(len(ids), np.int64)
+    for f, (_, test) in enumerate(GroupKFold(n_splits=n_splits).split(ids, groups=ids)):
+        fold[test] = f
+    return fold
+
+
+def _choose(task: Task, metric_rows: list[dict], ks: list[int], per_output: bool):
+    """Best k (or per-output ks for VA) from a list of metric dicts, one per k."""
+    if per_output and task.kind == "regression":
+        return [ks[int(np.argmax([m[f"ccc_{l}"] for m in metric_rows]))] for l in task.labels]
+    return ks[int(np.argmax([m[task.metric_name] for m in metric_rows]))]
+
+
+def cross_validated_selection(task: Task | str, y: np.ndarray, scores: np.ndarray, video: np.ndarray,
+                              ks: Iterable[int], n_splits: int = 5, tune_thresholds: bool = True,
+                              per_output: bool = False, bins: int = 100, stat: Stat = "mean",
+                              progress: bool = False) -> Selection:
+    """Choose k (per output when `per_output`: VA per dimension, AU per unit; EXPR always one k) and, for AU
+    when `tune_thresholds`, thresholds on a grid of 1/bins, by GroupKFold over videos."""
+    task = get_task(task)
+    ks = check_ks(ks)
+    sm = BoxSmoother(scores, video, stat)
+    if sm.c != task.n_outputs:
+        raise InputError(f"{task.name}: scores have {sm.c} columns, expected {task.n_outputs}")
+    fold = _folds(video, n_splits, sm.seg)
+    y = check_labels(task, y, sm.n)
+    valid = valid_rows(task, y)
+    if not valid.any():
+        raise InputError(f"{task.name}: no row has a valid label")
+    folds = range(n_splits)
+    cache: dict[int, np.ndarray] = {}
+
+    def smoothed(k: int) -> np.ndarray:
+        if k not in cache:
+            cache[k] = sm.smooth(k).reshape(sm.n, sm.c)
+        return cache[k]
+
+    def pooled(k_of_fold: list) -> np.ndarray:
+        out = np.empty((sm.n, sm.c), np.float64)
+        for f, kf in zip(folds, k_of_fold):
+            rows = fold == f
+            kcol = np.broadcast_to(np.asarray(kf), (sm.c,))
+            for kk in np.unique(kcol):
+                cols = np.flatnonzero(kcol == kk)
+                out[np.ix_(rows, cols)] = smoothed(int(kk))[rows][:, cols]
+        return out
+
+    baseline = task.score(y[valid], sm.raw[valid])
+    au_tune = task.kind == "multilabel" and tune_thresholds
+    if au_tune:
+        st = AUGridStats(task, y, fold, n_splits, bins=bins)
+        states = run_states(sm, st, ks, progress)
+        all_k, all_thr, _, _ = choose_au(np.stack([st.f1_curves(s) for s in states]), ks, bins, per_output)
+        fk, fthr = [], []
+        for f in folds:
+            train = [g for g in folds if g != f]
+            kf, tf, _, _ = choose_au(np.stack([st.f1_curves(s, train) for s in states]), ks, bins, per_output)
+            fk.append(kf.tolist())
+            fthr.append(tf.tolist())
+        thr_rows = np.asarray(fthr)[fold]
+        cv = task.score(y[valid], pooled(fk)[valid], thr_rows[valid])
+        k_all = all_k.tolist() if per_output else int(all_k[0])
+        in_sample = task.score(y[valid], pooled([all_k] * n_splits)[valid], all_thr)
+        return Selection(task.name, k_all, all_thr.tolist(), in_sample, cv, baseline, fk, fthr, n_splits,
+                         per_output, True)
+
+    st = make_stats(task, y, fold, n_splits)
+    states = run_states(sm, st, ks, progress)
+    k_all = _choose(task, [st.metric(s) for s in states], ks, per_output)
+    fk = [_choose(task, [st.metric(s, [g for g in folds if g != f]) for s in states], ks, per_output)
+          for f in folds]
+    cv = task.score(y[valid], pooled(fk)[valid])
+    in_sample = task.score(y[valid], pooled([k_all] * n_splits)[valid])
+    thr = [0.5] * task.n_outputs if task.kind == "multilabel" else None
+    return Selection(task.name, k_all, thr, in_sample, cv, baseline, fk, [], n_splits, per_output, False)
+
+
+def selection_table(sel: Selection) -> pd.DataFrame:
+    return pd.DataFrame([{"baseline (k=0)": sel.baseline, "in-sample": sel.in_sample,
+                          "cross-validated": sel.cv, "optimism": sel.optimism}])
