@@ -105,7 +105,7 @@ def extend_to_samples(video: np.ndarray, frame: np.ndarray, scores: np.ndarray,
     sid = names.get_indexer(sv.astype(str))
     if (sid < 0).any():
         bad = sv[np.flatnonzero(sid < 0)[0]]
-        raise InputError(f"sample list names video {bad!r} with no scores ({int((sid < 0).sum())} sample rows "
+        raise InputError(f"sample list names video {str(bad)!r} with no scores ({int((sid < 0).sum())} sample rows "
                          f"in {len(set(sv[sid < 0].tolist()))} such videos)")
     row_seg = seg.row_ids()
     kept = np.flatnonzero(known)

@@ -47,7 +47,7 @@ def video_segments(video: np.ndarray, what: str = "video") -> Segments:
     if len(uniq) != len(names):
         bad = uniq[counts > 1][0]
         rows = starts[names == bad][:2]
-        raise InputError(f"{what}: rows of video {bad!r} are not contiguous (runs start at rows {rows[0]} and "
+        raise InputError(f"{what}: rows of video {str(bad)!r} are not contiguous (runs start at rows {rows[0]} and "
                          f"{rows[1]}); order rows by (video, frame)")
     return Segments(names, starts, ends)
 
@@ -68,7 +68,7 @@ def check_frames(frame: np.ndarray, seg: Segments, what: str = "frame") -> np.nd
         if inner.any():
             row = int(bad[inner][0]) + 1
             vid = seg.names[np.searchsorted(seg.starts, row, side="right") - 1]
-            raise InputError(f"{what}: frames of video {vid!r} not strictly increasing at row {row} "
+            raise InputError(f"{what}: frames of video {str(vid)!r} not strictly increasing at row {row} "
                              f"({f[row - 1]} then {f[row]})")
     return f
 
@@ -104,5 +104,5 @@ def check_finite(scores: np.ndarray, video: np.ndarray | None = None, what: str 
     bad = ~np.isfinite(scores)
     if bad.any():
         row = int(np.flatnonzero(bad.reshape(len(scores), -1).any(axis=1))[0])
-        where = f" (video {np.asarray(video)[row]!r})" if video is not None else ""
+        where = f" (video {str(np.asarray(video)[row])!r})" if video is not None else ""
         raise InputError(f"{what}: NaN or infinite value at row {row}{where}; fill gaps first")

@@ -163,9 +163,6 @@ def validate_submission(path: str | os.PathLike, sample_list: SampleList | str, 
         return rep
     if lines[0].replace(" ", "") != want:
         problem(1, f"header should be {want!r}, got {lines[0][:80]!r}")
-    if rep.n_rows != len(samples):
-        problem(len(lines) + 1 if rep.n_rows < len(samples) else len(samples) + 2,
-                f"{rep.n_rows} rows but the sample list has {len(samples)}")
     for i, text in enumerate(lines[1:]):
         fields = text.split(",")
         line = i + 2
@@ -176,4 +173,7 @@ def validate_submission(path: str | os.PathLike, sample_list: SampleList | str, 
         msg = _check_values(task, fields[1:])
         if msg:
             problem(line, msg)
+    if rep.n_rows != len(samples):
+        problem(len(lines) + 1 if rep.n_rows < len(samples) else len(samples) + 2,
+                f"{rep.n_rows} rows but the sample list has {len(samples)}")
     return rep

@@ -1,0 +1,131 @@
+"""Scores file round trip; submission write -> validate round trip; broken submissions are caught."""
+import h5py
+import numpy as np
+import pytest
+
+from features.errors import InputError
+from features.tasks import AU, EXPR, VA
+from postprocess.scores import load_scores, save_scores
+from postprocess.submission import read_sample_list, validate_submission, write_submission
+
+
+def _rows(task, seed=0):
+    rng = np.random.default_rng(seed)
+    video = np.repeat(["vidA", "vidB_left", "vidC"], [6, 4, 5])
+    frame = np.concatenate([np.arange(1, 7), np.arange(3, 7), np.arange(10, 15)])
+    s = rng.random((len(video), task.n_outputs)).astype(np.float32)
+    if task is VA:
+        s = 2 * s - 1
+    face = np.ones(len(video), bool)
+    face[[2, 7]] = False
+    s[~face] = np.nan
+    return video, frame, s, face
+
+
+def test_scores_round_trip(tmp_path):
+    video, frame, s, face = _rows(AU)
+    y = (s > 0.5).astype(np.int64)
+    p = tmp_path / "scores.h5"
+    heads = {"mlp": np.nan_to_num(s), "lama": np.nan_to_num(s) * 0.5}
+    save_scores(p, "val", video, frame, s, y=y, face=face, heads=heads, attrs={"blend": {"mlp": 0.6}})
+    save_scores(p, "test", video, frame, s, face=face, attrs={"task": "au"})
+    got = load_scores(p, "val")
+    assert got.task == "au" and got.attrs["blend"] == {"mlp": 0.6} and "created" in got.attrs
+    np.testing.assert_array_equal(got.video, video)
+    np.testing.assert_array_equal(got.frame, frame)
+    np.testing.assert_array_equal(got.face, face)
+    np.testing.assert_array_equal(got.y, y)
+    np.testing.assert_array_equal(got.scores, s)
+    assert set(got.heads) == {"mlp", "lama"}
+    assert load_scores(p, "test").y is None
+    with h5py.File(p) as f:
+        assert f["val/video_names"].shape == (3,) and f["val/video_id"].dtype == np.int32
+    with pytest.raises(InputError, match="already exists"):
+        save_scores(p, "val", video, frame, s, face=face)
+    with pytest.raises(InputError, match="no split 'train'"):
+        load_scores(p, "train")
+
+
+def test_scores_bad_input(tmp_path):
+    video, frame, s, face = _rows(VA)
+    p = tmp_path / "s.h5"
+    with pytest.raises(InputError, match="NaN"):
+        save_scores(p, "val", video, frame, s)          # NaN rows without face flags
+    with pytest.raises(InputError, match="14 score rows but 15"):
+        save_scores(p, "val", video, frame, s[:-1], face=face)
+    with pytest.raises(InputError, match="label rows"):
+        save_scores(p, "val", video, frame, s, face=face, y=np.zeros((3, 2)))
+    with pytest.raises(InputError, match="not found"):
+        load_scores(tmp_path / "missing.h5", "val")
+
+
+def _sample_list(path, video, frame, with_header=True, order=None):
+    rows = [f"{v}/{f:05d}.jpg" for v, f in zip(video, frame)]
+    if order is not None:
+        rows = [rows[i] for i in order]
+    text = ("image_location,AU1,AU2\n" if with_header else "") + "".join(r + ",\n" for r in rows)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("task", [VA, EXPR, AU], ids=lambda t: t.name)
+def test_submission_round_trip(tmp_path, task):
+    video, frame, s, face = _rows(task)
+    # the organisers list frames we never scored (frame 1 of vidB_left, frame 20 of vidC) in their own order
+    sv = np.concatenate([video, ["vidB_left", "vidC"]])
+    sf = np.r_[frame, 1, 20]
+    order = np.random.default_rng(1).permutation(len(sv))
+    samples = _sample_list(tmp_path / "list.txt", sv, sf, with_header=task is AU, order=order)
+    out = tmp_path / f"{task.name}.txt"
+    n = write_submission(out, task, samples, video, frame, s, face=face)
+    assert n == len(sv)
+    rep = validate_submission(out, samples, task)
+    assert rep.ok, str(rep)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "image_location," + task.header
+    sl = read_sample_list(samples)
+    assert [ln.split(",")[0] for ln in lines[1:]] == list(sl.image_location)
+    i = list(sl.image_location).index("vidC/00020.jpg")
+    last_c = np.flatnonzero(video == "vidC")[-1]
+    vals = lines[1 + i].split(",")[1:]
+    ref = task.decide(s[last_c:last_c + 1])[0]
+    np.testing.assert_allclose(np.asarray(vals, float), np.atleast_1d(ref), atol=1e-6)  # edge repeats
+    with pytest.raises(InputError, match="output exists"):
+        write_submission(out, task, samples, video, frame, s, face=face)
+
+
+def test_broken_submissions_are_caught(tmp_path):
+    video, frame, s, face = _rows(EXPR)
+    samples = _sample_list(tmp_path / "list.txt", video, frame)
+    out = tmp_path / "expr.txt"
+    write_submission(out, EXPR, samples, video, frame, s, face=face)
+    lines = out.read_text().splitlines()
+    broken = lines[:3] + [lines[4], lines[3]] + lines[5:-1]          # swapped rows, one missing
+    broken[1] = broken[1].split(",")[0] + ",9"                        # class out of range
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(broken) + "\n")
+    rep = validate_submission(bad, samples, EXPR)
+    assert not rep.ok
+    msgs = " | ".join(m for _, m in rep.problems)
+    assert "rows but the sample list has" in msgs and "class 0-7" in msgs and "order" in msgs
+    assert (2, "expected a class 0-7, got '9'") in rep.problems
+    with pytest.raises(InputError, match=r"bad.txt:2: expected a class"):
+        validate_submission(bad, samples, EXPR, raise_first=True)
+    va = tmp_path / "va.txt"
+    va.write_text("image_location,valence,arousal\n" + "\n".join(
+        f"{v}/{f:05d}.jpg,0.5,{'1.5' if i == 3 else '0.1'}" for i, (v, f) in enumerate(zip(video, frame))) + "\n")
+    rep = validate_submission(va, samples, VA)
+    assert rep.problems == [(5, "values outside [-1, 1]: 0.5,1.5")]
+    assert "va.txt:5" in str(rep)
+
+
+def test_sample_list_errors(tmp_path):
+    p = tmp_path / "list.txt"
+    p.write_text("image_location\nvid/00001.jpg\nvid/frame.jpg\n")
+    with pytest.raises(InputError, match=r"list.txt:3: expected video/<frame>.jpg"):
+        read_sample_list(p)
+    p.write_text("vidA/00001.jpg\nnope/00001.jpg\n")
+    video, frame, s, face = _rows(AU)
+    with pytest.raises(InputError, match="video 'nope' with no scores"):
+        write_submission(tmp_path / "o.txt", AU, p, video, frame, s, face=face)
+    assert not (tmp_path / "o.txt").exists()
