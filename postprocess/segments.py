@@ -73,19 +73,6 @@ def check_frames(frame: np.ndarray, seg: Segments, what: str = "frame") -> np.nd
     return f
 
 
-def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """np.concatenate([arange(s, s + l) for s, l in zip(starts, lengths)]) without a Python loop."""
-    lengths = np.asarray(lengths, np.int64)
-    starts = np.asarray(starts, np.int64)
-    keep = lengths > 0
-    starts, lengths = starts[keep], lengths[keep]
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    offsets = np.cumsum(lengths) - lengths
-    return np.repeat(starts - offsets, lengths) + np.arange(total, dtype=np.int64)
-
-
 def as_2d(scores: np.ndarray, n: int | None = None, what: str = "scores") -> tuple[np.ndarray, bool]:
     """Scores as (n, C) and whether the input was 1-D; InputError on a length mismatch."""
     s = np.asarray(scores)

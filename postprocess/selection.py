@@ -74,7 +74,7 @@ def cross_validated_selection(task: Task | str, y: np.ndarray, scores: np.ndarra
     when `tune_thresholds`, thresholds on a grid of 1/bins, by GroupKFold over videos."""
     task = get_task(task)
     ks = check_ks(ks)
-    sm = BoxSmoother(scores, video, stat)
+    sm = BoxSmoother(scores, video, stat, max_k=ks[-1])
     if sm.c != task.n_outputs:
         raise InputError(f"{task.name}: scores have {sm.c} columns, expected {task.n_outputs}")
     fold = _folds(video, n_splits, sm.seg)
@@ -103,14 +103,14 @@ def cross_validated_selection(task: Task | str, y: np.ndarray, scores: np.ndarra
     baseline = task.score(y[valid], sm.raw[valid])
     au_tune = task.kind == "multilabel" and tune_thresholds
     if au_tune:
-        st = AUGridStats(task, y, fold, n_splits, bins=bins)
+        st = AUGridStats(task, sm.to_layout(y, task.invalid), sm.to_layout(fold, 0), n_splits, bins=bins)
         states = run_states(sm, st, ks, progress)
         all_k, all_thr, _, _ = choose_au(np.stack([st.f1_curves(s) for s in states]), ks, bins, per_output)
         fk, fthr = [], []
         for f in folds:
             train = [g for g in folds if g != f]
             kf, tf, _, _ = choose_au(np.stack([st.f1_curves(s, train) for s in states]), ks, bins, per_output)
-            fk.append(kf.tolist())
+            fk.append(kf.tolist() if per_output else int(kf[0]))
             fthr.append(tf.tolist())
         thr_rows = np.asarray(fthr)[fold]
         cv = task.score(y[valid], pooled(fk)[valid], thr_rows[valid])
@@ -119,7 +119,7 @@ def cross_validated_selection(task: Task | str, y: np.ndarray, scores: np.ndarra
         return Selection(task.name, k_all, all_thr.tolist(), in_sample, cv, baseline, fk, fthr, n_splits,
                          per_output, True)
 
-    st = make_stats(task, y, fold, n_splits)
+    st = make_stats(task, sm.to_layout(y, task.invalid), sm.to_layout(fold, 0), n_splits)
     states = run_states(sm, st, ks, progress)
     k_all = _choose(task, [st.metric(s) for s in states], ks, per_output)
     fk = [_choose(task, [st.metric(s, [g for g in folds if g != f]) for s in states], ks, per_output)

@@ -2,10 +2,13 @@
 min(i+k, end-1) of its own video, the window shrinking at the video's edges (the reference's
 preds[max(i-k, 0):i+k+1], applied per video) and never crossing into a neighbouring video.
 
-The mean costs O(N) per k whatever k is: one float64 cumulative sum over all rows (float64 so that window sums
-of a million rows do not drift), then interior rows are a difference of two shifted slices and only the rows
-within k of a video edge (at most 2k per video) need gathered window bounds. `BoxSmoother` keeps the cumulative
-sum so that a sweep over many k reuses it, and hands out cache-sized column-major chunks.
+The mean costs O(N) per k whatever k is, with no Python loop over frames or videos. Rows are laid out with P
+zero rows before, between and after the videos (P >= every k asked for); one float64 cumulative sum of that
+layout (float64 so that window sums over a million rows do not drift) and one cumulative count of real rows
+then give every window as a difference of two shifted slices: sum = cs[p+k+1] - cs[p-k], count = the same
+difference of the row count. The zero gaps make the window shrink at video edges by themselves, so no row needs
+special handling. `BoxSmoother` keeps the cumulative sums so that a sweep over many k reuses them, and hands out
+cache-sized column-major chunks of the padded layout (the metric statistics skip the gap rows).
 The median uses pandas' rolling median (centred, min_periods=1), which shrinks at the edges the same way.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pandas as pd
 
 from features.errors import InputError
 
-from .segments import Segments, as_2d, check_finite, concat_ranges, video_segments
+from .segments import Segments, as_2d, check_finite, video_segments
 
 Stat = Literal["mean", "median"]
 
@@ -42,9 +45,10 @@ def _median(s: np.ndarray, seg: Segments, k: int) -> np.ndarray:
 
 
 class BoxSmoother:
-    """Box filter of one score matrix for any number of window half-widths k."""
+    """Box filter of one score matrix for any number of window half-widths k (see the module docstring)."""
 
-    def __init__(self, scores: np.ndarray, video: np.ndarray, stat: Stat = "mean", chunk: int = 16384):
+    def __init__(self, scores: np.ndarray, video: np.ndarray, stat: Stat = "mean", max_k: int | None = None,
+                 chunk: int = 16384):
         s, self.one_d = as_2d(scores, len(np.asarray(video)))
         check_finite(s, video)
         if stat not in ("mean", "median"):
@@ -55,69 +59,82 @@ class BoxSmoother:
         self.dtype = np.result_type(s.dtype, np.float32)
         self.chunk = chunk
         self.raw = s
-        self.cs = None
+        # k >= the longest video is the same as k = its length: the window always covers the whole video
+        self.max_len = int(self.seg.lengths.max()) if self.n else 0
+        self.pad = min(check_k(max_k), self.max_len) if max_k is not None else self.max_len
+        P = self.pad
+        self.pos = np.arange(self.n, dtype=np.int64) + P * (self.seg.row_ids() + 1)   # row -> padded row
+        self.n_pad = self.n + P * (len(self.seg) + 1)
+        self.real = np.zeros(self.n_pad, bool)
+        self.real[self.pos] = True
+        self.raw_pad = np.zeros((self.c, self.n_pad), s.dtype)
+        self.raw_pad[:, self.pos] = s.T
+        self.cs = self.count = None
         if stat == "mean":
-            # (C, N+1) column-major so that chunks of rows are contiguous per column.
-            self.cs = np.zeros((self.c, self.n + 1), np.float64)
-            np.cumsum(s.T, axis=1, dtype=np.float64, out=self.cs[:, 1:])
+            self.cs = np.zeros((self.c, self.n_pad + 1), np.float64)
+            np.cumsum(self.raw_pad, axis=1, dtype=np.float64, out=self.cs[:, 1:])
+            self.count = np.r_[0, np.cumsum(self.real, dtype=np.int64)]
 
-    def _edges(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows within k of their video's edge (sorted) and their windows' means, (C, E)."""
-        st, en = self.seg.starts, self.seg.ends
-        left = np.minimum(k, en - st)
-        rstart = np.maximum(en - k, st + left)
-        starts = np.stack([st, rstart], axis=1).ravel()
-        lengths = np.stack([left, en - rstart], axis=1).ravel()
-        rows = concat_ranges(starts, lengths)
-        seg_of = np.repeat(np.arange(len(st)), lengths.reshape(-1, 2).sum(axis=1))
-        lo = np.maximum(rows - k, st[seg_of])
-        hi = np.minimum(rows + k + 1, en[seg_of])
-        vals = (self.cs[:, hi] - self.cs[:, lo]) / (hi - lo)
-        return rows, vals
+    def to_layout(self, arr: np.ndarray, fill) -> np.ndarray:
+        """A per-row array in the padded row layout of `chunks`, gap rows set to `fill`."""
+        arr = np.asarray(arr)
+        dtype = np.result_type(arr.dtype, np.min_scalar_type(fill))
+        out = np.full((self.n_pad,) + arr.shape[1:], fill, dtype=dtype)
+        out[self.pos] = arr
+        return out
+
+    def _k(self, k: int) -> int:
+        k = min(check_k(k), self.max_len)
+        if k > self.pad:
+            raise InputError(f"k = {k} exceeds the {self.pad} gap rows this smoother was built for")
+        return k
 
     def chunks(self, k: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(a, b, smoothed rows a..b-1 as a (C, b-a) float64 array); the array is reused between chunks."""
-        k = check_k(k)
-        n, B = self.n, self.chunk
+        """(a, b, smoothed padded rows a..b-1 as a (C, b-a) float64 array; gap rows hold junk). The array may
+        be reused between chunks."""
+        k = self._k(k)
+        n, B = self.n_pad, self.chunk
         if k == 0:  # exact: the raw scores, not a difference of cumulative sums
             for a in range(0, n, B):
                 b = min(a + B, n)
-                yield a, b, self.raw[a:b].T.astype(np.float64)
+                yield a, b, self.raw_pad[:, a:b].astype(np.float64)
             return
         if self.stat == "median":
-            full = _median(self.raw, self.seg, k)
+            full = np.zeros((self.c, n))
+            full[:, self.pos] = _median(self.raw, self.seg, k).T
             for a in range(0, n, B):
                 b = min(a + B, n)
-                yield a, b, full[a:b].T
+                yield a, b, full[:, a:b]
             return
-        rows, vals = self._edges(k)
         buf = np.empty((self.c, B), np.float64)
-        w = 2 * k + 1
-        cs = self.cs
+        cs, cnt = self.cs, self.count
         for a in range(0, n, B):
             b = min(a + B, n)
             o = buf[:, :b - a]
-            ia, ib = max(a, k), min(b, n - k)  # rows whose full window lies inside [0, n)
-            if ib > ia:
-                oi = o[:, ia - a:ib - a]
-                np.subtract(cs[:, ia + k + 1:ib + k + 1], cs[:, ia - k:ib - k], out=oi)
-                oi *= 1.0 / w
-            e0, e1 = np.searchsorted(rows, [a, b])
-            if e1 > e0:
-                o[:, rows[e0:e1] - a] = vals[:, e0:e1]
+            lo, hi = max(a - k, 0), min(b + k + 1, n + 1)   # clipped only in the outer gaps
+            ia = min(lo + k, b)                             # rows a..ia-1 and ib..b-1 are outer gap rows
+            ib = max(hi - k - 1, ia)
+            o[:, :ia - a] = 0.0
+            o[:, ib - a:] = 0.0
+            oi = o[:, ia - a:ib - a]
+            np.subtract(cs[:, ia + k + 1:ib + k + 1], cs[:, ia - k:ib - k], out=oi)
+            w = cnt[ia + k + 1:ib + k + 1] - cnt[ia - k:ib - k]
+            oi *= 1.0 / np.maximum(w, 1)
             yield a, b, o
 
     def smooth(self, k: int) -> np.ndarray:
         """The whole smoothed matrix (N, C) (or (N,) for 1-D input) in the input's float dtype."""
-        out = np.empty((self.n, self.c), self.dtype)
+        out = np.empty((self.c, self.n_pad), self.dtype)
         for a, b, o in self.chunks(k):
-            out[a:b] = o.T
-        return out[:, 0] if self.one_d else out
+            out[:, a:b] = o
+        res = out[:, self.pos].T
+        return res[:, 0] if self.one_d else np.ascontiguousarray(res)
 
 
 def box_filter(scores: np.ndarray, video: np.ndarray, k: int | Sequence[int], stat: Stat = "mean") -> np.ndarray:
     """Centred box filter per video (see the module docstring). k: one int, or one per column."""
-    sm = BoxSmoother(scores, video, stat)
+    kmax = check_k(k) if np.ndim(k) == 0 else max([check_k(x) for x in np.asarray(k).ravel()], default=0)
+    sm = BoxSmoother(scores, video, stat, max_k=kmax)
     if np.ndim(k) == 0:
         return sm.smooth(check_k(k))
     ks = [check_k(x) for x in np.asarray(k).ravel()]

@@ -1,5 +1,6 @@
 """Sufficient statistics of each task's metric, accumulated chunk by chunk of smoothed scores and kept per
-group of rows (a group is a cross-validation fold; rows with an invalid label go to a discarded extra group).
+group of rows (a group is a cross-validation fold; rows with an invalid label, and the smoother's gap rows,
+go to a discarded extra group).
 
 Any union of groups then gives its metric without touching the scores again: VA keeps per-column sums
 (n, Σs, Σs², Σsy) for CCC, EXPR an 8x8 confusion matrix, AU true-positive and predicted-positive counts at
@@ -44,7 +45,8 @@ class Stats:
         g = np.zeros(n, np.int64) if group is None else np.asarray(group, np.int64).copy()
         g[~valid] = n_groups
         self.g, self.G = g, n_groups
-        self.simple = n_groups == 1 and valid.all()   # fast path: plain sums, no bincount
+        self.simple = n_groups == 1          # fast path: masked sums and counts, no bincount
+        self.valid = valid
 
     def groups_mask(self, groups) -> np.ndarray:
         m = np.zeros(self.G + 1, bool)
@@ -55,7 +57,8 @@ class Stats:
 class VAStats(Stats):
     def __init__(self, task, y, group=None, n_groups=1):
         super().__init__(task, y, group, n_groups)
-        yt = np.where(self.y == task.invalid, 0.0, self.y).astype(np.float64)
+        yt = np.where(self.valid[:, None], self.y, 0.0).astype(np.float64)
+        self.validf = self.valid.astype(np.float64)
         self.yT = np.ascontiguousarray(yt.T)
         G1 = self.G + 1
         self.n = np.bincount(self.g, minlength=G1).astype(np.float64)
@@ -69,9 +72,10 @@ class VAStats(Stats):
         s = np.clip(s, -1.0, 1.0)          # Task.decide clips VA
         yc = self.yT[:, a:b]
         if self.simple:
-            self.acc[0, 0] += s.sum(axis=1)
-            self.acc[1, 0] += np.einsum("ij,ij->i", s, s)
-            self.acc[2, 0] += np.einsum("ij,ij->i", s, yc)
+            sv = s * self.validf[a:b]
+            self.acc[0, 0] += sv.sum(axis=1)
+            self.acc[1, 0] += np.einsum("ij,ij->i", sv, s)
+            self.acc[2, 0] += np.einsum("ij,ij->i", sv, yc)
             return
         g = self.g[a:b]
         for j in range(s.shape[0]):
@@ -134,9 +138,8 @@ class AUStats(Stats):
         C = task.n_outputs
         thr = 0.5 if thresholds is None else thresholds
         self.thr = np.broadcast_to(np.asarray(thr, np.float64), (C,)).reshape(C, 1).copy()
-        valid = self.g < self.G
+        valid = self.valid
         self.pos = np.ascontiguousarray((self.y == 1).T & valid[None, :])    # (C, N)
-        self.valid = valid
         self.npos = np.stack([np.bincount(self.g[p], minlength=self.G + 1) for p in self.pos], 1)
 
     def reset(self):
@@ -145,9 +148,11 @@ class AUStats(Stats):
     def update(self, a, b, s):
         pred = s >= self.thr
         pos = self.pos[:, a:b]
-        if self.simple:
-            self.acc[0, 0] += np.count_nonzero(pred, axis=1)
-            self.acc[1, 0] += np.count_nonzero(pred & pos, axis=1)
+        if self.simple:   # 1-D count_nonzero per column is much faster than count_nonzero(axis=1)
+            valid = self.valid[a:b]
+            for j in range(pred.shape[0]):
+                self.acc[1, 0, j] += np.count_nonzero(pred[j] & pos[j])
+                self.acc[0, 0, j] += np.count_nonzero(np.logical_and(pred[j], valid, out=pred[j]))
             return
         g = self.g[a:b]
         for j in range(pred.shape[0]):
@@ -174,7 +179,7 @@ class AUGridStats(Stats):
         super().__init__(task, y, group, n_groups)
         self.B = bins
         C = task.n_outputs
-        valid = self.g < self.G
+        valid = self.valid
         self.posT = np.ascontiguousarray(((self.y == 1) & valid[:, None]).T).astype(np.float64)
         self.offs = (np.arange(C) * (bins + 1))[:, None]
         self.size = (self.G + 1) * C * (bins + 1)

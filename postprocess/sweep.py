@@ -48,10 +48,10 @@ def sweep_k(task: Task | str, y: np.ndarray, scores: np.ndarray, video: np.ndarr
     but still smoothed). Columns: k, the task's metric name, per-output details."""
     task = get_task(task)
     ks = check_ks(ks)
-    sm = BoxSmoother(scores, video, stat)
+    sm = BoxSmoother(scores, video, stat, max_k=ks[-1])
     if sm.c != task.n_outputs:
         raise InputError(f"{task.name}: scores have {sm.c} columns, expected {task.n_outputs}")
-    stats = make_stats(task, check_labels(task, y, sm.n), thresholds=thresholds)
+    stats = make_stats(task, sm.to_layout(check_labels(task, y, sm.n), task.invalid), thresholds=thresholds)
     if not (stats.g < stats.G).any():
         raise InputError(f"{task.name}: no row has a valid label")
     rows = [{"k": k, **stats.metric(st)} for k, st in zip(ks, run_states(sm, stats, ks, progress))]
@@ -122,10 +122,10 @@ def tune_au_k_thresholds(y: np.ndarray, scores: np.ndarray, video: np.ndarray, k
     F1 is separable per column), next to the best shared k with per-AU thresholds from the same grid."""
     from features.tasks import AU
     ks = check_ks(ks)
-    sm = BoxSmoother(scores, video, stat)
+    sm = BoxSmoother(scores, video, stat, max_k=ks[-1])
     if sm.c != AU.n_outputs:
         raise InputError(f"au: scores have {sm.c} columns, expected {AU.n_outputs}")
-    st = AUGridStats(AU, check_labels(AU, y, sm.n), bins=bins)
+    st = AUGridStats(AU, sm.to_layout(check_labels(AU, y, sm.n), AU.invalid), bins=bins)
     curves = np.stack([st.f1_curves(s) for s in run_states(sm, st, ks, progress)])
     k, thr, f1, by_k = choose_au(curves, ks, bins, True)
     sk, sthr, sf1, _ = choose_au(curves, ks, bins, False)
