@@ -61,8 +61,12 @@ class BoxSmoother:
         self.raw = s
         # k >= the longest video is the same as k = its length: the window always covers the whole video
         self.max_len = int(self.seg.lengths.max()) if self.n else 0
-        self.pad = min(check_k(max_k), self.max_len) if max_k is not None else self.max_len
-        P = self.pad
+        self._build(min(check_k(max_k) if max_k is not None else 200, self.max_len))
+
+    def _build(self, P: int) -> None:
+        """Lay rows out with P zero rows before, between and after the videos; cumulative sums of that."""
+        s = self.raw
+        self.pad = P
         self.pos = np.arange(self.n, dtype=np.int64) + P * (self.seg.row_ids() + 1)   # row -> padded row
         self.n_pad = self.n + P * (len(self.seg) + 1)
         self.real = np.zeros(self.n_pad, bool)
@@ -70,7 +74,7 @@ class BoxSmoother:
         self.raw_pad = np.zeros((self.c, self.n_pad), s.dtype)
         self.raw_pad[:, self.pos] = s.T
         self.cs = self.count = None
-        if stat == "mean":
+        if self.stat == "mean":
             self.cs = np.zeros((self.c, self.n_pad + 1), np.float64)
             np.cumsum(self.raw_pad, axis=1, dtype=np.float64, out=self.cs[:, 1:])
             self.count = np.r_[0, np.cumsum(self.real, dtype=np.int64)]
@@ -85,8 +89,8 @@ class BoxSmoother:
 
     def _k(self, k: int) -> int:
         k = min(check_k(k), self.max_len)
-        if k > self.pad:
-            raise InputError(f"k = {k} exceeds the {self.pad} gap rows this smoother was built for")
+        if k > self.pad:   # wider gaps needed; the padded layout (and `to_layout` arrays) change
+            self._build(k)
         return k
 
     def chunks(self, k: int) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -124,6 +128,7 @@ class BoxSmoother:
 
     def smooth(self, k: int) -> np.ndarray:
         """The whole smoothed matrix (N, C) (or (N,) for 1-D input) in the input's float dtype."""
+        k = self._k(k)          # may widen the gaps first
         out = np.empty((self.c, self.n_pad), self.dtype)
         for a, b, o in self.chunks(k):
             out[:, a:b] = o

@@ -5,7 +5,7 @@ import pytest
 from features.errors import InputError
 from features.tasks import AU, EXPR, VA
 from postprocess.segments import video_segments
-from postprocess.smoothing import box_filter
+from postprocess.smoothing import BoxSmoother, box_filter
 from postprocess.stats import valid_rows
 from postprocess.sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds
 
@@ -54,6 +54,15 @@ def test_box_filter_per_column_k_and_long_float64_sum():
     out = box_filter(s, video, [0, 25])
     np.testing.assert_array_equal(out[:, 0], s[:, 0])
     np.testing.assert_allclose(out[:, 1], _slow(s[:, 1:], video, 25, "mean")[:, 0], rtol=0, atol=1e-9)
+
+
+def test_smoother_widens_its_gaps_for_a_larger_k():
+    rng = np.random.default_rng(4)
+    video = _videos()
+    s = rng.random((len(video), 2))
+    sm = BoxSmoother(s, video, max_k=2)
+    np.testing.assert_allclose(sm.smooth(45), _slow(s, video, 45, "mean"), atol=1e-12)
+    assert sm.pad == 45
 
 
 def test_bad_input():
