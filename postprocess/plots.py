@@ -59,7 +59,8 @@ def plot_timeline(task: Task | str, frame: np.ndarray, raw: np.ndarray, smoothed
             ax.set_ylabel(name)
         if y is not None:
             yy = np.where(np.asarray(y) == task.invalid, np.nan, y)
-            axes[2].plot(frame, yy, color="black", lw=1)
+            axes[2].plot(frame, yy, color="black", lw=1, drawstyle="steps-mid")
+            axes[2].set_ylim(-0.5, task.n_outputs - 0.5)
             axes[2].set_yticks(range(task.n_outputs), task.labels, fontsize=5)
         axes[2].set_ylabel("label")
     else:
