@@ -15,9 +15,11 @@ TASK       ?= expr
 HEADS      ?= mlp,lama,blend
 K          ?= 0:200
 RUN        ?= runs/$(TASK)/latest
+SAMPLES    ?= test_set_examples.txt
+SUB        ?= submissions/$(TASK).txt
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast extract classify sweep demo bench clean
+.PHONY: setup test test-fast extract classify sweep submit demo bench clean
 
 setup: $(STAMP)
 
@@ -42,6 +44,9 @@ classify: $(STAMP)
 
 sweep: $(STAMP)
 	$(PY) -m postprocess sweep --run $(RUN) --k $(K)
+
+submit: $(STAMP)
+	$(PY) -m postprocess submit --run $(RUN) --samples $(SAMPLES) --out $(SUB)
 
 demo: $(STAMP)
 	$(PY) demo.py
