@@ -1,0 +1,175 @@
+"""The extractor interface the runner calls, a torch implementation of it, and class-order helpers.
+
+An extractor maps a batch of face crops, uint8 RGB (B, H, W, 3) already resized to ``input_size``, to float32
+arrays per output ("embedding" always; "logits" and "va" where the model has them). Its provenance
+(`info()`) is what the feature store compares before appending to an existing group.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Sequence
+
+import numpy as np
+
+from features.errors import InputError
+from features.store import ExtractorInfo
+from features.tasks import AFFECTNET_TO_AFFWILD, EXPR
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+AFFECTNET8 = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
+AFFECTNET7 = ("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
+# Synonyms that other data sets use for the Aff-Wild2 classes (FER2013: angry, disgust, ...).
+_SYNONYMS = {"angry": "Anger", "anger": "Anger", "disgust": "Disgust", "fear": "Fear", "happy": "Happiness",
+             "happiness": "Happiness", "sad": "Sadness", "sadness": "Sadness", "surprise": "Surprise",
+             "neutral": "Neutral", "other": "Other", "contempt": "Other"}
+
+
+class Extractor:
+    """Abstract frozen feature extractor (framework-agnostic)."""
+    name: str = ""
+    input_size: int = 224
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    outputs: dict[str, int] = {}
+    checkpoint_sha256: str = ""
+    class_names: tuple[str, ...] = ()      # names of the logits columns, in model order
+    extra: dict
+
+    def to(self, device: str) -> "Extractor":
+        return self
+
+    def configure(self, amp: str | None = None, channels_last: bool = False) -> "Extractor":
+        if amp or channels_last:
+            warnings.warn(f"extractor {self.name}: amp / channels_last apply to torch models only; ignored")
+        return self
+
+    def __call__(self, batch) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def precision(self) -> str:
+        return "float32"
+
+    def preprocessing(self) -> dict:
+        """How [0, 255] RGB becomes the network input; part of the provenance the store compares."""
+        return {"mean": list(self.mean), "std": list(self.std), "scale": "x/255", "color": "rgb",
+                "precision": self.precision}   # bf16 features differ from fp32 ones: keep them apart
+
+    def info(self) -> ExtractorInfo:
+        extra = {"class_names": list(self.class_names), **getattr(self, "extra", {})}
+        return ExtractorInfo(name=self.name, checkpoint_sha256=self.checkpoint_sha256,
+                             input_size=int(self.input_size), normalization=self.preprocessing(),
+                             outputs=dict(self.outputs), extra=extra)
+
+    def check_batch(self, batch) -> None:
+        shape = tuple(batch.shape)
+        if len(shape) != 4 or shape[1:] != (self.input_size, self.input_size, 3):
+            raise InputError(f"extractor {self.name}: expected a (B, {self.input_size}, {self.input_size}, 3) "
+                             f"RGB batch, got {shape}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, input_size={self.input_size}, outputs={self.outputs})"
+
+
+class TorchExtractor(Extractor):
+    """An extractor around a torch module that maps normalised NCHW float input to a dict of tensors.
+
+    Normalisation runs on the device; ``amp`` ("bf16" | "fp16" | None) turns on autocast (fp16 on CUDA only)
+    and ``channels_last`` the NHWC memory format, both usually faster on GPUs (check bf16 accuracy first).
+    """
+
+    def __init__(self, name: str, net: Callable, input_size: int, outputs: dict[str, int],
+                 checkpoint_sha256: str = "", mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, class_names: Sequence[str] = (), extra: dict | None = None):
+        import torch
+        self.name, self.net, self.input_size = name, net, int(input_size)
+        self.outputs, self.checkpoint_sha256 = dict(outputs), checkpoint_sha256
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.class_names = tuple(class_names)
+        self.extra = dict(extra or {})
+        self.device = torch.device("cpu")
+        self.amp: str | None = None
+        self.channels_last = False
+        if isinstance(net, torch.nn.Module):
+            net.eval()
+
+    @property
+    def precision(self) -> str:
+        return self.amp or "float32"
+
+    def configure(self, amp: str | None = None, channels_last: bool = False) -> "TorchExtractor":
+        if amp not in (None, "", "bf16", "fp16"):
+            raise InputError(f"extractor {self.name}: amp must be bf16, fp16 or empty, got {amp!r}")
+        self.amp, self.channels_last = amp or None, bool(channels_last)
+        self._apply_memory_format()
+        return self
+
+    def _check_amp(self) -> None:
+        if self.amp == "fp16" and self.device.type != "cuda":
+            raise InputError(f"extractor {self.name}: fp16 autocast needs a CUDA device (use bf16 on CPU)")
+
+    def _apply_memory_format(self) -> None:
+        import torch
+        if isinstance(self.net, torch.nn.Module):
+            self.net.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def to(self, device: str) -> "TorchExtractor":
+        import torch
+        self.device = torch.device(device)
+        if isinstance(self.net, torch.nn.Module):
+            self.net.to(self.device)
+        self._apply_memory_format()
+        return self
+
+    def forward01(self, x):
+        """Run on a float NCHW tensor of [0, 1] pixels; returns float32 numpy arrays per output."""
+        import torch
+        self._check_amp()
+        with torch.inference_mode():
+            x = x.to(self.device, non_blocking=True).float()
+            mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+            x = (x - mean) / std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "")
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                out = self.net(x)
+            return {k: out[k].float().cpu().numpy() for k in self.outputs}
+
+    def __call__(self, batch) -> dict[str, np.ndarray]:
+        """uint8 (B, H, W, 3) RGB batch (numpy or torch); a float batch is taken as [0, 1] pixels."""
+        import torch
+        self.check_batch(batch)
+        t = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
+        is_float = torch.is_floating_point(t)
+        # uint8 on the wire (4x less to copy to a GPU than float); scale on the device
+        t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        return self.forward01(t if is_float else t / 255.0)
+
+
+def affwild_probabilities(class_names: Sequence[str], logits: np.ndarray) -> np.ndarray:
+    """Softmax of expression logits, re-ordered into Aff-Wild2's 8 classes (Neutral, Anger, ..., Other).
+
+    AffectNet's 8 classes use `AFFECTNET_TO_AFFWILD` (Contempt stands in for Other); other class lists are
+    mapped by name; classes the model does not have get probability 0.
+    """
+    names = tuple(class_names)
+    z = np.asarray(logits, dtype=np.float64)
+    if not names or z.ndim != 2 or z.shape[1] != len(names):
+        raise InputError(f"logits have shape {z.shape} but the model names {len(names)} classes")
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    if names == AFFECTNET8:
+        return p[:, AFFECTNET_TO_AFFWILD].astype(np.float32)
+    target = {n: i for i, n in enumerate(EXPR.labels)}
+    out = np.zeros((len(p), len(EXPR.labels)), np.float32)
+    for j, n in enumerate(names):
+        canon = _SYNONYMS.get(n.lower(), n)
+        if canon not in target:
+            raise InputError(f"class {n!r} has no Aff-Wild2 counterpart ({', '.join(EXPR.labels)})")
+        out[:, target[canon]] += p[:, j]
+    return out
