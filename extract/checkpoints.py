@@ -59,6 +59,12 @@ class Weights:
     format: str                       # "safetensors" | "state_dict" | "pickled-module"
     metadata: dict = field(default_factory=dict)   # safetensors metadata, or cfg of a pickled module
 
+    @property
+    def provenance_sha256(self) -> str:
+        """sha256 of the original checkpoint: a file from `extract.convert` holds the same tensors as its
+        source, so features from either file share one store group."""
+        return self.metadata.get("source_sha256") or self.sha256
+
 
 def strip_prefix(sd: dict, prefix: str = "module.") -> dict:
     """Drop a DataParallel-style prefix when every key carries it."""

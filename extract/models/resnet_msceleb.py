@@ -26,6 +26,6 @@ def make(path: str | None = None):
     model = create_timm("resnet18", 0)
     load_strict(model, sd, w.path, "resnet18 (fc dropped)")
     net = TimmNet(model)
-    return TorchExtractor(NAME, net, 224, net.output_dims(), w.sha256, IMAGENET_MEAN, IMAGENET_STD,
+    return TorchExtractor(NAME, net, 224, net.output_dims(), w.provenance_sha256, IMAGENET_MEAN, IMAGENET_STD,
                           extra={"family": "resnet18_msceleb", "architecture": "resnet18",
                                  "checkpoint": str(w.path), "checkpoint_format": w.format})

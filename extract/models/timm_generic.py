@@ -92,9 +92,9 @@ def timm_extractor(name: str, arch: str, w: Weights, *, expect_classes: int | No
     if class_names and len(class_names) != net.n_expr:
         raise InputError(f"{name}: {len(class_names)} class names for {net.n_expr} logits", w.path)
     info = {"family": "timm", "architecture": arch, "checkpoint": str(w.path), "checkpoint_format": w.format,
-            **(extra or {})}
+            "file_sha256": w.sha256, **(extra or {})}
     return TorchExtractor(name, net, input_size or int(cfg.get("input_size", (3, 224, 224))[-1]),
-                          net.output_dims(), w.sha256, mean or cfg.get("mean"), std or cfg.get("std"),
+                          net.output_dims(), w.provenance_sha256, mean or cfg.get("mean"), std or cfg.get("std"),
                           class_names, info)
 
 
