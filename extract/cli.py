@@ -1,0 +1,165 @@
+"""Command line: ``python -m extract {run,list,convert,openface}``.
+
+    python -m extract run --data DIR --out FILE --extractors fer[,spec2] --device cpu|cuda --batch 64
+                          [--workers N] [--shard i/n] [--layout auto|affwild|folders|videos]
+                          [--limit-videos N] [--allow-pickle] [--amp bf16|fp16] [--channels-last]
+    python -m extract list
+    python -m extract convert ...          (extract.convert)
+    python -m extract openface CSV_DIR --out FILE
+
+Bad input and I/O failures print one line ``error: ...`` to stderr and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from features.errors import InputError
+
+log = logging.getLogger("extract")
+DEFAULT_DATA = "data/synthetic"
+
+
+def split_specs(text: str) -> list[str]:
+    """``fer,timm:x:w.pt:mean=0.5,0.5,0.5`` -> specs; a comma starts a new spec only before a name.
+
+    Option values may hold commas (``mean=0.5,0.5,0.5``), so a comma-separated piece that does not look like
+    the start of a spec (it contains '=' before any ':' or is a bare number) is glued to the previous spec.
+    """
+    out: list[str] = []
+    for piece in text.split(","):
+        p = piece.strip()
+        head = p.split(":", 1)[0]
+        if out and (not p or "=" in head or head.replace(".", "", 1).lstrip("+-").isdigit()):
+            out[-1] += "," + piece
+        elif p:
+            out.append(p)
+    if not out:
+        raise InputError("--extractors is empty")
+    return out
+
+
+def create_extractor(spec: str, device: str, allow_pickle: bool = False, amp: str | None = None,
+                     channels_last: bool = False):
+    """Build one extractor through the registry; `allow_pickle` goes only to factories that take it."""
+    from . import registry
+    kw = {"device": device}
+    if amp:
+        kw["amp"] = amp
+    if channels_last:
+        kw["channels_last"] = True
+    if allow_pickle:
+        registry.list_extractors()
+        name = registry.parse_spec(spec)[0]
+        factory = getattr(registry, "_REGISTRY", {}).get(name)
+        if factory is not None and "allow_pickle" in inspect.signature(factory).parameters:
+            kw["allow_pickle"] = True
+    return registry.create(spec, **kw)
+
+
+def _ensure_default_data(data: Path) -> None:
+    """`make extract` on a fresh checkout: generate the synthetic set when the default folder is missing."""
+    if data.exists() or data.as_posix().rstrip("/") != DEFAULT_DATA:
+        return
+    from features.synthetic import make_affwild
+    log.info("generating the synthetic data set in %s", data)
+    make_affwild(data)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    import torch
+    from .faces import DetectorConfig
+    from .runner import run
+    from .sources import discover, parse_shard
+
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {a.device}: no CUDA device is available here")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    shard = parse_shard(a.shard)
+    data = Path(a.data)
+    _ensure_default_data(data)
+    det = DetectorConfig(margin=a.margin, smooth=a.smooth, detect_size=a.detect_size)
+    source = discover(data, a.layout, crops=a.crops, detector=det.to_dict())
+    amp = a.amp if a.amp != "none" else None
+    extractors = [create_extractor(s, a.device, a.allow_pickle, amp, a.channels_last)
+                  for s in split_specs(a.extractors)]
+    summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
+                  limit_videos=a.limit_videos, detector=det, progress=not a.quiet)
+    print(f"extract: {summary.line()}", file=sys.stderr)
+    return 0
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    from . import registry
+    for name in registry.list_extractors():
+        print(name)
+    return 0
+
+
+def _delegate(module: str, func: str, argv: Sequence[str]) -> int:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        raise InputError(f"{module} is not available in this installation") from None
+    return int(getattr(mod, func)(list(argv)) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m extract", description="Frozen facial feature extraction.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="extract features of every video into an HDF5 cache (resumable)")
+    r.add_argument("--data", default=DEFAULT_DATA, help="data folder (or one video file)")
+    r.add_argument("--out", default="cache/features.h5", help="HDF5 cache to create or extend")
+    r.add_argument("--extractors", default="fer", help="comma-separated extractor specs (python -m extract list)")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    r.add_argument("--batch", type=int, default=64)
+    r.add_argument("--workers", type=int, default=None, help="decode processes (default: cores - 1, at most 8)")
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads in the main process (0: default)")
+    r.add_argument("--shard", default=None, help="i/n: extract shard i of n into <out>.shard-i-of-n.h5")
+    r.add_argument("--layout", default="auto", choices=["auto", "affwild", "folders", "videos"])
+    r.add_argument("--crops", default="auto", choices=["auto", "cropped", "cropped_aligned"],
+                   help="Aff-Wild2 crop folder (auto: cropped, else cropped_aligned)")
+    r.add_argument("--limit-videos", type=int, default=None, help="only the first N videos (sorted by name)")
+    r.add_argument("--allow-pickle", action="store_true",
+                   help="allow loading whole pickled modules (.pt): runs code from the file, trusted files only")
+    r.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="autocast for torch models (changes the features; recorded in the cache)")
+    r.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch models (GPU)")
+    r.add_argument("--margin", type=float, default=0.2, help="videos: crop side = (1 + margin) x face box")
+    r.add_argument("--smooth", type=float, default=0.0, help="videos: box smoothing factor in [0, 1)")
+    r.add_argument("--detect-size", type=int, default=256, help="videos: long side seen by the face detector")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+    ls = sub.add_parser("list", help="list registered extractors")
+    ls.set_defaults(func=cmd_list)
+    sub.add_parser("convert", help="convert a checkpoint (see python -m extract convert -h)", add_help=False)
+    sub.add_parser("openface", help="read OpenFace CSVs into the cache (python -m extract openface -h)",
+                   add_help=False)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if argv and argv[0] == "convert":
+            return _delegate("extract.convert", "main", argv[1:])
+        if argv and argv[0] == "openface":
+            return _delegate("extract.openface", "main", argv[1:])
+        a = build_parser().parse_args(argv)
+        return a.func(a)
+    except (InputError, OSError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; committed videos are kept, rerun to resume", file=sys.stderr)
+        return 130

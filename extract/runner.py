@@ -1,0 +1,381 @@
+"""The batched extraction runner: decode each frame once, feed every extractor, commit whole videos to the cache.
+
+Pipeline::
+
+    worker processes (torch DataLoader)            main process
+    ───────────────────────────────────            ─────────────────────────────────────────────
+    JPEG / video decode (+ face crop)  ──batch──►  per extractor: forward (inference_mode, amp,
+    resize to every extractor's size               channels_last on CUDA) → rows of each video
+    (uint8, shared memory, pinned on CUDA)         video complete → writer.write_video (atomic)
+
+Batches span videos (image layouts); a video is committed as soon as all its rows are in, so a run killed at
+any moment loses at most the videos in flight, and a rerun skips every committed video. Features do not
+depend on how frames were batched (each row's forward pass is independent), which is what makes a resumed
+run equal an uninterrupted one.
+
+Frames that cannot be used (no crop, undecodable or tiny image, no face found) become rows with
+``face=False`` and zero outputs; undecodable files are logged as warnings naming the file and the run goes on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from features.errors import InputError
+from features.store import FeatureStore
+
+from .faces import DetectorConfig, face_crops
+from .sources import ImageVideo, Source, VideoFile, load_image, resize_square, shard_path, shard_videos
+
+log = logging.getLogger(__name__)
+
+try:    # the runner needs torch; keep `import extract.runner` working for listing/help without it
+    from torch.utils.data import Dataset as _Dataset, IterableDataset as _IterableDataset
+except ImportError:  # pragma: no cover
+    _Dataset = _IterableDataset = object
+
+#: Provenance of how frames became model input; a group made from other frames/preprocessing is refused.
+PIXELS = {"resize": "PIL bilinear to input_size x input_size (aspect ratio not kept)", "min_side": 16,
+          "bad_frames": "face=False, zero outputs"}
+
+
+@dataclass
+class Summary:
+    videos: int = 0                  # committed in this run
+    skipped: int = 0                 # already in the cache
+    frames: int = 0
+    no_face: int = 0
+    bad_files: int = 0
+    seconds: float = 0.0
+    out: str = ""
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"{self.videos} videos ({self.skipped} already cached), {self.frames} frames, "
+                f"{self.no_face} without a face ({self.bad_files} unreadable files), {self.seconds:.1f} s, "
+                f"{self.fps:.1f} frames/s -> {self.out}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# decoding in worker processes
+
+def _worker_init(_: int) -> None:
+    # decode workers are many; keep each single-threaded so they do not fight over cores
+    import torch
+    torch.set_num_threads(1)
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+class ImageBatches(_Dataset):
+    """Map-style dataset: item i = batch i of the flat frame list of all pending image videos (in order)."""
+
+    def __init__(self, videos: Sequence[ImageVideo], vids: Sequence[int], sizes: Sequence[int], batch: int):
+        self.sizes, self.batch = list(sizes), int(batch)
+        # Paths as compact numpy byte strings (folder id + file name): no per-item Python objects, so forked
+        # workers do not copy the list page by page through reference counting.
+        self.folders = [str(v.folder) for v in videos]
+        names, vid, frame, fold = [], [], [], []
+        for k, (v, vi) in enumerate(zip(videos, vids)):
+            names += [os.path.basename(p).encode() if p else b"" for p in v.paths]
+            vid.append(np.full(v.n_frames, vi, np.int64))
+            frame.append(np.arange(1, v.n_frames + 1, dtype=np.int64))
+            fold.append(np.full(v.n_frames, k, np.int32))
+        self.names = np.array(names, dtype="S") if names else np.zeros(0, "S1")
+        self.vid = np.concatenate(vid) if vid else np.zeros(0, np.int64)
+        self.frame = np.concatenate(frame) if frame else np.zeros(0, np.int64)
+        self.fold = np.concatenate(fold) if fold else np.zeros(0, np.int32)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.vid) / self.batch)
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+        sl = slice(i * self.batch, min((i + 1) * self.batch, len(self.vid)))
+        n = sl.stop - sl.start
+        pix = {s: torch.zeros((n, s, s, 3), dtype=torch.uint8) for s in self.sizes}
+        view = {s: t.numpy() for s, t in pix.items()}      # fill through numpy views (no per-row tensors)
+        ok = np.zeros(n, bool)
+        bad = []
+        for r, (name, k) in enumerate(zip(self.names[sl], self.fold[sl])):
+            if not name:
+                continue            # no crop for this frame (no face found by the data set's own detector)
+            path = os.path.join(self.folders[k], name.decode())
+            img, why = load_image(path)
+            if img is None:
+                bad.append((path, why))
+                continue
+            ok[r] = True
+            for s in self.sizes:
+                view[s][r] = resize_square(img, s)
+        return {"video": torch.from_numpy(self.vid[sl]), "frame": torch.from_numpy(self.frame[sl]),
+                "ok": torch.from_numpy(ok), "pix": pix, "bad": bad, "ends": {}}
+
+
+class VideoChunks(_IterableDataset):
+    """Iterable dataset over video files: each worker decodes whole videos (sequential decode + detection)
+    and yields chunks of up to `batch` frames; the chunk with a video's last frame carries ``ends``."""
+
+    def __init__(self, videos: Sequence[VideoFile], vids: Sequence[int], sizes: Sequence[int], batch: int,
+                 detector: DetectorConfig):
+        self.paths = [str(v.path) for v in videos]
+        self.vids, self.sizes, self.batch, self.detector = list(vids), list(sizes), int(batch), detector
+
+    def __iter__(self) -> Iterator[dict]:
+        import torch
+        info = torch.utils.data.get_worker_info()
+        k, n = (info.id, info.num_workers) if info else (0, 1)
+        for path, vi in list(zip(self.paths, self.vids))[k::n]:
+            frames, oks, crops = [], [], []
+            count = 0
+
+            def chunk(end: bool) -> dict:
+                m = len(frames)
+                pix = {s: torch.zeros((m, s, s, 3), dtype=torch.uint8) for s in self.sizes}
+                for r, c in enumerate(crops):
+                    if c is not None:
+                        for s in self.sizes:
+                            pix[s].numpy()[r] = c[s]
+                return {"video": torch.full((m,), vi, dtype=torch.int64),
+                        "frame": torch.tensor(frames, dtype=torch.int64), "ok": torch.tensor(oks, dtype=torch.bool),
+                        "pix": pix, "bad": [], "ends": {vi: count} if end else {}}
+            try:
+                for found, crop in face_crops(path, self.sizes, self.detector):
+                    count += 1
+                    frames.append(count)
+                    oks.append(found)
+                    crops.append(crop)
+                    if len(frames) == self.batch:
+                        yield chunk(False)
+                        frames, oks, crops = [], [], []
+            except InputError as e:
+                yield {"error": str(e)}     # one line; the main process raises it
+                return
+            yield chunk(True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the main loop
+
+@dataclass
+class _Pending:
+    expected: int | None
+    frames: list = field(default_factory=list)
+    faces: list = field(default_factory=list)
+    outs: dict = field(default_factory=dict)      # extractor index -> output name -> list of arrays
+    received: int = 0
+
+
+def _forward(ext, x, ok: np.ndarray, outputs: dict[str, int]) -> dict[str, np.ndarray]:
+    """Outputs for the rows of `x`; rows where `ok` is False are zeros and never reach the model."""
+    n = len(ok)
+    res = {k: np.zeros((n, d), np.float32) for k, d in outputs.items()}
+    if not ok.any():
+        return res
+    if ok.all():
+        y = ext(x)
+    else:
+        import torch
+        y = ext(x[torch.from_numpy(ok)])
+    for k in outputs:
+        res[k][ok] = y[k]
+    return res
+
+
+def _source_provenance(source: Source) -> dict:
+    return {**source.description, **PIXELS}
+
+
+def _check_source(store: FeatureStore, name: str, prov: dict, path: Path) -> None:
+    """Refuse appending features of other frames (e.g. aligned vs plain crops) to an existing group."""
+    if name in store.extractors:
+        old = store.info(name).extra.get("source")
+        if old is not None and old != prov:
+            diff = "; ".join(f"{k}: {old.get(k)} vs {prov.get(k)}" for k in sorted(set(old) | set(prov))
+                             if old.get(k) != prov.get(k))
+            raise InputError(f"extractor {name!r} already holds features of other frames ({diff}); "
+                             f"write to another cache file or another extractor name", path)
+
+
+def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, batch: int = 64,
+        workers: int | None = None, device: str = "cpu", shard: tuple[int, int] | None = None,
+        limit_videos: int | None = None, detector: DetectorConfig | None = None,
+        progress: bool = True) -> Summary:
+    """Extract features of `source`'s videos with every extractor into the cache `out` (resumable).
+
+    `extractors` are built extractor objects (see extract.base.Extractor), already on `device`.
+    With `shard=(i, n)` only shard i's videos are extracted, into ``<out stem>.shard-i-of-n.h5``.
+    """
+    t0 = time.perf_counter()
+    if batch < 1:
+        raise InputError(f"--batch must be >= 1, got {batch}")
+    names = [e.name for e in extractors]
+    if len(set(names)) != len(names):
+        raise InputError(f"two extractors share the name {sorted(n for n in names if names.count(n) > 1)[0]!r}; "
+                         f"give one another name (spec option name=...)")
+    videos = list(source.videos)
+    if limit_videos is not None:
+        videos = videos[:limit_videos]
+    out = Path(out)
+    if shard is not None:
+        videos = shard_videos(videos, *shard)
+        out = shard_path(out, *shard)
+    detector = detector or DetectorConfig()
+    if source.layout == "videos":
+        source = dataclasses.replace(source, description={**source.description, "detector": detector.to_dict()})
+    prov = _source_provenance(source)
+    summary = Summary(out=str(out))
+    if workers is None:
+        workers = max(1, min(8, (os.cpu_count() or 2) - 1))
+    cuda = str(device).startswith("cuda")
+
+    store = FeatureStore(out, mode="a")
+    finished = False
+    try:
+        _extract(store, source, videos, extractors, out, prov, summary, batch, workers, cuda, detector, progress)
+        finished = True
+    finally:
+        try:
+            store.close()       # folds committed videos into the main file; on failure they stay in segments
+        except Exception as e:
+            if finished:
+                raise
+            log.error("%s: could not compact the cache (%s); committed videos stay in %s", out, e,
+                      FeatureStore.parts_dir(out))
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _extract(store, source, videos, extractors, out, prov, summary, batch, workers, cuda, detector, progress):
+    import torch
+    from tqdm.auto import tqdm
+    writers = []
+    for e in extractors:
+        _check_source(store, e.name, prov, out)
+        info = e.info()
+        info = dataclasses.replace(info, extra={**info.extra, "source": prov})
+        writers.append(store.writer(info))
+    needs = np.array([[not w.has_video(v.name) for w in writers] for v in videos], bool).reshape(
+        len(videos), len(writers))
+    todo = [k for k in range(len(videos)) if needs[k].any()]
+    summary.skipped = len(videos) - len(todo)
+    empty = [k for k in todo if isinstance(videos[k], ImageVideo) and videos[k].n_frames == 0]
+    for k in empty:
+        log.warning("%s: no frames (no images and no annotation); skipped", videos[k].describe())
+    todo = [k for k in todo if k not in set(empty)]
+    if not todo:
+        return
+    sizes = sorted({int(e.input_size) for e in extractors})
+    size_of = [int(e.input_size) for e in extractors]
+    if source.layout == "videos":
+        ds = VideoChunks([videos[k] for k in todo], todo, sizes, batch, detector)
+        n_workers = min(workers, len(todo))
+    else:
+        ds = ImageBatches([videos[k] for k in todo], todo, sizes, batch)
+        n_workers = min(workers, len(ds))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=n_workers, pin_memory=cuda, worker_init_fn=_worker_init,
+        prefetch_factor=4 if n_workers else None, persistent_workers=False)
+
+    pending: dict[int, _Pending] = {
+        k: _Pending(videos[k].n_frames if isinstance(videos[k], ImageVideo) else None) for k in todo}
+    total = sum(max(videos[k].n_frames, 0) for k in todo)
+    bar = tqdm(total=total or None, unit="frame", disable=not progress, dynamic_ncols=True,
+               desc=out.name, smoothing=0.1)
+    try:
+        with torch.inference_mode():
+            for chunk in loader:
+                if "error" in chunk:
+                    raise InputError(chunk["error"])
+                for path, why in chunk["bad"]:
+                    log.warning("%s: %s; frame masked (face=False)", path, why)
+                    summary.bad_files += 1
+                vid = chunk["video"].numpy()
+                ok = chunk["ok"].numpy()
+                results = []
+                for j, e in enumerate(extractors):
+                    rows = needs[vid, j]
+                    if not rows.any():
+                        results.append(None)
+                        continue
+                    x = chunk["pix"][size_of[j]]
+                    if rows.all():
+                        results.append(_forward(e, x, ok, e.outputs))
+                    else:
+                        r = _forward(e, x[torch.from_numpy(rows)], ok[rows], e.outputs)
+                        full = {k: np.zeros((len(vid), d), np.float32) for k, d in e.outputs.items()}
+                        for k in full:
+                            full[k][rows] = r[k]
+                        results.append(full)
+                _collect(chunk, vid, ok, results, pending)
+                bar.update(len(vid))
+                for k in _complete(pending, chunk["ends"], vid):
+                    p = pending.pop(k)
+                    if p.received == 0:
+                        log.warning("%s: no frames decoded; skipped", videos[k].describe())
+                        continue
+                    _commit(videos[k], p, writers, needs[k], out)
+                    summary.videos += 1
+                    summary.frames += p.received
+                    summary.no_face += int(p.received - sum(int(f.sum()) for f in p.faces))
+                    bar.set_postfix_str(f"{summary.videos}/{len(todo)} videos", refresh=False)
+    finally:
+        bar.close()
+    if pending:     # cannot happen unless a worker lost rows: refuse to commit partial videos
+        raise InputError(f"{len(pending)} videos were not completed (e.g. "
+                         f"{videos[next(iter(pending))].describe()})")
+
+
+def _collect(chunk: dict, vid: np.ndarray, ok: np.ndarray, results: list, pending: dict[int, _Pending]) -> None:
+    """Append the chunk's rows to each video's pending buffers (rows of a video are contiguous and ordered)."""
+    if len(vid) == 0:
+        return
+    frame = chunk["frame"].numpy()
+    cuts = np.flatnonzero(np.diff(vid)) + 1
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(vid)]):
+        p = pending[int(vid[lo])]
+        p.frames.append(frame[lo:hi])
+        p.faces.append(ok[lo:hi])
+        p.received += hi - lo
+        for j, r in enumerate(results):
+            if r is not None:
+                d = p.outs.setdefault(j, {})
+                for k, a in r.items():
+                    d.setdefault(k, []).append(a[lo:hi])
+
+
+def _complete(pending: dict[int, _Pending], ends: dict, vid: np.ndarray) -> list[int]:
+    for k, n in ends.items():
+        pending[int(k)].expected = int(n)
+    return [k for k in dict.fromkeys(int(v) for v in vid) | {int(k): None for k in ends}
+            if pending[k].expected is not None and pending[k].received >= pending[k].expected]
+
+
+def _commit(video, p: _Pending, writers, need: np.ndarray, out: Path) -> None:
+    frame = np.concatenate(p.frames) if p.frames else np.zeros(0, np.int64)
+    face = np.concatenate(p.faces) if p.faces else np.zeros(0, bool)
+    for j, w in enumerate(writers):
+        if not need[j]:
+            continue
+        got = p.outs.get(j, {})
+        arrays = {k: np.concatenate(got[k]) if k in got else np.zeros((len(frame), d), np.float32)
+                  for k, d in w.info.outputs.items()}
+        try:
+            w.write_video(video.name, frame=frame, face=face, **arrays)
+        except OSError as e:
+            raise InputError(f"cannot commit video {video.name!r} ({e.strerror or e}); the videos committed "
+                             f"before it are kept, rerun to resume", out) from None

