@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from extract.models.openface import (AU_C, C_COLS, R_COLS, import_openface, main, openface_info,
+from extract.openface import (AU_C, C_COLS, R_COLS, import_openface, main, openface_info,
                                      read_openface_csv)
 from features.errors import InputError
 from features.store import FeatureStore
@@ -68,7 +68,7 @@ def test_import_into_store_and_resume(tmp_path, capsys):
     b = _write(tmp_path / "vid_b.csv", [(1, 0, 0.9, 1, 3)])
     out = tmp_path / "cache.h5"
     assert import_openface([a], out) == 1
-    assert main([str(a), str(b), "--out", str(out)]) == 0        # vid_a is skipped, vid_b added
+    assert main([str(tmp_path), "--out", str(out)]) == 0        # a folder: vid_a is skipped, vid_b added
     assert "imported 1 video" in capsys.readouterr().out
     with FeatureStore(out) as store:
         assert store.videos("openface") == ["vid_a", "vid_b"]

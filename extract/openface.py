@@ -122,14 +122,17 @@ def import_openface(csvs: Iterable[str | os.PathLike], store_path: str | os.Path
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    ap = argparse.ArgumentParser(prog="python -m extract.models.openface",
+    ap = argparse.ArgumentParser(prog="python -m extract openface",
                                  description="Import OpenFace 2.x CSVs into the feature store")
-    ap.add_argument("csv", nargs="+")
+    ap.add_argument("csv", nargs="+", help="CSV files, or folders of them")
     ap.add_argument("--out", required=True, help="the .h5 feature cache")
     ap.add_argument("--threshold", type=float, default=0.0, help="minimum confidence of a present face")
     a = ap.parse_args(argv)
+    csvs = [c for p in map(Path, a.csv) for c in (sorted(p.glob("*.csv")) if p.is_dir() else [p])]
     try:
-        n = import_openface(a.csv, a.out, a.threshold)
+        if not csvs:
+            raise InputError("no *.csv files found", a.csv[0])
+        n = import_openface(csvs, a.out, a.threshold)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
