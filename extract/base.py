@@ -57,8 +57,12 @@ class Extractor:
         return {"mean": list(self.mean), "std": list(self.std), "scale": "x/255", "color": "rgb",
                 "precision": self.precision}   # bf16 features differ from fp32 ones: keep them apart
 
+    def runtime(self) -> dict:
+        """Free-form facts about how the features were computed (recorded, not compared)."""
+        return {}
+
     def info(self) -> ExtractorInfo:
-        extra = {"class_names": list(self.class_names), **getattr(self, "extra", {})}
+        extra = {"class_names": list(self.class_names), **getattr(self, "extra", {}), **self.runtime()}
         return ExtractorInfo(name=self.name, checkpoint_sha256=self.checkpoint_sha256,
                              input_size=int(self.input_size), normalization=self.preprocessing(),
                              outputs=dict(self.outputs), extra=extra)
@@ -98,6 +102,14 @@ class TorchExtractor(Extractor):
     @property
     def precision(self) -> str:
         return self.amp or "float32"
+
+    def runtime(self) -> dict:
+        import torch
+        out = {"device": self.device.type, "channels_last": self.channels_last}
+        if self.device.type == "cuda" and not self.amp:
+            # float32 convolutions on Ampere+ GPUs run in TF32 by default: ~1e-3 relative from CPU float32
+            out["cuda_tf32"] = bool(torch.backends.cudnn.allow_tf32)
+        return out
 
     def configure(self, amp: str | None = None, channels_last: bool = False) -> "TorchExtractor":
         if amp not in (None, "", "bf16", "fp16"):
