@@ -269,10 +269,11 @@ def test_exported_models(tmp_path, fmt, kind):
     assert any("TorchScript" in str(c.message) for c in caught) == (fmt == "torchscript")
     batch = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)   # 3: pads a static 2
     out = ext(batch)
-    xin = (torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255 - 0.5) / torch.tensor([0.5, 0.25, 0.5]).view(1, 3, 1, 1)
+    std = torch.tensor([0.5, 0.25, 0.5]).view(1, 3, 1, 1)
     with torch.no_grad():
-        want = m(xin)
-    want = {"embedding": want} if kind == "tensor" else want if kind == "dict" else dict(zip(("embedding", "logits"), want))
+        want = m((torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255 - 0.5) / std)
+    if kind != "dict":
+        want = dict(zip(("embedding", "logits"), want if kind == "tuple" else (want,)))
     assert set(out) == set(want) and ext.outputs["embedding"] == 16
     for k in want:
         _close(out[k], want[k].numpy())

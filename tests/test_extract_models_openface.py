@@ -18,7 +18,8 @@ def _write(path, rows, sep=", ", drop=(), extra_cols=("gaze_0_x", "pose_Tx")):
     for frame, fid, conf, ok, seed in rows:
         rng = np.random.default_rng(seed)
         vals = {"frame": frame, "face_id": fid, "timestamp": (frame - 1) / 30, "confidence": conf, "success": ok,
-                **{c: 0.1 for c in extra_cols}, **{c: round(float(v), 2) for c, v in zip(R_COLS, rng.uniform(0, 5, 17))},
+                **{c: 0.1 for c in extra_cols},
+                **{c: round(float(v), 2) for c, v in zip(R_COLS, rng.uniform(0, 5, 17))},
                 **{c: int(v) for c, v in zip(C_COLS, rng.integers(0, 2, 18))}}
         lines.append(sep.join(str(vals[c]) for c in cols))
     path.write_text("\n".join(lines) + "\n")
