@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,13 +119,15 @@ def load_weights(path: str | os.PathLike, allow_pickle: bool = False) -> Weights
         return Weights(sd, p, digest, "safetensors", meta)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if not found:   # weights_only refused no class: a corrupt or foreign file
+            raise InputError("cannot read checkpoint (corrupt, or not a torch file)", p) from None
         if not allow_pickle:
             raise InputError(
-                "holds pickled Python objects (e.g. a whole torch module), which can run code when loaded; "
+                f"holds pickled Python objects ({found.group(1)}), which can run code when loaded; "
                 "if you trust it, pass allow_pickle (spec option allow_pickle=1, or --allow-pickle), or convert "
-                f"it once: python -m extract.convert {p} {p.with_suffix('.safetensors')} --allow-pickle "
-                f"[{type(e).__name__}]", p) from None
+                f"it once: python -m extract.convert {p} {p.with_suffix('.safetensors')} --allow-pickle", p) from None
         try:
             obj = torch.load(p, map_location="cpu", weights_only=False)
         except Exception as e2:

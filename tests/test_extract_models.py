@@ -101,10 +101,15 @@ def test_missing_default_checkpoint_names_cache_dir(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------- HSEmotion formats
 
-def test_pickled_module_needs_opt_in(pickled):
+def test_pickled_module_needs_opt_in(pickled, tmp_path):
     _, paths = pickled
-    with pytest.raises(InputError, match="allow_pickle.*extract.convert"):
+    with pytest.raises(InputError, match=r"pickled Python objects \(timm.models.efficientnet.EfficientNet\).*"
+                                         "allow_pickle.*extract.convert"):
         create(f"enet_b0_8_best_vgaf:{paths['seq8']}")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00junk" * 8)
+    with pytest.raises(InputError, match="junk.pt: cannot read checkpoint"):
+        create(f"enet_b0_8_best_vgaf:{junk}:allow_pickle=1")
 
 
 @pytest.mark.parametrize("key,name", [("seq8", "enet_b0_8_best_vgaf"), ("lin10", "enet_b0_8_va_mtl")])
