@@ -1,0 +1,62 @@
+"""`python -m classify --task expr|va|au ...`: train heads on cached features (see classify/run.py)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from features.errors import InputError
+
+
+def parse_k(spec: str):
+    """'auto' -> sweep the default range; 'N' -> fixed k; 'a:b[:s]' or 'a,b,c' -> sweep those values."""
+    spec = spec.strip()
+    if spec == "auto":
+        return None
+    from postprocess.cli import parse_k as parse_range
+    ks = parse_range(spec)
+    return ks[0] if ":" not in spec and "," not in spec else ks
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m classify",
+                                 description="Train light heads on cached features; blend, smooth, report.")
+    ap.add_argument("--task", required=True, choices=["va", "expr", "au"])
+    ap.add_argument("--cache", default="cache/features.h5", help="feature cache (HDF5), default %(default)s")
+    ap.add_argument("--labels", default="data/synthetic", help="Aff-Wild2 annotation root, default %(default)s")
+    ap.add_argument("--heads", default="mlp,lama,blend",
+                    help="comma-separated: mlp, lama, logits (EXPR rule), va_only (VA rule), blend")
+    ap.add_argument("--features", default="",
+                    help="comma-separated feature sets, e.g. enet_b0_8_va_mtl/embedding (for mlp and lama) or "
+                         "lama=enet_b0_8_va_mtl/logits+va (one head); default: the reference choices")
+    ap.add_argument("--name", default=None, help="run name (default: a time stamp); runs are never overwritten")
+    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--train-val", action="store_true", help="fit on train and validation (each row once)")
+    ap.add_argument("--test", default=None, help="sample list or file of video names to score as split 'test'")
+    ap.add_argument("--k", default="auto", help="smoothing half-width: auto (sweep 0..200 on validation), N, "
+                                                "or values to sweep (0:100, 0:100:5, 0,10,50)")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--hidden", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--lama-timeout", type=int, default=60, help="seconds for LightAutoML")
+    ap.add_argument("--cpus", type=int, default=None, help="LightAutoML cpu_limit (default: all cores)")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        from .run import run
+        run(a.task, a.cache, a.labels, [h.strip() for h in a.heads.split(",") if h.strip()],
+            [f.strip() for f in a.features.split(",") if f.strip()], a.name, a.runs_dir, a.train_val,
+            parse_k(a.k), dict(epochs=a.epochs, hidden=a.hidden, batch=a.batch, lr=a.lr,
+                               lama_timeout=a.lama_timeout, cpus=a.cpus, seed=a.seed), test=a.test)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

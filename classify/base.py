@@ -1,0 +1,136 @@
+"""The head interface (scikit-learn-like) and saving/loading of heads as directories.
+
+A saved head is a folder with `head.json` (kind, task, params, feature set) beside the head's own files, so
+loading refuses a head made for another task with one clear line.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from features.errors import InputError
+from features.tasks import Task, get_task
+
+HEAD_KINDS: dict[str, type["Head"]] = {}
+
+
+def register(cls: type["Head"]) -> type["Head"]:
+    HEAD_KINDS[cls.kind] = cls
+    return cls
+
+
+class Head:
+    """fit / predict_proba / predict / get_params / set_params / save / load for one `Task`.
+
+    predict_proba returns the task's score array: VA values (n, 2), EXPR probabilities (n, 8), AU per-AU
+    probabilities (n, 12); predict returns the challenge predictions (Task.decide).
+    """
+    kind = "head"
+
+    def __init__(self, task: str | Task, **params):
+        self.task = get_task(task)
+        self.params = dict(params)
+        self.feature_set: str | None = None      # set by the caller; saved with the head
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
+            y_val: np.ndarray | None = None) -> "Head":
+        raise NotImplementedError
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, X: np.ndarray, thresholds=None) -> np.ndarray:
+        return self.task.decide(self.predict_proba(X), thresholds)
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"task": self.task.name, **self.params}
+
+    def set_params(self, **params) -> "Head":
+        if "task" in params:
+            self.task = get_task(params.pop("task"))
+        self.params.update(params)
+        return self
+
+    def _check_fit(self, X, y, X_val=None, y_val=None) -> None:
+        check_xy(self.task, X, y, "training")
+        check_finite(X, f"{self.task.name} training features")
+        if X_val is not None:
+            check_xy(self.task, X_val, y_val, "validation")
+            check_finite(X_val, f"{self.task.name} validation features")
+
+    # -- persistence ------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise InputError("head folder exists and is not empty; refusing to overwrite", path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"kind": self.kind, "task": self.task.name, "params": self.params, "feature_set": self.feature_set}
+        self._save(path)
+        (path / "head.json").write_text(json.dumps(meta, indent=2, default=str))
+        return path
+
+    def _save(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def _load(self, path: Path) -> None:
+        raise NotImplementedError
+
+
+def load_head(path: str | os.PathLike, task: str | Task | None = None) -> Head:
+    """Load a saved head; with `task`, refuse a head made for another task."""
+    path = Path(path)
+    meta_p = path / "head.json"
+    if not meta_p.exists():
+        raise InputError("not a saved head (no head.json)", path)
+    meta = json.loads(meta_p.read_text())
+    if task is not None and meta["task"] != get_task(task).name:
+        raise InputError(f"head was trained for task {meta['task']!r}, not {get_task(task).name!r}", meta_p)
+    cls = HEAD_KINDS.get(meta["kind"])
+    if cls is None:
+        raise InputError(f"unknown head kind {meta['kind']!r}", meta_p)
+    head = cls(meta["task"], **meta["params"])
+    head.feature_set = meta.get("feature_set")
+    head._load(path)
+    return head
+
+
+def check_xy(task: Task, X, y=None, what: str = "training") -> None:
+    """Shapes and label values that fit the task (a head fed another task's labels fails here, not deep
+    inside a library); an empty split is refused."""
+    if getattr(X, "ndim", 0) != 2:
+        raise InputError(f"{task.name} {what}: features must be a 2-D matrix, got shape {np.shape(X)}")
+    if len(X) == 0:
+        raise InputError(f"{task.name} {what}: no rows (empty split)")
+    if y is None:
+        return
+    y = np.asarray(y)
+    if y.shape != task.label_shape(len(X)):
+        raise InputError(f"{task.name} {what}: labels of shape {y.shape} do not fit the task (expected "
+                         f"{task.label_shape(len(X))}: {task.header})")
+    if task.kind == "regression":
+        ok = np.isfinite(y).all() and (np.abs(y) <= 1).all()
+        expect = "values in [-1, 1]"
+    elif task.kind == "multiclass":
+        ok = ((y >= 0) & (y < task.n_outputs) & (y == np.round(y))).all()
+        expect = f"classes 0..{task.n_outputs - 1}"
+    else:
+        ok = np.isin(y, (0, 1)).all()
+        expect = "0/1 values"
+    if not ok:
+        raise InputError(f"{task.name} {what}: labels are not {expect} (invalid rows must be dropped first)")
+
+
+def check_finite(X: np.ndarray, what: str = "features", step: int = 65536) -> None:
+    """NaN or infinite features poison training silently; refuse them, naming the first bad row. Checked a block
+    at a time so a large matrix does not get a same-sized boolean twin."""
+    n_bad, first = 0, None
+    for a in range(0, len(X), step):
+        bad = ~np.isfinite(X[a:a + step]).all(axis=1)
+        if bad.any():
+            n_bad += int(bad.sum())
+            first = a + int(np.argmax(bad)) if first is None else first
+    if n_bad:
+        raise InputError(f"{what}: {n_bad} rows hold NaN or infinite values (first: row {first})")

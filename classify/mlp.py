@@ -1,0 +1,187 @@
+"""Keras MLP heads configured per task as in the reference (DESIGN §4):
+
+- VA:   Dense(2, tanh) on the input, loss 1 - mean CCC over (valence, arousal), batch 1024.
+- EXPR: Dense(hidden, relu) -> Dense(8, softmax), class-weighted sparse cross-entropy (1/count, min 1), batch 256.
+- AU:   Dense(hidden, relu) -> Dense(12, sigmoid), per-AU weighted BCE (w0 = n/(2 neg), w1 = n/(2 pos)), batch 256.
+
+All: Adam, a standardisation layer fitted on the training rows (so no per-user scaling step is forgotten at
+prediction time), the best epoch on validation by the task's official metric is kept, fixed seeds. Batches are
+cut from the (possibly float16) feature matrix on the fly, so no float32 copy of it is made. Saved as
+`model.keras` (loadable with plain Keras).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .base import Head, register
+
+_TF_READY = False
+
+
+def _keras():
+    """Import TensorFlow/Keras once, with thread counts that respect the machine."""
+    global _TF_READY
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import keras
+    if not _TF_READY:
+        n = os.cpu_count() or 1
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
+        except RuntimeError:      # already initialised by someone else: keep their setting
+            pass
+        tf.get_logger().setLevel("ERROR")      # retracing chatter on varying batch sizes
+        _TF_READY = True
+    return tf, keras
+
+
+DEFAULTS = {
+    "va": dict(hidden=0, epochs=20, batch=1024, lr=1e-3),
+    "expr": dict(hidden=128, epochs=10, batch=256, lr=1e-3),
+    "au": dict(hidden=128, epochs=10, batch=256, lr=1e-3),
+}
+
+
+def _batches(keras, X, y, w, batch: int, seed: int):
+    """Shuffled mini-batches cut from X on the fly (rows gathered in sorted order, cast to float32 per batch), so
+    a float16 matrix is never copied whole. `set_epoch(e)` draws epoch e's order from (seed, e)."""
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.order = np.arange(len(X))
+
+        def set_epoch(self, epoch: int) -> None:
+            self.order = np.random.default_rng([seed, epoch]).permutation(len(X))
+
+        def __len__(self):
+            return math.ceil(len(X) / batch)
+
+        def __getitem__(self, i):
+            idx = np.sort(self.order[i * batch:(i + 1) * batch])
+            xb = np.asarray(X[idx], np.float32)
+            return (xb, y[idx]) if w is None else (xb, y[idx], w[idx])
+    return Batches()
+
+
+@register
+class MLPHead(Head):
+    kind = "mlp"
+
+    def __init__(self, task, hidden: int | None = None, epochs: int | None = None, batch: int | None = None,
+                 lr: float | None = None, seed: int = 0, verbose: int = 0):
+        super().__init__(task)
+        d = DEFAULTS[self.task.name]
+        self.params = dict(hidden=d["hidden"] if hidden is None else hidden,
+                           epochs=d["epochs"] if epochs is None else epochs,
+                           batch=d["batch"] if batch is None else batch, lr=d["lr"] if lr is None else lr,
+                           seed=seed, verbose=verbose)
+        self.model = None
+        self.history: list[float] = []
+        self.best_epoch: int | None = None
+
+    # -- model ------------------------------------------------------------------------------------------------
+    def _build(self, n_in: int, mean=None, var=None):
+        tf, keras = _keras()
+        keras.utils.set_random_seed(self.params["seed"])
+        inp = keras.Input((n_in,))
+        norm = keras.layers.Normalization(mean=mean if mean is not None else np.zeros(n_in),
+                                          variance=var if var is not None else np.ones(n_in))
+        h = norm(inp)
+        if self.params["hidden"]:
+            h = keras.layers.Dense(self.params["hidden"], activation="relu")(h)
+        act = {"regression": "tanh", "multiclass": "softmax", "multilabel": "sigmoid"}[self.task.kind]
+        out = keras.layers.Dense(self.task.n_outputs, activation=act)(h)
+        return keras.Model(inp, out)
+
+    def _loss(self, y):
+        tf, keras = _keras()
+        if self.task.kind == "regression":
+            def ccc_loss(yt, yp):
+                mt, mp = tf.reduce_mean(yt, 0), tf.reduce_mean(yp, 0)
+                vt, vp = tf.math.reduce_variance(yt, 0), tf.math.reduce_variance(yp, 0)
+                cov = tf.reduce_mean((yt - mt) * (yp - mp), 0)
+                return 1.0 - tf.reduce_mean(2 * cov / (vt + vp + (mt - mp) ** 2 + 1e-8))
+            return ccc_loss
+        if self.task.kind == "multiclass":
+            return keras.losses.SparseCategoricalCrossentropy()
+        pos = np.clip(y.mean(axis=0), 1e-6, 1 - 1e-6)
+        w1 = tf.constant(0.5 / pos, tf.float32)            # n / (2 pos)
+        w0 = tf.constant(0.5 / (1 - pos), tf.float32)      # n / (2 neg)
+
+        def weighted_bce(yt, yp):
+            yp = tf.clip_by_value(yp, 1e-7, 1 - 1e-7)
+            yt = tf.cast(yt, tf.float32)
+            return -tf.reduce_mean(w1 * yt * tf.math.log(yp) + w0 * (1 - yt) * tf.math.log(1 - yp))
+        return weighted_bce
+
+    def _sample_weights(self, y):
+        if self.task.kind != "multiclass":
+            return None
+        counts = np.bincount(y, minlength=self.task.n_outputs).astype(float)
+        w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+        w = w / w[counts > 0].min()                      # 1/count normalised so the smallest weight is 1
+        return w[y].astype(np.float32)
+
+    # -- interface --------------------------------------------------------------------------------------------
+    def fit(self, X, y, X_val=None, y_val=None):
+        """Train; with validation data, keep the epoch with the best official metric on it."""
+        self._check_fit(X, y, X_val, y_val)
+        tf, keras = _keras()
+        y = np.asarray(y)
+        ytr = y.astype(np.float32) if self.task.kind != "multiclass" else y.astype(np.int64)
+        self._moments = _moments(X)
+        self.model = self._build(X.shape[1], *self._moments)
+        self.model.compile(optimizer=keras.optimizers.Adam(self.params["lr"]), loss=self._loss(y))
+        data = _batches(keras, X, ytr, self._sample_weights(y), self.params["batch"], self.params["seed"])
+        best, best_w, self.history, self.best_epoch = -np.inf, None, [], None
+        for epoch in range(self.params["epochs"]):
+            data.set_epoch(epoch)
+            self.model.fit(data, epochs=1, verbose=self.params["verbose"], shuffle=False)
+            if X_val is None or len(X_val) == 0:
+                continue
+            score = self.task.score(y_val, self.predict_proba(X_val))
+            self.history.append(float(score))
+            if score > best:
+                best, best_w, self.best_epoch = score, self.model.get_weights(), epoch + 1
+        if best_w is not None:
+            self.model.set_weights(best_w)
+        return self
+
+    def predict_proba(self, X):
+        tf, keras = _keras()
+        if self.model is None:
+            raise RuntimeError("fit the head first")
+        out = np.empty((len(X), self.task.n_outputs), np.float32)
+        step = 65536
+        for a in range(0, len(X), step):
+            xb = np.asarray(X[a:a + step], np.float32)
+            out[a:a + len(xb)] = self.model.predict(xb, batch_size=4096, verbose=0)
+        return out
+
+    def _save(self, path: Path):
+        # the whole model (standardisation included) in Keras' own format; loaded with compile=False, so the
+        # custom losses are not needed to predict
+        self.model.save(path / "model.keras")
+
+    def _load(self, path: Path):
+        tf, keras = _keras()
+        self.model = keras.models.load_model(path / "model.keras", compile=False)
+
+
+def _moments(X, step: int = 65536):
+    """Column mean and variance in float64, a block at a time (no float32 copy of a float16 matrix)."""
+    n = len(X)
+    s = np.zeros(X.shape[1])
+    s2 = np.zeros(X.shape[1])
+    for a in range(0, n, step):
+        b = np.asarray(X[a:a + step], np.float64)
+        s += b.sum(0)
+        s2 += (b * b).sum(0)
+    mean = s / max(n, 1)
+    var = np.maximum(s2 / max(n, 1) - mean ** 2, 1e-12)
+    return mean, var

@@ -1,0 +1,152 @@
+"""Pre-trained-only rules: predictions straight from the frozen model's own outputs.
+
+- `VAOnly`: the MT-EmotiEffNet valence/arousal outputs as VA predictions (clipped to [-1, 1]).
+- `LogitsRule` (EXPR): a small binary Other/non-Other MLP gives P(Other); the other seven classes share the rest
+  in proportion to the pre-trained class probabilities mapped to Aff-Wild2 order. Other therefore wins whenever
+  P(Other) >= 0.5 (and also when it beats every other class). The softmax runs over the class axis (the
+  reference took it over the wrong axis).
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from features.errors import InputError
+from features.tasks import AFFECTNET_TO_AFFWILD, EXPR
+
+from .base import Head, register
+
+AFFECTNET8 = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
+FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# Names other data sets use for the Aff-Wild2 classes; Contempt has no Aff-Wild2 class and stands in for Other.
+_SYNONYMS = {"angry": "Anger", "anger": "Anger", "disgust": "Disgust", "fear": "Fear", "happy": "Happiness",
+             "happiness": "Happiness", "sad": "Sadness", "sadness": "Sadness", "surprise": "Surprise",
+             "neutral": "Neutral", "other": "Other", "contempt": "Other"}
+OTHER = EXPR.labels.index("Other")
+
+
+def default_class_names(n: int) -> tuple[str, ...]:
+    """Class names of pre-trained logits when the cache does not record them: 8 = AffectNet, 7 = FER2013."""
+    if n == 8:
+        return AFFECTNET8
+    if n == 7:
+        return FER7
+    raise InputError(f"logits rule: expected 8 (AffectNet) or 7 (FER) logits, got {n} columns")
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax over the class axis (axis 1), computed stably in float64."""
+    z = np.asarray(z, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def affwild_probabilities(class_names: Sequence[str], logits: np.ndarray) -> np.ndarray:
+    """Pre-trained logits -> (n, 8) probabilities in Aff-Wild2 order. AffectNet's 8 classes use
+    AFFECTNET_TO_AFFWILD (Contempt -> Other); other lists (FER's 7) map by name; absent classes get 0."""
+    names = tuple(class_names)
+    z = np.asarray(logits)
+    if z.ndim != 2 or z.shape[1] != len(names):
+        raise InputError(f"logits have shape {z.shape} but the model names {len(names)} classes")
+    p = softmax(z)
+    if tuple(n.lower() for n in names) == tuple(n.lower() for n in AFFECTNET8):
+        return p[:, AFFECTNET_TO_AFFWILD].astype(np.float32)
+    target = {n: i for i, n in enumerate(EXPR.labels)}
+    out = np.zeros((len(p), EXPR.n_outputs), np.float32)
+    for j, n in enumerate(names):
+        canon = _SYNONYMS.get(n.lower(), n)
+        if canon not in target:
+            raise InputError(f"class {n!r} has no Aff-Wild2 counterpart ({', '.join(EXPR.labels)})")
+        out[:, target[canon]] += p[:, j]
+    return out
+
+
+@register
+class VAOnly(Head):
+    """The pre-trained valence/arousal outputs as predictions (nothing is learned)."""
+    kind = "va_only"
+
+    def __init__(self, task="va"):
+        super().__init__(task)
+        if self.task.kind != "regression":
+            raise InputError(f"the VA-only rule is for the VA task, not {self.task.name!r}")
+
+    def _check(self, X):
+        if X.ndim != 2 or X.shape[1] != 2:
+            raise InputError(f"VA-only rule needs the 2 valence/arousal outputs (feature set <extractor>/va), "
+                             f"got {X.shape[1] if X.ndim == 2 else X.shape} columns")
+
+    def fit(self, X, y=None, X_val=None, y_val=None):
+        X = np.asarray(X)
+        self._check(X)
+        if y is not None:
+            self._check_fit(X, y, X_val, y_val)
+        return self
+
+    def predict_proba(self, X):
+        X = np.asarray(X)
+        self._check(X)
+        return np.clip(X.astype(np.float32), -1, 1)
+
+    def _save(self, path: Path):
+        pass
+
+    def _load(self, path: Path):
+        pass
+
+
+@register
+class LogitsRule(Head):
+    """EXPR from the pre-trained logits, with a binary MLP (scikit-learn, on the same logits) for Other."""
+    kind = "logits"
+
+    def __init__(self, task="expr", class_names: Sequence[str] | None = None, hidden: int = 64,
+                 max_iter: int = 50, seed: int = 0):
+        super().__init__(task)
+        if self.task is not EXPR:
+            raise InputError(f"the logits rule is for the EXPR task, not {self.task.name!r}")
+        self.params = dict(class_names=list(class_names) if class_names else None, hidden=hidden,
+                           max_iter=max_iter, seed=seed)
+        self.other = None
+
+    def _names(self, X) -> tuple[str, ...]:
+        return tuple(self.params["class_names"] or default_class_names(X.shape[1]))
+
+    def fit(self, X, y, X_val=None, y_val=None):
+        from sklearn.neural_network import MLPClassifier
+        self._check_fit(X, y, X_val, y_val)
+        X = np.asarray(X)
+        affwild_probabilities(self._names(X), X[:1])          # fail early on a bad class list
+        is_other = (np.asarray(y) == OTHER).astype(int)
+        self.other = None
+        if 0 < is_other.sum() < len(is_other):
+            self.other = MLPClassifier((self.params["hidden"],), max_iter=self.params["max_iter"],
+                                       early_stopping=True, random_state=self.params["seed"])
+            self.other.fit(X.astype(np.float32), is_other)
+        return self
+
+    def predict_proba(self, X):
+        X = np.asarray(X)
+        p = affwild_probabilities(self._names(X), X)
+        if self.other is None:
+            return p
+        p_other = self.other.predict_proba(X.astype(np.float32))[:, 1].astype(np.float32)
+        rest = p.copy()
+        rest[:, OTHER] = 0
+        rest /= np.maximum(rest.sum(axis=1, keepdims=True), 1e-12)
+        out = rest * (1 - p_other)[:, None]
+        out[:, OTHER] = p_other
+        return out
+
+    def _save(self, path: Path):
+        # a scikit-learn estimator: pickled, as scikit-learn documents; only load heads you trained yourself
+        with open(path / "other.pkl", "wb") as f:
+            pickle.dump(self.other, f)
+
+    def _load(self, path: Path):
+        with open(path / "other.pkl", "rb") as f:
+            self.other = pickle.load(f)

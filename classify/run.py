@@ -1,0 +1,347 @@
+"""One classification run: load features and labels, fit heads, blend, smooth, write everything.
+
+Outputs under `<runs-dir>/<task>/<name>/` (an existing run is never overwritten):
+    scores.h5       per-frame validation scores (final + per head), see postprocess.scores
+    metrics.json    per head: metric at frame level and after smoothing; blend weights; chosen k; thresholds;
+                    labelled frames without features
+    results.md/csv  the paper-style table (method, feature set, ensemble, metrics raw and smoothed)
+    heads/<head>/   saved heads (head.json records task and feature set)
+    lama.log        LightAutoML's own log
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.errors import InputError
+from features.labels import Joined, join, load_labels
+from features.store import FeatureStore
+from features.tasks import Task, get_task
+from postprocess.scores import save_scores
+from postprocess.smoothing import box_filter
+from postprocess.submission import read_sample_list
+from postprocess.sweep import best_k, sweep_k
+from postprocess.thresholds import tune_thresholds
+
+from . import featuresets
+from .base import Head, check_finite
+from .blend import BlendHead
+from .lama import LamaHead
+from .mlp import MLPHead
+from .rules import LogitsRule, VAOnly
+
+
+@dataclass
+class Split:
+    """One split's rows for every feature set, on a common set of (video, frame) rows."""
+    X: dict[str, np.ndarray]
+    y: np.ndarray
+    video: np.ndarray
+    frame: np.ndarray
+    n_labelled: int
+    n_missing: int
+    missing_reasons: dict
+
+
+def load_split(store: FeatureStore, labels_root: str | Path, task: Task, split: str,
+               sets: list[str]) -> Split:
+    """Labelled frames of a split with the features of every set; only rows every set has are kept."""
+    labels = load_labels(labels_root, task, split)
+    if len(labels) == 0:
+        raise InputError(f"{task.name}: the {split} split has no valid labelled frames", labels_root)
+    joins: dict[str, Joined] = {s: join(store, labels, task, featuresets.resolve(store, s)) for s in sets}
+    first = joins[sets[0]]
+    keys = first.index.assign(i0=np.arange(len(first.index)))
+    for s in sets[1:]:
+        keys = keys.merge(joins[s].index.assign(**{f"i_{s}": np.arange(len(joins[s].index))}),
+                          on=["video", "frame"], how="inner")
+    X = {}
+    for s in sets:
+        col = "i0" if s == sets[0] else f"i_{s}"
+        rows = keys[col].to_numpy()
+        X[s] = joins[s].X if len(rows) == len(joins[s].X) and (rows == np.arange(len(rows))).all() \
+            else joins[s].X[rows]
+        check_finite(X[s], f"{store.paths[0]}: features {s} ({split})")
+    rows0 = keys["i0"].to_numpy()
+    n_missing = first.n_labelled - len(rows0)
+    if len(rows0) == 0:
+        raise InputError(f"{task.name}: none of the {first.n_labelled} labelled {split} frames has features "
+                         f"({first.summary()})", store.paths[0])
+    return Split(X=X, y=first.y[rows0], video=first.groups[rows0], frame=first.index["frame"].to_numpy()[rows0],
+                 n_labelled=first.n_labelled, n_missing=n_missing,
+                 missing_reasons=first.missing["reason"].value_counts().to_dict())
+
+
+def merge_splits(a: Split, b: Split) -> Split:
+    """Train+val: both splits once each (the reference appended validation rows twice)."""
+    return Split(X={s: np.concatenate([a.X[s], b.X[s]]) for s in a.X}, y=np.concatenate([a.y, b.y]),
+                 video=np.concatenate([a.video, b.video]), frame=np.concatenate([a.frame, b.frame]),
+                 n_labelled=a.n_labelled + b.n_labelled, n_missing=a.n_missing + b.n_missing,
+                 missing_reasons={})
+
+
+LEARNED = ("mlp", "lama")
+RULES = ("logits", "va_only")
+DEFAULT_KS = range(0, 201, 2)
+
+
+def plan_members(task: Task, store: FeatureStore, heads: list[str], features: list[str]) -> dict[str, tuple[str, str]]:
+    """Members to fit: name -> (head kind, feature set). `features` entries are `set` (for every learned head,
+    mlp and lama) or `kind=set` (that head only); several sets for one kind give one member each (named
+    `kind-<set>`); a kind with no entry gets the reference choice (featuresets.default_sets)."""
+    kinds = [h for h in heads if h != "blend"]
+    for k in kinds:
+        if k not in LEARNED + RULES:
+            raise InputError(f"unknown head {k!r}; choose from {', '.join(LEARNED + RULES)}, blend")
+    if "logits" in kinds and task.name != "expr":
+        raise InputError("the logits rule is for --task expr")
+    if "va_only" in kinds and task.name != "va":
+        raise InputError("the va_only rule is for --task va")
+    if not kinds:
+        raise InputError("no heads to fit (blend needs members, e.g. --heads mlp,lama,blend)")
+    explicit: dict[str, list[str]] = {}
+    bare: list[str] = []
+    for item in features:
+        if "=" in item:
+            k, v = (x.strip() for x in item.split("=", 1))
+            if k not in kinds:
+                raise InputError(f"--features {item!r}: head {k!r} is not among --heads {','.join(heads)}")
+            explicit.setdefault(k, []).append(v)
+        else:
+            bare.append(item)
+    defaults = featuresets.default_sets(store, task.name)
+    members: dict[str, tuple[str, str]] = {}
+    for k in kinds:
+        sets = explicit.get(k) or (bare if k in LEARNED else []) or [defaults.get(k, "")]
+        sets = list(dict.fromkeys(s for s in sets if s))
+        if not sets:
+            raise InputError(f"head {k!r}: the cache offers no feature set for it; pass {k}=<set> "
+                             f"(available: {', '.join(featuresets.available(store))})", store.paths[0])
+        for fs in sets:
+            featuresets.resolve(store, fs)                  # unknown names fail here, before any work
+            members[k if len(sets) == 1 else f"{k}-{fs.replace('/', '.')}"] = (k, fs)
+    return members
+
+
+def make_head(kind: str, task: Task, store: FeatureStore, feature_set: str, opts: dict, run_dir: Path) -> Head:
+    if kind == "mlp":
+        return MLPHead(task, **{k: opts[k] for k in ("hidden", "epochs", "batch", "lr") if opts.get(k) is not None},
+                       seed=opts.get("seed", 0))
+    if kind == "lama":
+        return LamaHead(task, timeout=opts.get("lama_timeout", 60), cpu_limit=opts.get("cpus"),
+                        seed=opts.get("seed", 0), log_file=str(run_dir / "lama.log"))
+    if kind == "logits":
+        ext = feature_set.split("/")[0]
+        return LogitsRule(task, class_names=store.info(ext).extra.get("class_names") or None,
+                          seed=opts.get("seed", 0))
+    if kind == "va_only":
+        return VAOnly(task)
+    raise InputError(f"unknown head {kind!r}; choose from {', '.join(LEARNED + RULES)}, blend")
+
+
+def smoothing(task: Task, y, scores, video, ks) -> dict:
+    """k on validation (the best of a sweep, or the one given) and, for AU, per-AU thresholds tuned on the
+    smoothed scores. metric_raw is the frame-level metric (AU at threshold 0.5)."""
+    fixed = isinstance(ks, (int, np.integer))
+    table = sweep_k(task, y, scores, video, [0, int(ks)] if fixed else sorted({0, *ks}))
+    k = int(ks) if fixed else best_k(table, task.metric_name)
+    at = lambda kk: float(table.loc[table["k"] == kk, task.metric_name].iloc[0])
+    out = {"k": k, "metric_raw": at(0), "metric_smoothed": at(k)}
+    if task.kind == "multilabel":
+        thr = tune_thresholds(y, box_filter(scores, video, k))
+        out["thresholds"] = [round(float(t), 4) for t in thr.thresholds]
+        out["metric_smoothed_thresholds"] = thr.mean_f1
+    return out
+
+
+def read_test_list(path: str | Path) -> list[str]:
+    """Test videos from the organisers' sample list (`video/00001.jpg,...` rows) or a file of video names."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("test list not found", p)
+    lines = [ln.split(",", 1)[0].strip() for ln in p.read_text(encoding="utf-8-sig").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.lower().startswith("image_location")]
+    if not lines:
+        raise InputError("test list has no rows", p)
+    if all("/" in ln for ln in lines):
+        return list(dict.fromkeys(read_sample_list(p).video.tolist()))
+    return list(dict.fromkeys(lines))
+
+
+def load_test(store: FeatureStore, videos: list[str], sets: list[str], log=print) -> tuple[dict, pd.DataFrame]:
+    """All cached frames of the test videos for every feature set (face-less rows included, flagged)."""
+    exts = list(dict.fromkeys(k.split("/")[0] for s in sets for k in featuresets.resolve(store, s)))
+    have = [v for v in videos if all(store.has_video(e, v) for e in exts)]
+    if len(have) < len(videos):
+        log(f"  test: {len(videos) - len(have)} of {len(videos)} videos are not cached for {', '.join(exts)}; "
+            f"they get no scores here")
+    if not have:
+        raise InputError("none of the test videos is cached", store.paths[0])
+    outs: dict[str, list[str]] = {}
+    for s in sets:
+        for k in featuresets.resolve(store, s):
+            e, o = k.split("/")
+            outs.setdefault(e, [])
+            if o not in outs[e]:
+                outs[e].append(o)
+    blk = store.read(have, exts, outputs=outs)
+    X = {s: np.hstack([blk.arrays[k].astype(np.float32, copy=False) for k in featuresets.resolve(store, s)])
+         for s in sets}
+    return X, blk.index.assign(video=blk.index["video"].astype(str))
+
+
+def _unique_dir(runs_dir: Path, task: Task, name: str | None) -> Path:
+    if name is not None:
+        d = runs_dir / task.name / name
+        if d.exists():
+            raise InputError("run folder exists; choose another --name (runs are never overwritten)", d)
+        return d
+    base = time.strftime("%Y%m%d-%H%M%S")
+    d, i = runs_dir / task.name / base, 2
+    while d.exists():
+        d, i = runs_dir / task.name / f"{base}-{i}", i + 1
+    return d
+
+
+def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str], features: list[str] | None = None,
+        name: str | None = None, runs_dir: str | Path = "runs", train_val: bool = False,
+        ks: int | list[int] | range | None = None, opts: dict | None = None, test: str | Path | None = None,
+        log=print) -> Path:
+    """Fit the heads, blend them, choose k (and AU thresholds) on validation and write the run folder."""
+    task = get_task(task_name)
+    opts = dict(opts or {})
+    ks = DEFAULT_KS if ks is None else ks
+    if not Path(cache).exists():
+        raise InputError("feature cache not found (run `python -m extract run` first)", cache)
+    store = FeatureStore(cache)
+    members = plan_members(task, store, heads, list(features or []))
+    used = list(dict.fromkeys(fs for _, fs in members.values()))
+    run_dir = _unique_dir(Path(runs_dir), task, name)
+    test_videos = read_test_list(test) if test is not None else None
+
+    t0 = time.perf_counter()
+    tr = load_split(store, labels, task, "train", used)
+    va = load_split(store, labels, task, "val", used)
+    for nm, sp in (("train", tr), ("val", va)):
+        log(f"{task.name}/{nm}: {len(sp.y)} frames; {sp.n_missing} of {sp.n_labelled} labelled frames have no "
+            f"features{f' {sp.missing_reasons}' if sp.n_missing else ''}")
+    log(f"  loaded in {time.perf_counter() - t0:.1f} s")
+    fit_on = merge_splits(tr, va) if train_val else tr
+    run_dir.mkdir(parents=True)
+
+    scores: dict[str, np.ndarray] = {}
+    fitted: dict[str, Head] = {}
+    rows, extra = [], {}
+    for mname, (kind, fs) in members.items():
+        t = time.perf_counter()
+        head = make_head(kind, task, store, fs, opts, run_dir)
+        head.feature_set = fs
+        head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y)
+        scores[mname] = head.predict_proba(va.X[fs])
+        fitted[mname] = head
+        sm = smoothing(task, va.y, scores[mname], va.video, ks)
+        rows.append(dict(method=mname, feature_set=fs, ensemble="no", **_metrics(task, sm),
+                         seconds=round(time.perf_counter() - t, 1)))
+        if getattr(head, "history", None):
+            extra[mname] = {"val_metric_by_epoch": head.history, "best_epoch": head.best_epoch}
+        log(f"  {mname} on {fs}: {task.metric_name} {sm['metric_raw']:.4f} frame-level, "
+            f"{sm['metric_smoothed']:.4f} smoothed (k={sm['k']}) [{time.perf_counter() - t:.1f} s]")
+    final_name = max(rows, key=lambda r: r["metric_raw"])["method"]
+    if "blend" in heads and len(scores) > 1:
+        t = time.perf_counter()
+        blend = BlendHead(task).fit(scores, va.y)
+        scores["blend"] = blend.predict_proba(scores)
+        fitted["blend"] = blend
+        blend.feature_set = " | ".join(members[m][1] for m in blend.params["members"])
+        sm = smoothing(task, va.y, scores["blend"], va.video, ks)
+        rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",
+                         **_metrics(task, sm), seconds=round(time.perf_counter() - t, 1)))
+        final_name = "blend"
+        log(f"  blend {blend.describe()}: {task.metric_name} {sm['metric_raw']:.4f} frame-level, "
+            f"{sm['metric_smoothed']:.4f} smoothed (k={sm['k']}) [{time.perf_counter() - t:.1f} s]")
+    elif "blend" in heads:
+        log("  blend skipped: it needs at least two members")
+
+    for hname, head in fitted.items():
+        head.save(run_dir / "heads" / hname)
+    attrs = {"task": task.name, "final": final_name, "train_val": train_val}
+    save_scores(run_dir / "scores.h5", "val", va.video, va.frame, scores[final_name], y=va.y,
+                heads=scores, attrs=attrs)
+    n_test = None
+    if test_videos is not None:
+        t = time.perf_counter()
+        Xt, idx = load_test(store, test_videos, used, log)
+        face = idx["face"].to_numpy(bool)
+        ts = {}
+        for mname, (kind, fs) in members.items():
+            s = np.full((len(idx), task.n_outputs), np.nan, np.float32)
+            if face.any():
+                check_finite(Xt[fs][face], f"{cache}: test features {fs}")
+                s[face] = fitted[mname].predict_proba(Xt[fs][face])
+            ts[mname] = s
+        if final_name == "blend":
+            ts["blend"] = fitted["blend"].predict_proba(ts)
+        save_scores(run_dir / "scores.h5", "test", idx["video"].to_numpy(), idx["frame"].to_numpy(),
+                    ts[final_name], face=face, heads=ts, attrs=attrs)
+        n_test = {"frames": int(len(idx)), "with_face": int(face.sum()), "videos": int(idx["video"].nunique())}
+        log(f"  test: scored {len(idx)} frames of {n_test['videos']} videos ({int((~face).sum())} without a "
+            f"face, left for gap filling) [{time.perf_counter() - t:.1f} s]")
+
+    table = pd.DataFrame(rows)
+    table.to_csv(run_dir / "results.csv", index=False)
+    (run_dir / "results.md").write_text(_markdown(task, table, train_val))
+    final = smoothing(task, va.y, scores[final_name], va.video, ks)
+    metrics = {"task": task.name, "metric": task.metric_name, "final": final_name,
+               "summary": {"frame_level": final["metric_raw"], "smoothed": final["metric_smoothed"],
+                           "k": final["k"], **({"thresholds": final["thresholds"],
+                                                "smoothed_thresholds": final["metric_smoothed_thresholds"]}
+                                               if "thresholds" in final else {})},
+               "heads": rows, "members": {m: {"head": k, "feature_set": fs} for m, (k, fs) in members.items()},
+               "training": extra,
+               "blend": {"weights": dict(zip(fitted["blend"].params["members"], fitted["blend"].weights.tolist())),
+                         "search": fitted["blend"].search_method} if "blend" in fitted else None,
+               "frames": {"train": len(tr.y), "val": len(va.y), "train_labelled": tr.n_labelled,
+                          "val_labelled": va.n_labelled, "train_labelled_without_features": tr.n_missing,
+                          "val_labelled_without_features": va.n_missing,
+                          "train_missing_reasons": tr.missing_reasons, "val_missing_reasons": va.missing_reasons,
+                          "test": n_test},
+               "train_val": train_val, "validation_in_training": train_val,
+               "cache": str(cache), "labels": str(labels), "seconds": round(time.perf_counter() - t0, 1)}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    log(f"{task.name}: final {final_name}: {task.metric_name} {final['metric_raw']:.4f} -> "
+        f"{final['metric_smoothed']:.4f} with k={final['k']}; wrote {run_dir}")
+    return run_dir
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _metrics(task: Task, sm: dict) -> dict:
+    out = {"metric_raw": round(sm["metric_raw"], 4), "k": sm["k"], "metric_smoothed": round(sm["metric_smoothed"], 4)}
+    if "metric_smoothed_thresholds" in sm:
+        out["metric_smoothed_thresholds"] = round(sm["metric_smoothed_thresholds"], 4)
+    return out
+
+
+def _markdown(task: Task, table: pd.DataFrame, train_val: bool = False) -> str:
+    m = task.metric_name
+    cols = {"method": "Method", "feature_set": "Features", "ensemble": "Ensemble",
+            "metric_raw": f"{m} (frames)", "k": "k", "metric_smoothed": f"{m} (smoothed)",
+            "metric_smoothed_thresholds": f"{m} (smoothed, tuned thresholds)"}
+    t = table.rename(columns=cols)[[c for c in cols.values() if c in table.rename(columns=cols)]]
+    head = "| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns) + "\n"
+    note = ("\nValidation frames were also training frames (--train-val): these numbers are in-sample.\n"
+            if train_val else "")
+    return (f"{task.name.upper()} on the validation set ({m}; k = smoothing half-width chosen on validation)\n\n"
+            + head + "".join("| " + " | ".join(str(v) for v in r) + " |\n" for r in t.itertuples(index=False))
+            + note)
