@@ -101,3 +101,34 @@ def get_task(name: str | Task) -> Task:
         return TASKS[name.lower()]
     except KeyError:
         raise InputError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
+
+AFFECTNET8 = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
+# Synonyms other data sets use for the Aff-Wild2 classes (FER2013: angry, disgust, ...); Contempt -> Other.
+_SYNONYMS = {"angry": "Anger", "anger": "Anger", "disgust": "Disgust", "fear": "Fear", "happy": "Happiness",
+             "happiness": "Happiness", "sad": "Sadness", "sadness": "Sadness", "surprise": "Surprise",
+             "neutral": "Neutral", "other": "Other", "contempt": "Other"}
+
+
+def affwild_probabilities(class_names, logits: np.ndarray) -> np.ndarray:
+    """Softmax of pre-trained expression logits over the class axis, re-ordered into Aff-Wild2's 8 classes.
+
+    AffectNet's 8 classes use `AFFECTNET_TO_AFFWILD` (Contempt stands in for Other); other class lists (e.g.
+    FER2013's 7) are mapped by name; classes the model does not have get probability 0.
+    """
+    names = tuple(class_names)
+    z = np.asarray(logits, dtype=np.float64)
+    if not names or z.ndim != 2 or z.shape[1] != len(names):
+        raise InputError(f"logits have shape {z.shape} but the model names {len(names)} classes")
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    if names == AFFECTNET8:
+        return p[:, AFFECTNET_TO_AFFWILD].astype(np.float32)
+    target = {n: i for i, n in enumerate(EXPR.labels)}
+    out = np.zeros((len(p), len(EXPR.labels)), np.float32)
+    for j, n in enumerate(names):
+        canon = _SYNONYMS.get(n.lower(), n)
+        if canon not in target:
+            raise InputError(f"class {n!r} has no Aff-Wild2 counterpart ({', '.join(EXPR.labels)})")
+        out[:, target[canon]] += p[:, j]
+    return out
