@@ -114,6 +114,11 @@ def plan_members(task: Task, store: FeatureStore, heads: list[str], features: li
             explicit.setdefault(k, []).append(v)
         else:
             bare.append(item)
+    for fs in bare + [v for vs in explicit.values() for v in vs]:
+        featuresets.resolve(store, fs)                      # unknown names fail here, before any work
+    if bare and not any(k in LEARNED for k in kinds):
+        raise InputError(f"--features {', '.join(bare)}: no learned head (mlp, lama) to use them; name the head "
+                         f"as in logits=<set>")
     defaults = featuresets.default_sets(store, task.name)
     members: dict[str, tuple[str, str]] = {}
     for k in kinds:
@@ -123,7 +128,7 @@ def plan_members(task: Task, store: FeatureStore, heads: list[str], features: li
             raise InputError(f"head {k!r}: the cache offers no feature set for it; pass {k}=<set> "
                              f"(available: {', '.join(featuresets.available(store))})", store.paths[0])
         for fs in sets:
-            featuresets.resolve(store, fs)                  # unknown names fail here, before any work
+            featuresets.resolve(store, fs)
             members[k if len(sets) == 1 else f"{k}-{fs.replace('/', '.')}"] = (k, fs)
     return members
 

@@ -1,0 +1,199 @@
+"""`python -m classify` end to end on a tiny HDF5 cache and Aff-Wild2-style labels written here."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from classify.__main__ import main, parse_k
+from classify.base import load_head
+from classify.featuresets import available, resolve
+from classify.rules import AFFECTNET8
+from classify.run import run
+from features.errors import InputError
+from features.store import ExtractorInfo, FeatureStore
+from features.synthetic import make_feature_data
+from features.tasks import AU, EXPR, VA
+from postprocess.scores import load_scores
+
+N_TRAIN_VIDEOS = 8
+
+
+def write_labels(root, task, split, video, rows):
+    d = root / task.folders[0] / {"train": "Train_Set", "val": "Validation_Set"}[split]
+    d.mkdir(parents=True, exist_ok=True)
+    lines = [task.header] + [",".join(str(v) for v in np.atleast_1d(r)) for r in rows]
+    (d / f"{video}.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """12 videos (8 train, 4 val): one extractor with embedding (24), logits (8, AffectNet order) and VA.
+    Train video vid0000 lacks features for its last 5 labelled frames and has 3 face-less frames."""
+    root = tmp_path_factory.mktemp("classify")
+    d = make_feature_data(3000, 24, 12, seed=3, noise=1.0)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1, (len(d.X), 8)).astype(np.float32)
+    logits[np.arange(len(d.X)), np.array([5, 0, 2, 3, 4, 6, 7, 1])[d.y_expr]] += 2.5
+    va = np.clip(d.y_va + rng.normal(0, 0.2, d.y_va.shape), -1, 1).astype(np.float32)
+    info = ExtractorInfo("enet", "0" * 64, 224, {}, {"embedding": 24, "logits": 8, "va": 2},
+                         embedding_dtype="float16", extra={"class_names": list(AFFECTNET8)})
+    cache = root / "features.h5"
+    labels = root / "labels"
+    with FeatureStore(cache, "a") as s:
+        w = s.writer(info)
+        for i, name in enumerate(d.video_names):
+            r = d.video == i
+            split = "train" if i < N_TRAIN_VIDEOS else "val"
+            for task, y in ((EXPR, d.y_expr), (VA, d.y_va), (AU, d.y_au)):
+                write_labels(labels, task, split, name, y[r])
+            keep = np.ones(r.sum(), bool)
+            face = np.ones(r.sum(), bool)
+            if i == 0:
+                keep[-5:] = False
+                face[:3] = False
+            w.write_video(name, frame=d.frame[r][keep].astype(np.int64), face=face[keep],
+                          embedding=d.X[r][keep], logits=logits[r][keep], va=va[r][keep])
+    (root / "test.txt").write_text("".join(f"{n}\n" for n in d.video_names[N_TRAIN_VIDEOS:]))
+    return root, cache, labels
+
+
+def test_cli_end_to_end_expr(world, capsys):
+    root, cache, labels = world
+    rc = main(["--task", "expr", "--cache", str(cache), "--labels", str(labels), "--heads", "mlp,logits,blend",
+               "--runs-dir", str(root / "runs"), "--name", "e2e", "--epochs", "5", "--k", "0:20:2",
+               "--test", str(root / "test.txt")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    run_dir = root / "runs" / "expr" / "e2e"
+    # progress lines per head with their time, and the frames without features reported
+    assert "8 of" in out.out and "labelled frames have no features" in out.out
+    assert out.out.count(" s]") >= 3 and "blend" in out.out
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["frames"]["train_labelled_without_features"] == 8          # 5 not cached + 3 without a face
+    assert m["frames"]["train_missing_reasons"] == {"frame not cached": 5, "no face": 3}
+    assert m["final"] == "blend" and set(m["blend"]["weights"]) == {"mlp", "logits"}
+    assert abs(sum(m["blend"]["weights"].values()) - 1) < 1e-6
+    rows = {r["method"].split(" ")[0]: r for r in m["heads"]}
+    assert rows["blend"]["metric_raw"] >= max(rows["mlp"]["metric_raw"], rows["logits"]["metric_raw"]) - 1e-4
+    assert rows["mlp"]["metric_raw"] > 0.2                               # chance is about 0.12
+    assert 0 <= m["summary"]["k"] <= 20
+    table = pd.read_csv(run_dir / "results.csv")
+    assert list(table["ensemble"]) == ["no", "no", "yes"]
+    md = (run_dir / "results.md").read_text()
+    assert "| Method | Features | Ensemble | P_EXPR (frames) | k | P_EXPR (smoothed) |" in md
+    # scores file: validation with labels, each head, and the test split with face flags
+    val = load_scores(run_dir / "scores.h5", "val")
+    assert val.task == "expr" and set(val.heads) == {"mlp", "logits", "blend"} and val.y is not None
+    np.testing.assert_allclose(val.scores, val.heads["blend"])
+    assert EXPR.score(val.y, val.scores) == pytest.approx(rows["blend"]["metric_raw"], abs=1e-4)
+    test = load_scores(run_dir / "scores.h5", "test")
+    assert test.y is None and len(np.unique(test.video)) == 4 and test.face.all()
+    # saved heads reload with identical predictions and refuse another task
+    mlp = load_head(run_dir / "heads" / "mlp", task="expr")
+    assert mlp.feature_set == "enet/embedding"
+    X = FeatureStore(cache).read([str(test.video[0])], "enet").arrays["enet/embedding"]
+    np.testing.assert_allclose(mlp.predict_proba(X.astype(np.float32)), test.heads["mlp"][:len(X)], rtol=1e-5)
+    with pytest.raises(InputError, match="trained for task 'expr'"):
+        load_head(run_dir / "heads" / "mlp", task="au")
+    # never overwrite a run
+    rc = main(["--task", "expr", "--cache", str(cache), "--labels", str(labels), "--heads", "logits",
+               "--runs-dir", str(root / "runs"), "--name", "e2e"])
+    assert rc == 2 and "run folder exists" in capsys.readouterr().err
+
+
+def test_va_rule_and_mlp_on_logits_plus_va_with_train_val(world):
+    root, cache, labels = world
+    d = run("va", cache, labels, ["mlp", "va_only", "blend"], ["mlp=enet/logits+va"], name="tv",
+            runs_dir=root / "runs", train_val=True, ks=4, opts={"epochs": 2, "batch": 256}, log=lambda *a: None)
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["frames"]["train"] + m["frames"]["val"] < 3000               # each row once
+    assert m["validation_in_training"] and m["summary"]["k"] == 4
+    assert {r["method"].split(" ")[0] for r in m["heads"]} == {"mlp", "va_only", "blend"}
+    assert "in-sample" in (d / "results.md").read_text()
+
+
+def test_au_thresholds_reported(world):
+    root, cache, labels = world
+    d = run("au", cache, labels, ["mlp"], ["enet/embedding"], name="au", runs_dir=root / "runs", ks=[0, 2],
+            opts={"epochs": 2}, log=lambda *a: None)
+    m = json.loads((d / "metrics.json").read_text())
+    assert len(m["summary"]["thresholds"]) == 12
+    assert m["summary"]["smoothed_thresholds"] >= m["summary"]["smoothed"] - 1e-9
+    assert "tuned thresholds" in (d / "results.md").read_text()
+
+
+def test_feature_sets(world):
+    _, cache, _ = world
+    store = FeatureStore(cache)
+    assert resolve(store, "enet/logits+va") == ["enet/logits", "enet/va"]
+    assert resolve(store, "enet/embedding+enet/logits") == ["enet/embedding", "enet/logits"]
+    assert "enet/logits+va" in available(store)
+    with pytest.raises(InputError, match=r"unknown feature set 'resnet/embedding'.*offers enet/embedding"):
+        resolve(store, "resnet/embedding")
+    with pytest.raises(InputError, match="has no output 'pooled'"):
+        resolve(store, "enet/pooled")
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--task", "au", "--heads", "mlp", "--labels", "{root}/nolabels"], "AU_Detection_Challenge"),  # EXPR-only labels
+    (["--task", "expr", "--features", "nope/embedding"], "unknown feature set 'nope/embedding'"),
+    (["--task", "expr", "--heads", "va_only"], "va_only rule is for --task va"),
+    (["--task", "expr", "--cache", "{root}/absent.h5"], "feature cache not found"),
+    (["--task", "expr", "--k", "x"], "not an integer"),
+])
+def test_cli_bad_input(world, capsys, args, msg):
+    root, cache, labels = world
+    (root / "nolabels" / EXPR.folders[0] / "Train_Set").mkdir(parents=True, exist_ok=True)
+    base = {"--cache": str(cache), "--labels": str(labels), "--heads": "logits", "--runs-dir": str(root / "bad")}
+    argv = [a.format(root=root) for a in args]
+    for k, v in base.items():
+        if k not in argv:
+            argv += [k, v]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    import re
+    assert re.search(msg, err), err
+    assert not (root / "bad" / "au").exists()
+
+
+def test_task_labels_mismatch_and_empty_split(world, tmp_path):
+    root, cache, labels = world
+    # AU folder holding EXPR-style files: the annotation reader refuses them
+    write_labels(tmp_path, AU, "train", "vid0001", np.zeros(3, int))
+    with pytest.raises(InputError):
+        run("au", cache, tmp_path, ["mlp"], runs_dir=tmp_path / "runs", log=lambda *a: None)
+    # an empty validation split (only invalid rows)
+    lab = tmp_path / "lab2"
+    write_labels(lab, EXPR, "train", "vid0001", np.arange(20) % 8)
+    write_labels(lab, EXPR, "val", "vid0009", np.full(5, -1))
+    with pytest.raises(InputError, match="val split has no valid labelled frames|no labelled frames"):
+        run("expr", cache, lab, ["logits"], runs_dir=tmp_path / "runs", log=lambda *a: None)
+    # labelled frames none of which has features
+    lab3 = tmp_path / "lab3"
+    write_labels(lab3, EXPR, "train", "unknown_video", np.arange(20) % 8)
+    write_labels(lab3, EXPR, "val", "vid0009", np.arange(20) % 8)
+    with pytest.raises(InputError, match="none of the 20 labelled train frames has features"):
+        run("expr", cache, lab3, ["logits"], runs_dir=tmp_path / "runs", log=lambda *a: None)
+
+
+def test_nan_features_in_cache(tmp_path):
+    info = ExtractorInfo("m", "0" * 64, 224, {}, {"embedding": 4, "logits": 8})
+    with FeatureStore(tmp_path / "c.h5", "a") as s:
+        w = s.writer(info)
+        for v in ("a", "b"):
+            emb = np.ones((10, 4), np.float32)
+            if v == "a":
+                emb[2, 1] = np.nan
+            w.write_video(v, frame=np.arange(1, 11), face=np.ones(10, bool), embedding=emb,
+                          logits=np.zeros((10, 8), np.float32))
+    write_labels(tmp_path / "lab", EXPR, "train", "a", np.arange(10) % 8)
+    write_labels(tmp_path / "lab", EXPR, "val", "b", np.arange(10) % 8)
+    with pytest.raises(InputError, match=r"features m/embedding \(train\): 1 rows hold NaN or infinite values"):
+        run("expr", tmp_path / "c.h5", tmp_path / "lab", ["mlp"], runs_dir=tmp_path / "runs", log=lambda *a: None)
+
+
+def test_parse_k():
+    assert parse_k("auto") is None and parse_k("7") == 7 and parse_k("0:4:2") == [0, 2, 4]
+    assert parse_k("0,5") == [0, 5]
