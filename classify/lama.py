@@ -21,17 +21,22 @@ _LAMA_TASK = {"regression": "multi:reg", "multiclass": "multiclass", "multilabel
 
 
 @contextlib.contextmanager
-def _quiet(log: str):
-    """LightAutoML prints and warns a lot (imports, per-fold progress): all of it goes to `log`, and the
-    global logging level it changes is put back."""
+def _quiet():
+    """LightAutoML prints and warns a lot (imports, per-fold progress): its console output is dropped (its log
+    file, when given, keeps the detail), console handlers it binds to the redirected stream are removed
+    afterwards, and the global logging level it changes is put back."""
     level = logging.root.level
-    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f), \
+    with open(os.devnull, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             yield
         finally:
             logging.root.setLevel(level)
+            lg = logging.getLogger("lightautoml")
+            for h in list(lg.handlers):
+                if type(h) is logging.StreamHandler and h.stream is f:
+                    lg.removeHandler(h)
 
 
 @register
@@ -63,8 +68,7 @@ class LamaHead(Head):
             for j, n in enumerate(names):
                 df[n] = y[:, j]
             roles = {"target": names}
-        log = p["log_file"] or os.devnull
-        with _quiet(log):
+        with _quiet():
             from lightautoml.automl.presets.tabular_presets import TabularAutoML
             from lightautoml.tasks import Task as LTask
             # LightGBM/XGBoost support neither multi:reg nor multilabel: LightAutoML skips them there (and
@@ -73,15 +77,14 @@ class LamaHead(Head):
                                         cpu_limit=p["cpu_limit"],
                                         reader_params={"n_jobs": p["cpu_limit"], "cv": p["cv"],
                                                        "random_state": p["seed"]})
-            self.automl.fit_predict(df, roles=roles, verbose=1,
-                                    log_file=None if log == os.devnull else log)
+            self.automl.fit_predict(df, roles=roles, verbose=0, log_file=p["log_file"] or None)
         self.classes_ = np.unique(y) if self.task.kind == "multiclass" else None
         return self
 
     def predict_proba(self, X):
         if self.automl is None:
             raise RuntimeError("fit the head first")
-        with _quiet(os.devnull):
+        with _quiet():
             p = np.asarray(self.automl.predict(self._frame(X)).data, np.float32)
         if self.task.kind == "multiclass":
             # columns follow the classes seen in training; absent classes get probability 0
@@ -103,5 +106,5 @@ class LamaHead(Head):
             pickle.dump((self.automl, self.classes_), f)
 
     def _load(self, path: Path):
-        with open(path / "lama.pkl", "rb") as f, _quiet(os.devnull):
+        with open(path / "lama.pkl", "rb") as f, _quiet():
             self.automl, self.classes_ = pickle.load(f)
