@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     for task, run in runs.items():
         m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
         pp = json.loads((run / "postprocess.json").read_text()) if (run / "postprocess.json").exists() else {}
-        summary[task] = {"run": str(run), "metrics": m.get("summary", m), "smoothing": pp.get("chosen", pp)}
+        summary[task] = {"run": str(run), "final head": m.get("final"), "metrics": m.get("summary", m),
+                         "sweep": {k: pp[k] for k in ("k", "metric", "metric_tuned", "cv") if k in pp}}
     summary["time per stage (s)"] = {k: round(v, 1) for k, v in times.items()}
     summary["outputs"] = {"results table": str(out / "results.md"), "log": str(log),
                           "sweep plots": [str(p) for r in runs.values() for p in sorted(r.glob("sweep_*.png"))]}
