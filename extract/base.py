@@ -1,4 +1,4 @@
-"""The extractor interface the runner calls, a torch implementation of it, and class-order helpers.
+"""The extractor interface the runner calls and a torch implementation of it.
 
 An extractor maps a batch of face crops, uint8 RGB (B, H, W, 3) already resized to ``input_size``, to float32
 arrays per output ("embedding" always; "logits" and "va" where the model has them). Its provenance
@@ -13,16 +13,11 @@ import numpy as np
 
 from features.errors import InputError
 from features.store import ExtractorInfo
-from features.tasks import AFFECTNET_TO_AFFWILD, EXPR
+from features.tasks import AFFECTNET8, affwild_probabilities  # noqa: F401  (re-exported for extractors' users)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AFFECTNET8 = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
 AFFECTNET7 = ("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
-# Synonyms that other data sets use for the Aff-Wild2 classes (FER2013: angry, disgust, ...).
-_SYNONYMS = {"angry": "Anger", "anger": "Anger", "disgust": "Disgust", "fear": "Fear", "happy": "Happiness",
-             "happiness": "Happiness", "sad": "Sadness", "sadness": "Sadness", "surprise": "Surprise",
-             "neutral": "Neutral", "other": "Other", "contempt": "Other"}
 
 
 class Extractor:
@@ -160,28 +155,3 @@ class TorchExtractor(Extractor):
         # uint8 on the wire (4x less to copy to a GPU than float); scale on the device
         t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         return self.forward01(t if is_float else t / 255.0)
-
-
-def affwild_probabilities(class_names: Sequence[str], logits: np.ndarray) -> np.ndarray:
-    """Softmax of expression logits, re-ordered into Aff-Wild2's 8 classes (Neutral, Anger, ..., Other).
-
-    AffectNet's 8 classes use `AFFECTNET_TO_AFFWILD` (Contempt stands in for Other); other class lists are
-    mapped by name; classes the model does not have get probability 0.
-    """
-    names = tuple(class_names)
-    z = np.asarray(logits, dtype=np.float64)
-    if not names or z.ndim != 2 or z.shape[1] != len(names):
-        raise InputError(f"logits have shape {z.shape} but the model names {len(names)} classes")
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    if names == AFFECTNET8:
-        return p[:, AFFECTNET_TO_AFFWILD].astype(np.float32)
-    target = {n: i for i, n in enumerate(EXPR.labels)}
-    out = np.zeros((len(p), len(EXPR.labels)), np.float32)
-    for j, n in enumerate(names):
-        canon = _SYNONYMS.get(n.lower(), n)
-        if canon not in target:
-            raise InputError(f"class {n!r} has no Aff-Wild2 counterpart ({', '.join(EXPR.labels)})")
-        out[:, target[canon]] += p[:, j]
-    return out
