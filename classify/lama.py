@@ -1,23 +1,36 @@
 """LightAutoML heads: `TabularAutoML` on small feature sets (logits, + VA), as the reference did.
 
-VA uses `multi:reg`, EXPR `multiclass`, AU `multilabel` (LightGBM supports neither multi-target kind, so
-LightAutoML runs its other algorithms there). Its console output goes to a log file.
+VA uses `multi:reg`, EXPR `multiclass`, AU `multilabel` (LightGBM and XGBoost support neither multi-target
+kind, so LightAutoML skips them there and runs its linear model and random forest). Its console output is
+dropped; its own log goes to `log_file`.
+
+LightAutoML (through torch) crashes or hangs in a process that has already loaded TensorFlow, as the MLP heads
+do, so fitting and predicting run in a worker process (`python -m classify.lama`), fed through a temporary
+folder; this process keeps only the pickled model bytes and never imports LightAutoML itself.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import pickle
+import subprocess
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from features.errors import InputError
+
 from .base import Head, register
 
 _LAMA_TASK = {"regression": "multi:reg", "multiclass": "multiclass", "multilabel": "multilabel"}
+_PKG_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 @contextlib.contextmanager
@@ -48,18 +61,37 @@ class LamaHead(Head):
         super().__init__(task)
         self.params = dict(timeout=timeout, cpu_limit=cpu_limit or os.cpu_count() or 1, cv=cv, seed=seed,
                            log_file=log_file)
-        self.automl = None
-
-    def _frame(self, X) -> pd.DataFrame:
-        return pd.DataFrame(np.asarray(X, np.float32), columns=[f"f{i}" for i in range(X.shape[1])])
+        self.model: bytes | None = None          # pickle of (TabularAutoML, classes seen in training)
 
     def fit(self, X, y, X_val=None, y_val=None):
         """Fit on (X, y); TabularAutoML cross-validates on these rows itself, so the validation rows stay
         unseen (they are only checked)."""
         self._check_fit(X, y, X_val, y_val)
+        arrays = {"X": np.asarray(X, np.float32), "y": np.asarray(y)}
+        if X_val is not None:
+            # the worker also scores the validation rows, saving a second start-up (~8 s of imports)
+            arrays["X_val"] = np.asarray(X_val, np.float32)
+        self.model, val_scores = _call_worker("fit", self, arrays)
+        self._cache = (_fingerprint(arrays["X_val"]), val_scores) if X_val is not None else None
+        return self
+
+    def predict_proba(self, X):
+        if self.model is None:
+            raise RuntimeError("fit the head first")
+        X = np.asarray(X, np.float32)
+        cache = getattr(self, "_cache", None)
+        if cache is not None and cache[0] == _fingerprint(X):
+            return cache[1].copy()
+        return _call_worker("predict", self, {"X": X})
+
+    # -- in the worker process ----------------------------------------------------------------------------
+    @staticmethod
+    def _frame(X) -> pd.DataFrame:
+        return pd.DataFrame(np.asarray(X, np.float32), columns=[f"f{i}" for i in range(X.shape[1])])
+
+    def _fit_local(self, X, y) -> bytes:
         p = self.params
         df = self._frame(X)
-        y = np.asarray(y)
         if self.task.kind == "multiclass":
             df["target"] = y
             roles = {"target": "target"}
@@ -71,40 +103,85 @@ class LamaHead(Head):
         with _quiet():
             from lightautoml.automl.presets.tabular_presets import TabularAutoML
             from lightautoml.tasks import Task as LTask
-            # LightGBM/XGBoost support neither multi:reg nor multilabel: LightAutoML skips them there (and
-            # says so in the log) and runs its linear model and random forest instead
-            self.automl = TabularAutoML(task=LTask(_LAMA_TASK[self.task.kind]), timeout=p["timeout"],
-                                        cpu_limit=p["cpu_limit"],
-                                        reader_params={"n_jobs": p["cpu_limit"], "cv": p["cv"],
-                                                       "random_state": p["seed"]})
-            self.automl.fit_predict(df, roles=roles, verbose=0, log_file=p["log_file"] or None)
-        self.classes_ = np.unique(y) if self.task.kind == "multiclass" else None
-        return self
+            automl = TabularAutoML(task=LTask(_LAMA_TASK[self.task.kind]), timeout=p["timeout"],
+                                   cpu_limit=p["cpu_limit"],
+                                   reader_params={"n_jobs": p["cpu_limit"], "cv": p["cv"], "random_state": p["seed"]})
+            automl.fit_predict(df, roles=roles, verbose=0, log_file=p["log_file"] or None)
+        classes = np.unique(y) if self.task.kind == "multiclass" else None
+        # LightAutoML models are pickled by design (as its own docs do); only load heads you trained yourself
+        return pickle.dumps((automl, classes))
 
-    def predict_proba(self, X):
-        if self.automl is None:
-            raise RuntimeError("fit the head first")
+    def _predict_local(self, X) -> np.ndarray:
         with _quiet():
-            p = np.asarray(self.automl.predict(self._frame(X)).data, np.float32)
+            automl, classes = pickle.loads(self.model)
+            p = np.asarray(automl.predict(self._frame(X)).data, np.float32)
         if self.task.kind == "multiclass":
             # columns follow the classes seen in training; absent classes get probability 0
-            mapping = getattr(self.automl.reader, "class_mapping", None)
+            mapping = getattr(automl.reader, "class_mapping", None)
             out = np.zeros((len(X), self.task.n_outputs), np.float32)
             if mapping:
                 for cls, col in mapping.items():
                     out[:, int(cls)] = p[:, col]
             else:
-                out[:, self.classes_] = p[:, :len(self.classes_)]
+                out[:, classes] = p[:, :len(classes)]
             return out
         if self.task.kind == "regression":
             return np.clip(p, -1, 1)
         return p
 
+    # -- persistence ----------------------------------------------------------------------------------------
     def _save(self, path: Path):
-        # LightAutoML models are pickled by design (as its own docs do); only load heads you trained yourself
-        with open(path / "lama.pkl", "wb") as f:
-            pickle.dump((self.automl, self.classes_), f)
+        (path / "lama.pkl").write_bytes(self.model)
 
     def _load(self, path: Path):
-        with open(path / "lama.pkl", "rb") as f, _quiet():
-            self.automl, self.classes_ = pickle.load(f)
+        self.model = (path / "lama.pkl").read_bytes()
+
+
+def _call_worker(op: str, head: LamaHead, arrays: dict[str, np.ndarray]):
+    """Run `op` ("fit" -> model bytes, "predict" -> scores) in a fresh interpreter."""
+    with tempfile.TemporaryDirectory(prefix="lama-") as tmp:
+        t = Path(tmp)
+        for k, a in arrays.items():
+            np.save(t / f"{k}.npy", a)
+        (t / "head.json").write_text(json.dumps({"task": head.task.name, "params": head.params}))
+        if head.model is not None:
+            (t / "model.pkl").write_bytes(head.model)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([_PKG_ROOT, os.environ.get("PYTHONPATH", "")])}
+        r = subprocess.run([sys.executable, "-m", "classify.lama", op, tmp], env=env, capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            tail = "\n".join(r.stderr.strip().splitlines()[-15:])
+            if r.returncode == 2 and tail.startswith("error: "):
+                raise InputError(tail.removeprefix("error: "))
+            raise RuntimeError(f"LightAutoML {op} failed in its worker process (exit {r.returncode}):\n{tail}")
+        if op == "predict":
+            return np.load(t / "scores.npy")
+        return (t / "model.pkl").read_bytes(), (np.load(t / "scores.npy") if "X_val" in arrays else None)
+
+
+def _fingerprint(X: np.ndarray) -> tuple:
+    return X.shape, hashlib.blake2b(np.ascontiguousarray(X).data, digest_size=16).hexdigest()
+
+
+def _worker(op: str, folder: str) -> int:
+    t = Path(folder)
+    meta = json.loads((t / "head.json").read_text())
+    head = LamaHead(meta["task"], **meta["params"])
+    X = np.load(t / "X.npy")
+    try:
+        if op == "fit":
+            head.model = head._fit_local(X, np.load(t / "y.npy"))
+            (t / "model.pkl").write_bytes(head.model)
+            if (t / "X_val.npy").exists():
+                np.save(t / "scores.npy", head._predict_local(np.load(t / "X_val.npy")))
+        else:
+            head.model = (t / "model.pkl").read_bytes()
+            np.save(t / "scores.npy", head._predict_local(X))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1], sys.argv[2]))

@@ -6,6 +6,7 @@ import pytest
 
 from classify.base import load_head
 from classify.lama import LamaHead
+from classify.mlp import MLPHead
 from features.metrics import f1_per_column
 from features.synthetic import make_feature_data
 from features.tasks import AU, EXPR, VA
@@ -20,10 +21,13 @@ def data():
 
 
 def test_lama_expr_fast_learns_saves_and_logs_to_a_file(data, tmp_path, capfd):
+    """Also after TensorFlow is loaded in this process (an MLP first, as `python -m classify` does): in one
+    process with TensorFlow, LightAutoML's torch import crashed."""
     d, tr, va = data
+    MLPHead("expr", hidden=4, epochs=1).fit(d.X[tr][:500], d.y_expr[tr][:500])
     log = tmp_path / "lama.log"
-    h = LamaHead("expr", timeout=5, cpu_limit=1, cv=2, log_file=str(log)).fit(d.X[tr], d.y_expr[tr])
-    p = h.predict_proba(d.X[va])
+    h = LamaHead("expr", timeout=3, cv=2, log_file=str(log)).fit(d.X[tr], d.y_expr[tr], d.X[va], d.y_expr[va])
+    p = h.predict_proba(d.X[va])          # scored in the fitting worker already
     assert p.shape == (va.sum(), 8) and np.allclose(p.sum(1), 1, atol=1e-4)
     chance = EXPR.score(d.y_expr[va], np.eye(8)[np.random.default_rng(0).integers(0, 8, va.sum())])
     assert EXPR.score(d.y_expr[va], p) > chance + 0.2
