@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .base import Head, register
 
@@ -47,25 +49,17 @@ DEFAULTS = {
 }
 
 
-def _batches(keras, X, y, w, batch: int, seed: int):
-    """Shuffled mini-batches cut from X on the fly (rows gathered in sorted order, cast to float32 per batch), so
-    a float16 matrix is never copied whole. `set_epoch(e)` draws epoch e's order from (seed, e)."""
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.order = np.arange(len(X))
+def _batch_source(X, y, w, batch: int, seed: int):
+    """Epoch e's shuffled mini-batches cut from X on the fly (rows gathered in sorted order, cast to float32
+    per batch), so a float16 matrix is never copied whole; the order is drawn from (seed, e)."""
+    def epoch(e: int):
+        order = np.random.default_rng([seed, e]).permutation(len(X))
 
-        def set_epoch(self, epoch: int) -> None:
-            self.order = np.random.default_rng([seed, epoch]).permutation(len(X))
-
-        def __len__(self):
-            return math.ceil(len(X) / batch)
-
-        def __getitem__(self, i):
-            idx = np.sort(self.order[i * batch:(i + 1) * batch])
-            xb = np.asarray(X[idx], np.float32)
-            return (xb, y[idx]) if w is None else (xb, y[idx], w[idx])
-    return Batches()
+        def get(i: int):
+            idx = np.sort(order[i * batch:(i + 1) * batch])
+            return np.asarray(X[idx], np.float32), y[idx], (None if w is None else w[idx])
+        return get
+    return epoch
 
 
 @register
@@ -119,6 +113,21 @@ class MLPHead(Head):
             return -tf.reduce_mean(w1 * yt * tf.math.log(yp) + w0 * (1 - yt) * tf.math.log(1 - yp))
         return weighted_bce
 
+    def _train_step(self, tf, keras, loss_fn):
+        model = self.model
+        opt = keras.optimizers.Adam(self.params["lr"])
+        opt.build(model.trainable_variables)
+
+        @tf.function(reduce_retracing=True)
+        def step(x, yt, w=None):
+            with tf.GradientTape() as tape:
+                yp = model(x, training=True)
+                loss = loss_fn(yt, yp) if w is None else loss_fn(yt, yp, sample_weight=w)
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+        return step
+
     def _sample_weights(self, y):
         if self.task.kind != "multiclass":
             return None
@@ -136,18 +145,28 @@ class MLPHead(Head):
         ytr = y.astype(np.float32) if self.task.kind != "multiclass" else y.astype(np.int64)
         self._moments = _moments(X)
         self.model = self._build(X.shape[1], *self._moments)
-        self.model.compile(optimizer=keras.optimizers.Adam(self.params["lr"]), loss=self._loss(y))
-        data = _batches(keras, X, ytr, self._sample_weights(y), self.params["batch"], self.params["seed"])
+        step = self._train_step(tf, keras, self._loss(y))
+        source = _batch_source(X, ytr, self._sample_weights(y), self.params["batch"], self.params["seed"])
+        n_batches = math.ceil(len(X) / self.params["batch"])
         best, best_w, self.history, self.best_epoch = -np.inf, None, [], None
-        for epoch in range(self.params["epochs"]):
-            data.set_epoch(epoch)
-            self.model.fit(data, epochs=1, verbose=self.params["verbose"], shuffle=False)
-            if X_val is None or len(X_val) == 0:
-                continue
-            score = self.task.score(y_val, self.predict_proba(X_val))
-            self.history.append(float(score))
-            if score > best:
-                best, best_w, self.best_epoch = score, self.model.get_weights(), epoch + 1
+        # a plain loop over a compiled step, the next batch gathered in a thread while the step runs: less
+        # per-step overhead than Keras' fit on a Python data source
+        with ThreadPoolExecutor(1) as pool:
+            for epoch in tqdm(range(self.params["epochs"]), desc=f"{self.task.name} MLP", unit="epoch",
+                              disable=not self.params["verbose"]):
+                get = source(epoch)
+                nxt = pool.submit(get, 0)
+                for i in range(n_batches):
+                    xb, yb, wb = nxt.result()
+                    if i + 1 < n_batches:
+                        nxt = pool.submit(get, i + 1)
+                    step(xb, yb) if wb is None else step(xb, yb, wb)
+                if X_val is None or len(X_val) == 0:
+                    continue
+                score = self.task.score(y_val, self.predict_proba(X_val))
+                self.history.append(float(score))
+                if score > best:
+                    best, best_w, self.best_epoch = score, self.model.get_weights(), epoch + 1
         if best_w is not None:
             self.model.set_weights(best_w)
         return self

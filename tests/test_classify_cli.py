@@ -197,3 +197,18 @@ def test_nan_features_in_cache(tmp_path):
 def test_parse_k():
     assert parse_k("auto") is None and parse_k("7") == 7 and parse_k("0:4:2") == [0, 2, 4]
     assert parse_k("0,5") == [0, 5]
+
+
+@pytest.mark.slow
+def test_cli_au_mlp_lama_blend(world, capsys):
+    """The reference AU ensemble (MLP + LightAutoML on logits + VA) through the command, in one process."""
+    root, cache, labels = world
+    rc = main(["--task", "au", "--cache", str(cache), "--labels", str(labels), "--heads", "mlp,lama,blend",
+               "--runs-dir", str(root / "runs"), "--name", "au_lama", "--epochs", "2", "--lama-timeout", "5",
+               "--k", "0:10"])
+    assert rc == 0, capsys.readouterr().err
+    run_dir = root / "runs" / "au" / "au_lama"
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["members"]["lama"]["feature_set"] == "enet/logits+va" and m["final"] == "blend"
+    assert (run_dir / "lama.log").stat().st_size > 0
+    assert load_head(run_dir / "heads" / "lama", task="au").predict_proba(np.zeros((3, 10), np.float32)).shape == (3, 12)
