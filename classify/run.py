@@ -7,6 +7,7 @@ Outputs under `<runs-dir>/<task>/<name>/` (an existing run is never overwritten)
     results.md/csv  the paper-style table (method, feature set, ensemble, metrics raw and smoothed)
     heads/<head>/   saved heads (head.json records task and feature set)
     lama.log        LightAutoML's own log
+and `<runs-dir>/<task>/latest` is pointed at the new run (a symlink).
 """
 from __future__ import annotations
 
@@ -299,8 +300,12 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
 
     table = pd.DataFrame(rows)
     table.to_csv(run_dir / "results.csv", index=False)
-    (run_dir / "results.md").write_text(_markdown(task, table, train_val))
     final = smoothing(task, va.y, scores[final_name], va.video, ks)
+    md = _markdown(task, table, train_val)
+    if "thresholds" in final:
+        md += (f"\nPer-AU thresholds of {final_name} (tuned on the smoothed validation scores, k = {final['k']}): "
+               + ", ".join(f"{n} {t:.2f}" for n, t in zip(task.labels, final["thresholds"])) + "\n")
+    (run_dir / "results.md").write_text(md)
     metrics = {"task": task.name, "metric": task.metric_name, "final": final_name,
                "summary": {"frame_level": final["metric_raw"], "smoothed": final["metric_smoothed"],
                            "k": final["k"], **({"thresholds": final["thresholds"],
@@ -318,9 +323,24 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
                "train_val": train_val, "validation_in_training": train_val,
                "cache": str(cache), "labels": str(labels), "seconds": round(time.perf_counter() - t0, 1)}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    _point_latest(run_dir, log)
     log(f"{task.name}: final {final_name}: {task.metric_name} {final['metric_raw']:.4f} -> "
         f"{final['metric_smoothed']:.4f} with k={final['k']}; wrote {run_dir}")
     return run_dir
+
+
+def _point_latest(run_dir: Path, log=print) -> None:
+    """`<runs>/<task>/latest` -> the newest run (a symlink, so `make sweep` finds it); a real folder of that
+    name is left alone."""
+    latest = run_dir.parent / "latest"
+    if latest.exists() and not latest.is_symlink():
+        log(f"  note: {latest} is a run folder, not a link; it is left as it is")
+        return
+    tmp = run_dir.parent / f".latest-{run_dir.name}"
+    if tmp.is_symlink():
+        tmp.unlink()
+    tmp.symlink_to(run_dir.name)
+    tmp.replace(latest)
 
 
 def _json_default(o):

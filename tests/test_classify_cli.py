@@ -96,6 +96,7 @@ def test_cli_end_to_end_expr(world, capsys):
     np.testing.assert_allclose(mlp.predict_proba(X.astype(np.float32)), test.heads["mlp"][:len(X)], rtol=1e-5)
     with pytest.raises(InputError, match="trained for task 'expr'"):
         load_head(run_dir / "heads" / "mlp", task="au")
+    assert (root / "runs" / "expr" / "latest").resolve() == run_dir.resolve()
     # never overwrite a run
     rc = main(["--task", "expr", "--cache", str(cache), "--labels", str(labels), "--heads", "logits",
                "--runs-dir", str(root / "runs"), "--name", "e2e"])
@@ -120,7 +121,8 @@ def test_au_thresholds_reported(world):
     m = json.loads((d / "metrics.json").read_text())
     assert len(m["summary"]["thresholds"]) == 12
     assert m["summary"]["smoothed_thresholds"] >= m["summary"]["smoothed"] - 1e-9
-    assert "tuned thresholds" in (d / "results.md").read_text()
+    md = (d / "results.md").read_text()
+    assert "tuned thresholds" in md and "Per-AU thresholds of mlp" in md and "AU26 " in md
 
 
 def test_feature_sets(world):
