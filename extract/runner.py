@@ -287,9 +287,13 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
     else:
         ds = ImageBatches([videos[k] for k in todo], todo, sizes, batch)
         n_workers = min(workers, len(ds))
+    # OpenCV's thread pool does not survive fork(): a forked worker that calls cv2 after the parent has used it
+    # deadlocks. Video workers (cv2 detection) therefore start from a fresh forkserver process; image workers
+    # use PIL only and fork (cheaper start).
+    ctx = "forkserver" if source.layout == "videos" and n_workers else None
     loader = torch.utils.data.DataLoader(
         ds, batch_size=None, num_workers=n_workers, pin_memory=cuda, worker_init_fn=_worker_init,
-        prefetch_factor=4 if n_workers else None, persistent_workers=False)
+        prefetch_factor=4 if n_workers else None, persistent_workers=False, multiprocessing_context=ctx)
 
     pending: dict[int, _Pending] = {
         k: _Pending(videos[k].n_frames if isinstance(videos[k], ImageVideo) else None) for k in todo}
