@@ -165,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     for task in ("va", "expr", "au"):
         stage(f"classify {task}")
         name = f"demo-{stamp}"
+        # the VA head is one tanh layer trained with batches of 1024: on a few thousand frames it needs more
+        # epochs than the reference's default to see enough steps
+        epochs = ["--epochs", "150"] if task == "va" else []
         sh([py, "-m", "classify", "--task", task, "--cache", cache, "--labels", data, "--heads", "mlp,lama,blend",
-            "--name", name, "--runs-dir", out / "runs", "--lama-timeout", str(a.lama_timeout)], log)
+            "--name", name, "--runs-dir", out / "runs", "--lama-timeout", str(a.lama_timeout), *epochs], log)
         runs[task] = out / "runs" / task / name
         done(f"classify {task}")
         stage(f"sweep {task}")
