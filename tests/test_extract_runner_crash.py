@@ -25,7 +25,7 @@ import sys
 sys.path[:0] = [{str(REPO)!r}, {str(HERE)!r}]
 from extract import cli
 from test_extract_runner import TinyExtractor
-cli.create_extractor = lambda spec, *a, **k: TinyExtractor(delay=0.03)
+cli.create_extractor = lambda spec, *a, **k: TinyExtractor(delay=0.15)
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -44,14 +44,23 @@ def test_sigkill_at_random_moments_then_rerun_equals_uninterrupted(tmp_path):
     rng = np.random.default_rng(0)
     kills = 0
     progress: list[int] = []
-    for _ in range(6):
+    parts = tmp_path / "c.h5.parts"
+    for attempt in range(6):
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        time.sleep(float(rng.uniform(1.0, 6.0)))
+        if attempt % 2 == 0:        # anywhere, start-up included
+            time.sleep(float(rng.uniform(0.2, 4.0)))
+        else:                       # while videos are being committed
+            t0 = time.monotonic()
+            before = len(list(parts.glob("seg-*.h5"))) if parts.exists() else 0
+            while p.poll() is None and time.monotonic() - t0 < 120 and \
+                    (len(list(parts.glob("seg-*.h5"))) if parts.exists() else 0) <= before:
+                time.sleep(0.02)
+            time.sleep(float(rng.uniform(0.0, 1.0)))
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)       # the runner and its decode workers, with no warning
             kills += 1
         p.wait()
-        if out.exists() or (tmp_path / "c.h5.parts").exists():
+        if out.exists() or parts.exists():
             progress.append(len(read_all(out)[0]))     # readable after every kill
     n_videos = len(discover(root).videos)
     assert kills >= 1
