@@ -366,7 +366,7 @@ def _feature_videos(n_frames: int, n_features: int, n_videos: int, seed: int, no
 
 
 def iter_feature_videos(n_frames: int, n_features: int = 1290, n_videos: int = 600, seed: int = 0,
-                        noise: float = 4.0, identity: float = 1.0, dtype=np.float32
+                        noise: float = 4.0, identity: float = 0.0, dtype=np.float32
                         ) -> Iterator[tuple[str, np.ndarray, Controls]]:
     """Per-video blocks (name, X (n, d) of dtype, controls), e.g. to write a cache without holding all rows.
 
@@ -383,7 +383,7 @@ def iter_feature_videos(n_frames: int, n_features: int = 1290, n_videos: int = 6
 
 def make_feature_data(n_frames: int, n_features: int = 1290, n_videos: int = 600, seed: int = 0,
                       dtype=np.float16, task: str = "expr", noise: float = 4.0,
-                      identity: float = 1.0) -> FeatureData:
+                      identity: float = 0.0) -> FeatureData:
     """`iter_feature_videos` written into preallocated arrays (peak memory ~ the output plus one video).
 
     Rows are ordered by (video, frame), each video's rows contiguous; `task` picks what `.y` returns (all three

@@ -249,6 +249,11 @@ def test_feature_data_shape_order_and_determinism():
     f32 = make_feature_data(3000, 64, n_videos=12, seed=0, dtype=np.float32, task="va")
     assert f32.X.dtype == np.float32 and f32.y is f32.y_va
     np.testing.assert_allclose(fd.X.astype(np.float32), f32.X, rtol=1e-3, atol=1e-4)
+    # a per-video offset (who is in the video) on request: video means spread apart
+    ident = make_feature_data(3000, 64, n_videos=12, seed=0, identity=2.0)
+    spread = [np.std([d.X[d.video == i].astype(np.float32).mean(axis=0) for i in range(12)], axis=0).mean()
+              for d in (fd, ident)]
+    assert spread[1] > 3 * spread[0]
     # the per-video iterator yields the same rows
     blocks = list(iter_feature_videos(3000, 64, n_videos=12, seed=0))
     assert [b[0] for b in blocks] == fd.video_names
