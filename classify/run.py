@@ -263,7 +263,7 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
         blend = BlendHead(task).fit(scores, va.y)
         scores["blend"] = blend.predict_proba(scores)
         fitted["blend"] = blend
-        blend.feature_set = " | ".join(members[m][1] for m in blend.params["members"])
+        blend.feature_set = " & ".join(members[m][1] for m in blend.params["members"])
         sm = smoothing(task, va.y, scores["blend"], va.video, ks)
         rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",
                          **_metrics(task, sm), seconds=round(time.perf_counter() - t, 1)))
