@@ -254,7 +254,7 @@ def join(store: FeatureStore, labels: pd.DataFrame, task: str | Task, keys: Sequ
     else:
         m = lab.assign(row=np.nan, face=np.nan)
     has_row = m["row"].notna().to_numpy()
-    face = m["face"].fillna(False).to_numpy(bool)
+    face = m["face"].eq(True).to_numpy()      # NaN (no row) counts as no face
     keep = has_row & face
     reason = np.where(~np.isin(m["video"], cached), "video not cached",
                       np.where(~has_row, "frame not cached", "no face"))
