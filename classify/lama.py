@@ -96,9 +96,14 @@ class LamaHead(Head):
             df["target"] = y
             roles = {"target": "target"}
         else:
-            names = [f"y{j}" for j in range(self.task.n_outputs)]
-            for j, n in enumerate(names):
-                df[n] = y[:, j]
+            # LightAutoML refuses a constant target column (e.g. an AU that never occurs in a small training
+            # set): such columns are predicted as their constant and the others are fitted
+            const = {j: float(y[0, j]) for j in range(self.task.n_outputs) if np.all(y[:, j] == y[0, j])}
+            names = [f"y{j}" for j in range(self.task.n_outputs) if j not in const]
+            if not names:
+                return pickle.dumps((None, None, const))
+            for n in names:
+                df[n] = y[:, int(n[1:])]
             roles = {"target": names}
         with _quiet():
             from lightautoml.automl.presets.tabular_presets import TabularAutoML
@@ -106,15 +111,23 @@ class LamaHead(Head):
             automl = TabularAutoML(task=LTask(_LAMA_TASK[self.task.kind]), timeout=p["timeout"],
                                    cpu_limit=p["cpu_limit"],
                                    reader_params={"n_jobs": p["cpu_limit"], "cv": p["cv"], "random_state": p["seed"]})
-            automl.fit_predict(df, roles=roles, verbose=0, log_file=p["log_file"] or None)
+            automl.fit_predict(df, roles=roles, verbose=2, log_file=p["log_file"] or None)
         classes = np.unique(y) if self.task.kind == "multiclass" else None
         # LightAutoML models are pickled by design (as its own docs do); only load heads you trained yourself
-        return pickle.dumps((automl, classes))
+        return pickle.dumps((automl, classes, {} if self.task.kind == "multiclass" else const))
 
     def _predict_local(self, X) -> np.ndarray:
         with _quiet():
-            automl, classes = pickle.loads(self.model)
-            p = np.asarray(automl.predict(self._frame(X)).data, np.float32)
+            automl, classes, const = pickle.loads(self.model)
+            p = np.asarray(automl.predict(self._frame(X)).data, np.float32) if automl is not None else \
+                np.empty((len(X), 0), np.float32)
+        if const:
+            full = np.empty((len(X), self.task.n_outputs), np.float32)
+            fitted = [j for j in range(self.task.n_outputs) if j not in const]
+            full[:, fitted] = p
+            for j, v in const.items():
+                full[:, j] = v
+            p = full
         if self.task.kind == "multiclass":
             # columns follow the classes seen in training; absent classes get probability 0
             mapping = getattr(automl.reader, "class_mapping", None)
