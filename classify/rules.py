@@ -15,16 +15,11 @@ from typing import Sequence
 import numpy as np
 
 from features.errors import InputError
-from features.tasks import AFFECTNET_TO_AFFWILD, EXPR
+from features.tasks import AFFECTNET8, EXPR, affwild_probabilities, softmax  # noqa: F401 (re-exported)
 
 from .base import Head, register
 
-AFFECTNET8 = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
 FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-# Names other data sets use for the Aff-Wild2 classes; Contempt has no Aff-Wild2 class and stands in for Other.
-_SYNONYMS = {"angry": "Anger", "anger": "Anger", "disgust": "Disgust", "fear": "Fear", "happy": "Happiness",
-             "happiness": "Happiness", "sad": "Sadness", "sadness": "Sadness", "surprise": "Surprise",
-             "neutral": "Neutral", "other": "Other", "contempt": "Other"}
 OTHER = EXPR.labels.index("Other")
 
 
@@ -35,34 +30,6 @@ def default_class_names(n: int) -> tuple[str, ...]:
     if n == 7:
         return FER7
     raise InputError(f"logits rule: expected 8 (AffectNet) or 7 (FER) logits, got {n} columns")
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax over the class axis (axis 1), computed stably in float64."""
-    z = np.asarray(z, np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
-
-
-def affwild_probabilities(class_names: Sequence[str], logits: np.ndarray) -> np.ndarray:
-    """Pre-trained logits -> (n, 8) probabilities in Aff-Wild2 order. AffectNet's 8 classes use
-    AFFECTNET_TO_AFFWILD (Contempt -> Other); other lists (FER's 7) map by name; absent classes get 0."""
-    names = tuple(class_names)
-    z = np.asarray(logits)
-    if z.ndim != 2 or z.shape[1] != len(names):
-        raise InputError(f"logits have shape {z.shape} but the model names {len(names)} classes")
-    p = softmax(z)
-    if tuple(n.lower() for n in names) == tuple(n.lower() for n in AFFECTNET8):
-        return p[:, AFFECTNET_TO_AFFWILD].astype(np.float32)
-    target = {n: i for i, n in enumerate(EXPR.labels)}
-    out = np.zeros((len(p), EXPR.n_outputs), np.float32)
-    for j, n in enumerate(names):
-        canon = _SYNONYMS.get(n.lower(), n)
-        if canon not in target:
-            raise InputError(f"class {n!r} has no Aff-Wild2 counterpart ({', '.join(EXPR.labels)})")
-        out[:, target[canon]] += p[:, j]
-    return out
 
 
 @register

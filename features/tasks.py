@@ -109,6 +109,14 @@ _SYNONYMS = {"angry": "Anger", "anger": "Anger", "disgust": "Disgust", "fear": "
              "neutral": "Neutral", "other": "Other", "contempt": "Other"}
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax over the class axis (axis 1), computed stably in float64."""
+    z = np.asarray(z, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
 def affwild_probabilities(class_names, logits: np.ndarray) -> np.ndarray:
     """Softmax of pre-trained expression logits over the class axis, re-ordered into Aff-Wild2's 8 classes.
 
@@ -119,10 +127,8 @@ def affwild_probabilities(class_names, logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     if not names or z.ndim != 2 or z.shape[1] != len(names):
         raise InputError(f"logits have shape {z.shape} but the model names {len(names)} classes")
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    if names == AFFECTNET8:
+    p = softmax(z)
+    if tuple(n.lower() for n in names) == tuple(n.lower() for n in AFFECTNET8):
         return p[:, AFFECTNET_TO_AFFWILD].astype(np.float32)
     target = {n: i for i, n in enumerate(EXPR.labels)}
     out = np.zeros((len(p), len(EXPR.labels)), np.float32)
