@@ -121,6 +121,10 @@ def check_xy(task: Task, X, y=None, what: str = "training") -> None:
         expect = "0/1 values"
     if not ok:
         raise InputError(f"{task.name} {what}: labels are not {expect} (invalid rows must be dropped first)")
+    if task.kind == "multiclass" and what == "training" and len(np.unique(y)) < 2:
+        # LightAutoML and the class weights both break on this; say so before any library does
+        raise InputError(f"{task.name} {what}: every row has class {int(y.flat[0])} "
+                         f"({task.labels[int(y.flat[0])]}); a classifier needs at least two classes")
 
 
 def check_finite(X: np.ndarray, what: str = "features", step: int = 65536) -> None:

@@ -4,6 +4,7 @@ import pytest
 
 from classify.base import check_xy, load_head
 from classify.blend import BlendHead, simplex_grid
+from classify.lama import LamaHead
 from classify.mlp import MLPHead
 from classify.rules import AFFECTNET8, FER7, LogitsRule, VAOnly, affwild_probabilities, softmax
 from features.errors import InputError
@@ -181,3 +182,7 @@ def test_bad_input_to_heads(data):
         check_xy(VA, X[:500], y[:500])
     with pytest.raises(InputError, match="classes 0..7"):
         check_xy(EXPR, X[:3], np.array([0, 8, -1]))
+    # one class only in training (LightAutoML would fail deep inside; the MLP would learn nothing)
+    with pytest.raises(InputError, match=r"every row has class 4 \(Happiness\); .* at least two classes"):
+        LamaHead("expr", timeout=5).fit(X[:50], np.full(50, 4))
+    check_xy(EXPR, X[:3], np.array([4, 4, 4]), "validation")      # a one-class validation split is allowed
