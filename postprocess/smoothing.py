@@ -111,20 +111,82 @@ class BoxSmoother:
                 yield a, b, full[:, a:b]
             return
         buf = np.empty((self.c, B), np.float64)
-        cs, cnt = self.cs, self.count
         for a in range(0, n, B):
             b = min(a + B, n)
-            o = buf[:, :b - a]
-            lo, hi = max(a - k, 0), min(b + k + 1, n + 1)   # clipped only in the outer gaps
-            ia = min(lo + k, b)                             # rows a..ia-1 and ib..b-1 are outer gap rows
-            ib = max(hi - k - 1, ia)
-            o[:, :ia - a] = 0.0
-            o[:, ib - a:] = 0.0
-            oi = o[:, ia - a:ib - a]
-            np.subtract(cs[:, ia + k + 1:ib + k + 1], cs[:, ia - k:ib - k], out=oi)
-            w = cnt[ia + k + 1:ib + k + 1] - cnt[ia - k:ib - k]
-            oi *= 1.0 / np.maximum(w, 1)
-            yield a, b, o
+            yield a, b, self._window(a, b, k, buf)
+
+    def _window(self, a: int, b: int, k: int, buf: np.ndarray) -> np.ndarray:
+        """Mean over the window of half-width k >= 1 of padded rows a..b-1, written into buf."""
+        n, cs, cnt = self.n_pad, self.cs, self.count
+        o = buf[:, :b - a]
+        lo, hi = max(a - k, 0), min(b + k + 1, n + 1)   # clipped only in the outer gaps
+        ia = min(lo + k, b)                             # rows a..ia-1 and ib..b-1 are outer gap rows
+        ib = max(hi - k - 1, ia)
+        o[:, :ia - a] = 0.0
+        o[:, ib - a:] = 0.0
+        oi = o[:, ia - a:ib - a]
+        np.subtract(cs[:, ia + k + 1:ib + k + 1], cs[:, ia - k:ib - k], out=oi)
+        w = cnt[ia + k + 1:ib + k + 1] - cnt[ia - k:ib - k]
+        oi *= 1.0 / np.maximum(w, 1)
+        return o
+
+    def sweep(self, ks: Sequence[int]) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """(index into ks, a, b, smoothed padded rows a..b-1) for every k and chunk, in the order that is
+        fastest: for the mean, all k of one chunk before the next chunk, so the chunk's stretch of cumulative
+        sums is read from memory once and then reused from cache by every k (k by k, each k would stream the
+        whole float64 cumulative sum from memory again, which bounds the speed)."""
+        ks = [self._k(k) for k in ks]           # may widen the gaps first
+        if self.stat == "median":
+            for i, k in enumerate(ks):
+                for a, b, o in self.chunks(k):
+                    yield i, a, b, o
+            return
+        n, B = self.n_pad, self.chunk
+        buf = np.empty((self.c, B), np.float64)
+        for a in range(0, n, B):
+            b = min(a + B, n)
+            for i, k in enumerate(ks):
+                if k == 0:
+                    buf[:, :b - a] = self.raw_pad[:, a:b]
+                    yield i, a, b, buf[:, :b - a]
+                else:
+                    yield i, a, b, self._window(a, b, k, buf)
+
+    def above(self, ks: Sequence[int], thresholds: np.ndarray) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """(index into ks, a, b, boolean (C, b-a): smoothed padded rows a..b-1 >= their column's threshold),
+        chunk by chunk with every k, as `sweep`; gap rows hold junk.
+
+        For the mean this never forms the mean: with E = cumsum(s - t * real_row), a window's sum minus t times
+        its row count is E[p+k+1] - E[p-k], so "mean >= t" is the single comparison E[p+k+1] >= E[p-k] of two
+        shifted slices (no subtraction, division or count; about 4x faster per k than forming the mean)."""
+        thr = np.broadcast_to(np.asarray(thresholds, np.float64).reshape(-1, 1), (self.c, 1))
+        ks = [self._k(k) for k in ks]           # may widen the gaps first
+        if self.stat != "mean":
+            for i, a, b, o in self.sweep(ks):
+                yield i, a, b, o >= thr
+            return
+        n, B = self.n_pad, self.chunk
+        key = thr.tobytes()
+        if getattr(self, "_excess_key", None) != key:
+            self._excess = np.zeros((self.c, n + 1), np.float64)
+            np.cumsum(self.raw_pad - thr * self.real, axis=1, dtype=np.float64, out=self._excess[:, 1:])
+            self._excess_key = key
+        E = self._excess
+        buf = np.empty((self.c, B), bool)
+        for a in range(0, n, B):
+            b = min(a + B, n)
+            for i, k in enumerate(ks):
+                o = buf[:, :b - a]
+                if k == 0:   # exact: the raw scores
+                    np.greater_equal(self.raw_pad[:, a:b], thr, out=o)
+                else:
+                    lo, hi = max(a - k, 0), min(b + k + 1, n + 1)   # as in _window
+                    ia = min(lo + k, b)
+                    ib = max(hi - k - 1, ia)
+                    o[:, :ia - a] = False
+                    o[:, ib - a:] = False
+                    np.greater_equal(E[:, ia + k + 1:ib + k + 1], E[:, ia - k:ib - k], out=o[:, ia - a:ib - a])
+                yield i, a, b, o
 
     def smooth(self, k: int) -> np.ndarray:
         """The whole smoothed matrix (N, C) (or (N,) for 1-D input) in the input's float dtype."""

@@ -131,33 +131,40 @@ class EXPRStats(Stats):
 
 
 class AUStats(Stats):
-    """True positives and predicted positives per column at fixed thresholds."""
+    """True positives and predicted positives per column at fixed thresholds.
+
+    Counting works on bit-packed rows (numpy's packbits and bitwise_count): the positives and each group's rows
+    are packed once, so a chunk costs one packbits of the predictions and a few operations on 1/8 of the
+    bytes, instead of a masked count per column and group."""
 
     def __init__(self, task, y, group=None, n_groups=1, thresholds=None):
         super().__init__(task, y, group, n_groups)
         C = task.n_outputs
         thr = 0.5 if thresholds is None else thresholds
         self.thr = np.broadcast_to(np.asarray(thr, np.float64), (C,)).reshape(C, 1).copy()
-        valid = self.valid
-        self.pos = np.ascontiguousarray((self.y == 1).T & valid[None, :])    # (C, N)
-        self.npos = np.stack([np.bincount(self.g[p], minlength=self.G + 1) for p in self.pos], 1)
+        pos = (self.y == 1).T & self.valid[None, :]                          # (C, N)
+        self.npos = np.stack([np.bincount(self.g[p], minlength=self.G + 1) for p in pos], 1)
+        self.pos_bits = np.packbits(pos, axis=1)
+        self.group_bits = np.packbits(self.g[None, :] == np.arange(self.G)[:, None], axis=1)   # (G, N/8)
 
     def reset(self):
         self.acc = np.zeros((2, self.G + 1, self.task.n_outputs), np.int64)   # predicted, true positives
 
     def update(self, a, b, s):
-        pred = s >= self.thr
-        pos = self.pos[:, a:b]
-        if self.simple:   # 1-D count_nonzero per column is much faster than count_nonzero(axis=1)
-            valid = self.valid[a:b]
-            for j in range(pred.shape[0]):
-                self.acc[1, 0, j] += np.count_nonzero(pred[j] & pos[j])
-                self.acc[0, 0, j] += np.count_nonzero(np.logical_and(pred[j], valid, out=pred[j]))
-            return
-        g = self.g[a:b]
-        for j in range(pred.shape[0]):
-            self.acc[0, :, j] += np.bincount(g[pred[j]], minlength=self.G + 1)
-            self.acc[1, :, j] += np.bincount(g[pred[j] & pos[j]], minlength=self.G + 1)
+        self.update_pred(a, b, s >= self.thr)
+
+    def update_pred(self, a: int, b: int, pred: np.ndarray) -> None:
+        """Count a chunk of predictions (C, b-a) for rows a..b-1; a must be a multiple of 8."""
+        if a % 8:
+            raise ValueError("AUStats chunks must start at a multiple of 8 rows")
+        bits = np.packbits(pred, axis=1)
+        a8 = a // 8
+        b8 = a8 + bits.shape[1]
+        pos = self.pos_bits[:, a8:b8]
+        for gi in range(self.G):
+            pg = bits & self.group_bits[gi, a8:b8]
+            self.acc[0, gi] += np.bitwise_count(pg).sum(axis=1, dtype=np.int64)
+            self.acc[1, gi] += np.bitwise_count(pg & pos).sum(axis=1, dtype=np.int64)
 
     def state(self):
         return self.acc.copy()

@@ -20,7 +20,7 @@ from features.errors import InputError
 from features.tasks import Task, get_task
 
 from .smoothing import BoxSmoother, Stat, check_k
-from .stats import AUGridStats, Stats, check_labels, make_stats
+from .stats import AUGridStats, AUStats, Stats, check_labels, make_stats
 
 
 def check_ks(ks: Iterable[int]) -> list[int]:
@@ -32,13 +32,24 @@ def check_ks(ks: Iterable[int]) -> list[int]:
 
 def run_states(smoother: BoxSmoother, stats: Stats, ks: Sequence[int], progress: bool = False) -> list:
     """Accumulate `stats` for each k; returns the list of states (one per k)."""
-    states = []
-    for k in tqdm(ks, desc="k sweep", disable=not progress, leave=False):
+    accs = []
+    for _ in ks:
         stats.reset()
-        for a, b, s in smoother.chunks(k):
+        accs.append(stats.acc)
+    bar = tqdm(total=smoother.n_pad * len(ks), desc="k sweep", unit="row", unit_scale=True,
+               disable=not progress, leave=False)
+    if isinstance(stats, AUStats):      # fixed thresholds: only "smoothed >= threshold" is needed
+        for i, a, b, pred in smoother.above(ks, stats.thr):
+            stats.acc = accs[i]
+            stats.update_pred(a, b, pred)
+            bar.update(b - a)
+    else:
+        for i, a, b, s in smoother.sweep(ks):
+            stats.acc = accs[i]
             stats.update(a, b, s)
-        states.append(stats.state())
-    return states
+            bar.update(b - a)
+    bar.close()
+    return accs
 
 
 def sweep_k(task: Task | str, y: np.ndarray, scores: np.ndarray, video: np.ndarray, ks: Iterable[int],

@@ -123,6 +123,47 @@ def test_sweep_equals_separate_calls(task):
     assert table.loc[table.k == best_k(table), task.metric_name].iloc[0] == table[task.metric_name].max()
 
 
+@pytest.mark.parametrize("stat", ["mean", "median"])
+def test_above_threshold_equals_smoothing_then_comparing(stat):
+    """The sweep's AU path compares cumulative excess sums instead of forming the mean; small chunks put
+    video and chunk boundaries everywhere."""
+    rng = np.random.default_rng(5)
+    video = _videos(LENGTHS * 3)
+    s = rng.random((len(video), 4))
+    s[::7] = 0.5                                # exact ties at the threshold
+    thr = np.array([0.5, 0.3, 0.6, 0.5])
+    ks = [0, 1, 2, 5, 17, 300]
+    sm = BoxSmoother(s, video, stat, max_k=max(ks), chunk=64)
+    got = np.zeros((len(ks), sm.c, sm.n_pad), bool)
+    for i, a, b, pred in sm.above(ks, thr):
+        got[i, :, a:b] = pred
+    for i, k in enumerate(ks):
+        want = box_filter(s, video, k, stat) >= thr
+        np.testing.assert_array_equal(got[i][:, sm.pos].T, want, err_msg=f"k={k}")
+
+
+def test_au_counts_per_group_match_direct_counts():
+    from postprocess.stats import AUStats
+    rng = np.random.default_rng(6)
+    n = 1003
+    y = (rng.random((n, 12)) < 0.3).astype(np.int64)
+    y[5] = AU.invalid
+    group = rng.integers(0, 3, n)
+    st = AUStats(AU, y, group, 3, thresholds=np.linspace(0.2, 0.8, 12))
+    s = rng.random((12, n))
+    st.reset()
+    for a in range(0, n, 256):
+        st.update(a, min(a + 256, n), s[:, a:a + 256])
+    pred = (s >= st.thr).T & valid_rows(AU, y)[:, None]
+    for g in range(3):
+        rows = group == g
+        assert st.acc[0, g].tolist() == pred[rows].sum(0).tolist()
+        assert st.acc[1, g].tolist() == (pred[rows] & (y[rows] == 1)).sum(0).tolist()
+    assert st.metric(st.acc, [0, 2])["P_AU"] == pytest.approx(
+        AU.evaluate(y[(group != 1) & valid_rows(AU, y)], s.T[(group != 1) & valid_rows(AU, y)],
+                    st.thr[:, 0])["P_AU"], abs=1e-12)
+
+
 def test_sweep_median_and_bad_labels():
     rng = np.random.default_rng(2)
     y, s, video = _task_data(VA, rng)
