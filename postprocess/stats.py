@@ -180,27 +180,34 @@ class AUStats(Stats):
 
 class AUGridStats(Stats):
     """Counts of rows and of positives per score bin floor(s * bins), per group and column, from which F1 at
-    every threshold j / bins follows by suffix sums."""
+    every threshold j / bins follows by suffix sums. One integer bincount per chunk: each (row, column) has a
+    precomputed base index (group, column, positive or not) to which twice its bin is added."""
 
     def __init__(self, task, y, group=None, n_groups=1, bins: int = 100):
         super().__init__(task, y, group, n_groups)
         self.B = bins
         C = task.n_outputs
         valid = self.valid
-        self.posT = np.ascontiguousarray(((self.y == 1) & valid[:, None]).T).astype(np.float64)
-        self.offs = (np.arange(C) * (bins + 1))[:, None]
+        posT = ((self.y == 1) & valid[:, None]).T
+        self.npos = np.stack([np.bincount(self.g, weights=p, minlength=self.G + 1) for p in posT], 1)
         self.size = (self.G + 1) * C * (bins + 1)
-        self.npos = np.stack([np.bincount(self.g, weights=p, minlength=self.G + 1) for p in self.posT], 1)
+        cell = self.g[None, :] * (C * (bins + 1)) + (np.arange(C) * (bins + 1))[:, None]   # (C, N)
+        itype = np.int32 if 2 * self.size < 2 ** 31 else np.int64
+        self.base = (2 * cell + posT).astype(itype)
+        self.itype = itype
 
     def reset(self):
         self.acc = np.zeros((2, self.size))
 
     def update(self, a, b, s):
-        C = s.shape[0]
-        bins = np.clip(np.floor(s * self.B), 0, self.B).astype(np.int64)
-        idx = (self.g[a:b] * (C * (self.B + 1)))[None, :] + self.offs + bins
-        self.acc[0] += np.bincount(idx.ravel(), minlength=self.size)
-        self.acc[1] += np.bincount(idx.ravel(), weights=self.posT[:, a:b].ravel(), minlength=self.size)
+        v = np.multiply(s, self.B)
+        np.clip(v, 0, self.B, out=v)
+        idx = v.astype(self.itype)          # truncation = floor for v >= 0
+        idx += idx
+        idx += self.base[:, a:b]
+        cnt = np.bincount(idx.ravel(), minlength=2 * self.size).reshape(self.size, 2)
+        self.acc[0] += cnt.sum(axis=1)
+        self.acc[1] += cnt[:, 1]
 
     def state(self):
         return self.acc.copy()
