@@ -9,12 +9,13 @@ from .segments import Segments, video_segments
 from .selection import Selection, cross_validated_selection
 from .smoothing import BoxSmoother, box_filter
 from .submission import read_sample_list, validate_submission, write_submission
-from .sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds
+from .sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds, tune_expr_class_k
 from .thresholds import Thresholds, compare_thresholds, tune_thresholds
 
 __all__ = [
     "extend_to_samples", "fill_gaps", "ScoreSet", "load_scores", "save_scores", "Segments", "video_segments",
     "Selection", "cross_validated_selection", "BoxSmoother", "box_filter", "read_sample_list",
     "validate_submission", "write_submission", "best_k", "per_output_k", "sweep_k", "tune_au_k_thresholds",
+    "tune_expr_class_k",
     "Thresholds", "compare_thresholds", "tune_thresholds",
 ]

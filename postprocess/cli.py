@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from features.errors import InputError
 from features.tasks import get_task
@@ -21,7 +22,7 @@ from .selection import cross_validated_selection
 from .smoothing import box_filter
 from .stats import valid_rows
 from .submission import validate_submission, write_submission
-from .sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds
+from .sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds, tune_expr_class_k
 from .thresholds import compare_thresholds, tune_thresholds
 
 CONFIG = "postprocess.json"
@@ -116,8 +117,12 @@ def cmd_sweep(a) -> int:
         print(f"\nper-dimension k: {dict(zip(task.labels, po['k']))}: {po['metric']:.4f} "
               f"(gain {po['gain']:+.4f} over shared k)")
         cfg["per_output"] = po
-    if a.per_output and "per_output" not in cfg:
-        raise InputError(f"{task.name}: per-output k is available for VA and AU only")
+    else:
+        tun = tune_expr_class_k(ss.y, scores, ss.video, ks, stat=a.stat, progress=True)
+        print(f"\nper-class k (coordinate ascent over {len(tun.candidates)} candidate k, in-sample): "
+              f"{dict(zip(task.labels, tun.k))}: {tun.metric:.4f} vs shared k = {tun.shared_k}: "
+              f"{tun.shared_metric:.4f} (gain {tun.gain:+.4f})")
+        cfg["per_output"] = tun.to_dict()
     if a.cv >= 2:
         n_vid = len(np.unique(ss.video))
         if n_vid < a.cv:
@@ -135,12 +140,36 @@ def cmd_sweep(a) -> int:
                 cv["per_output" if po else "shared"] = sel.to_dict()
             cfg["cv"] = cv
     png = plot_sweep(table, task, run / f"sweep_{task.name}.png", k)
-    first = ss.video == ss.video[0]
-    plot_timeline(task, ss.frame[first], scores[first], smooth_k[first], run / f"timeline_{task.name}.png",
-                  ss.y[first], title=f"{ss.video[0]}: raw vs k = {k}")
+    tl = _timelines(a.timelines, task, ss, scores, smooth_k, k, run / f"timelines_{task.name}")
     _write_json(run / CONFIG, cfg)
-    print(f"\nwrote {png}, {run / f'timeline_{task.name}.png'}, {run / CONFIG}")
+    print(f"\nwrote {png}, {run / CONFIG}" + (f", {tl}" if tl else ""))
     return 0
+
+
+def _timelines(spec: str, task, ss, scores: np.ndarray, smoothed: np.ndarray, k: int, folder: Path) -> str:
+    """Per-video timeline PNGs (raw vs smoothed vs labels) for the first N videos of the split (or all)."""
+    names = list(dict.fromkeys(ss.video))
+    if spec != "all":
+        try:
+            n = int(spec)
+        except ValueError:
+            raise InputError(f"--timelines: expected a number or 'all', got {spec!r}") from None
+        if n < 0:
+            raise InputError(f"--timelines: expected a number or 'all', got {spec!r}")
+        names = names[:n]
+    if not names:
+        return ""
+    folder.mkdir(exist_ok=True)
+    for v in tqdm(names, desc="timelines", leave=False):
+        rows = ss.video == v
+        plot_timeline(task, ss.frame[rows], scores[rows], smoothed[rows], folder / f"{_safe(v)}.png", ss.y[rows],
+                      title=f"{v}: raw vs k = {k}")
+    left = len(set(ss.video)) - len(names)
+    return f"{len(names)} timelines in {folder}" + (f" ({left} more videos: --timelines all)" if left else "")
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
 
 
 def cmd_submit(a) -> int:
@@ -188,8 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--thresholds", choices=("exact", "grid", "fixed"), default="exact",
                    help="AU thresholds stored with the shared k (default exact)")
     s.add_argument("--per-output", action="store_true",
-                   help="store per-output k (VA per dimension, AU per unit with its threshold) for submit")
+                   help="store per-output k (VA per dimension, AU per unit with its threshold, EXPR per class) "
+                        "for submit")
     s.add_argument("--cv", type=int, default=5, help="video-level folds for the honest estimate (0: skip)")
+    s.add_argument("--timelines", default="12", help="timeline plots for the first N videos, or 'all' (default 12)")
     s.set_defaults(func=cmd_sweep)
     m = sub.add_parser("submit", help="challenge file from the run's test scores and postprocess.json")
     m.add_argument("--run", required=True)

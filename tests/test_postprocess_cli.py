@@ -51,6 +51,9 @@ def test_sweep_submit_validate(tmp_path, capsys, task):
     assert cfg["task"] == task.name and cfg["k"] in range(0, 31, 3) and cfg["k"] > 0
     assert (run / f"sweep_{task.name}.png").read_bytes()[:4] == b"\x89PNG"
     assert (run / "notes.txt").read_text() == "keep me"
+    pngs = sorted((run / f"timelines_{task.name}").glob("*.png"))
+    assert [p.stem for p in pngs] == [f"v{i}" for i in range(8)]          # one per video (8 <= default 12)
+    assert len(cfg["per_output"]["k"]) == task.n_outputs
     if task is AU:
         assert "per-AU (k, threshold)" in out and len(cfg["thresholds"]) == 12
         assert set(cfg["per_output"]) >= {"k", "thresholds", "gain"}
@@ -61,8 +64,13 @@ def test_sweep_submit_validate(tmp_path, capsys, task):
     assert main(["submit", "--run", str(run), "--samples", str(samples), "--out", str(sub)]) == 2
     assert "output exists" in capsys.readouterr().err
     # rewriting its own json is fine; a second sweep replaces it
-    assert main(["sweep", "--run", str(run), "--k", "0,5", "--cv", "0"]) == 0
-    assert json.loads((run / "postprocess.json").read_text())["ks"] == [0, 5, 2]
+    assert main(["sweep", "--run", str(run), "--k", "0,5", "--cv", "0", "--per-output", "--timelines", "2"]) == 0
+    cfg = json.loads((run / "postprocess.json").read_text())
+    assert cfg["ks"] == [0, 5, 2] and cfg["use_per_output"] and set(cfg["per_output"]["k"]) <= {0, 5}
+    assert "2 timelines" in capsys.readouterr().out
+    sub2 = tmp_path / f"{task.name}_sub_per_output.txt"
+    assert main(["submit", "--run", str(run), "--samples", str(samples), "--out", str(sub2)]) == 0
+    assert main(["validate", str(sub2), "--samples", str(samples), "--task", task.name]) == 0
 
 
 def test_validate_reports_problems(tmp_path, capsys):

@@ -7,7 +7,7 @@ from features.tasks import AU, EXPR, VA
 from postprocess.segments import video_segments
 from postprocess.smoothing import BoxSmoother, box_filter
 from postprocess.stats import valid_rows
-from postprocess.sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds
+from postprocess.sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds, tune_expr_class_k
 
 LENGTHS = [1, 3, 10, 57, 2, 1, 120, 33]
 
@@ -206,3 +206,30 @@ def _f1(t, p):
     tp = np.sum(t.astype(bool) & p)
     den = p.sum() + t.astype(bool).sum()
     return 2 * tp / den if den else 0.0
+
+
+def test_per_class_k_for_expr():
+    """Long noisy episodes of classes 0-3 and short clean bursts of classes 4-7: per-class k beats the best
+    shared k, gives the slow classes the wider windows, and its metric is what the chosen ks give."""
+    rng = np.random.default_rng(0)
+    video = _videos([400, 250, 300, 350])
+    n = len(video)
+    y, i = np.zeros(n, np.int64), 0
+    while i < n:
+        c = int(rng.integers(0, 8))
+        L = int(rng.integers(60, 120) if c < 4 else rng.integers(4, 10))
+        y[i:i + L], i = c, i + L
+    s = np.eye(8)[y] * 1.5 + rng.normal(size=(n, 8)) * np.r_[[2.0] * 4, [0.5] * 4]
+    s = np.exp(s) / np.exp(s).sum(1, keepdims=True)
+    y[::50] = EXPR.invalid
+    ks = list(range(0, 41))
+    tun = tune_expr_class_k(y, s, video, ks, max_candidates=9)
+    table = sweep_k(EXPR, y, s, video, ks)
+    assert tun.shared_k == best_k(table)
+    assert tun.shared_metric == pytest.approx(table.P_EXPR.max(), abs=1e-12)
+    assert tun.gain > 0.05 and len(tun.k) == 8 and set(tun.k) <= set(tun.candidates)
+    assert np.mean(tun.k[:4]) > np.mean(tun.k[4:]) + 10
+    valid = y != EXPR.invalid
+    again = EXPR.score(y[valid], box_filter(s, video, tun.k)[valid])
+    assert again == pytest.approx(tun.metric, abs=1e-12)
+    assert tun.to_dict()["gain"] == pytest.approx(tun.metric - tun.shared_metric)
