@@ -32,15 +32,15 @@ def require_file(path: str | os.PathLike, what: str = "checkpoint") -> Path:
 
 
 def find_checkpoint(name: str, path: str | None) -> Path:
-    """The given path, else `<name>.safetensors|.pt|.pth` in the checkpoint cache directory."""
+    """The given path, else `<name>.safetensors|.pt|.pth|.onnx` in the checkpoint cache directory."""
     if path:
         return Path(path).expanduser()
     d = cache_dir()
-    for ext in (".safetensors", ".pt", ".pth"):
+    for ext in (".safetensors", ".pt", ".pth", ".onnx"):
         if (d / (name + ext)).is_file():
             return d / (name + ext)
     raise InputError(f"no checkpoint for {name}: give one in the spec ({name}:path/to/weights) or put "
-                     f"{name}.safetensors (or .pt / .pth) in {d}")
+                     f"{name}.safetensors (or .pt / .pth / .onnx) in {d}")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

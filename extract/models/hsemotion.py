@@ -10,8 +10,8 @@ attribute 'conv_s2d'``, so they are never called):
 
 The published modules are ``tf_efficientnet_b0_ns`` / ``_b2_ns`` (the ``ns_jft_in1k`` tag of
 ``tf_efficientnet_b0`` / ``_b2`` in timm 1.x): same-padding convs and BatchNorm eps 1e-3, which a fresh
-``tf_efficientnet_b*`` reproduces. ONNX twins are not supported: they expose logits only, not the embedding
-the feature store needs.
+``tf_efficientnet_b*`` reproduces. Their ONNX twins (a path ending in ``.onnx``) run with onnxruntime
+(`extract.models.onnx_twin`), the embedding taken from the input of the graph's classifier layer.
 """
 from __future__ import annotations
 
@@ -48,7 +48,12 @@ def canonical_arch(arch: str) -> str:
 
 def make(name: str, path: str | None = None, allow_pickle: bool = False):
     v = VARIANTS[name]
-    w = load_weights(find_checkpoint(name, path), allow_pickle=allow_pickle)
+    found = find_checkpoint(name, path)
+    if found.suffix.lower() == ".onnx":
+        from .onnx_twin import OnnxExtractor
+        return OnnxExtractor(name, found, v.input_size, v.classes, has_va=v.has_va,
+                             extra={"family": "hsemotion", "architecture": v.arch})
+    w = load_weights(found, allow_pickle=allow_pickle)
     stored = w.metadata.get("architecture")
     if stored and canonical_arch(stored) != v.arch:
         raise InputError(f"{name} needs a {v.arch} checkpoint, this one is {stored}", w.path)

@@ -1,0 +1,67 @@
+"""ONNX twins of EmotiEffNet (published format: input "input", one output of logits [+ VA]) through onnxruntime:
+the embedding recovered from the classifier layer's input matches a direct torch forward pass."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from extract.registry import create
+from features.errors import InputError
+from test_extract_models import _b0, _close, _direct
+
+pytest.importorskip("onnx", reason="the onnx extra is not installed")
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+
+def _export(model: torch.nn.Module, path) -> None:
+    """As the published files were made: the legacy exporter, input named "input", batch and size dynamic."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.rand(1, 3, 224, 224), str(path), input_names=["input"],
+                          output_names=["output"], opset_version=13, dynamo=False,
+                          dynamic_axes={"input": {0: "batch", 2: "h", 3: "w"}, "output": {0: "batch"}})
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("onnx")
+    models = {"seq8": _b0(torch.nn.Sequential(torch.nn.Linear(1280, 8))), "lin10": _b0(torch.nn.Linear(1280, 10)),
+              "softmax": _b0(torch.nn.Sequential(torch.nn.Linear(1280, 8), torch.nn.Softmax(dim=1)))}
+    paths = {k: d / f"{k}.onnx" for k in models}
+    for k, m in models.items():
+        _export(m, paths[k])
+    return models, paths
+
+
+@pytest.mark.parametrize("key,name", [("seq8", "enet_b0_8_best_vgaf"), ("lin10", "enet_b0_8_va_mtl")])
+def test_onnx_twin_matches_direct_forward(onnx_files, key, name):
+    models, paths = onnx_files
+    ext = create(f"{name}:{paths[key]}")
+    assert ext.outputs == {"embedding": 1280, "logits": 8, **({"va": 2} if key == "lin10" else {})}
+    batch = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    out = ext(batch)
+    emb, y = _direct(models[key], torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
+    _close(out["embedding"], emb)
+    _close(out["logits"], y[:, :8])
+    if key == "lin10":
+        _close(out["va"], y[:, 8:])
+    info = ext.info()
+    assert info.extra["format"] == "onnx" and len(info.checkpoint_sha256) == 64 and info.input_size == 224
+    assert all(v.dtype == np.float32 for v in out.values())
+
+
+def test_onnx_twin_errors(onnx_files, tmp_path):
+    _, paths = onnx_files
+    with pytest.raises(InputError, match=r"expects 8 outputs \(8 classes\), this model has 10"):
+        create(f"enet_b0_8_best_afew:{paths['lin10']}")
+    with pytest.raises(InputError, match="cannot find the embedding.*comes from Softmax"):
+        create(f"enet_b0_8_best_vgaf:{paths['softmax']}")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(InputError, match="junk.onnx: not a readable ONNX file"):
+        create(f"enet_b0_8_best_vgaf:{junk}")
+    with pytest.raises(InputError, match="not found"):
+        create(f"enet_b0_8_best_vgaf:{tmp_path / 'missing.onnx'}")
