@@ -56,6 +56,9 @@ class Summary:
     bad_files: int = 0
     seconds: float = 0.0
     out: str = ""
+    wait_s: float = 0.0              # main process waiting for decoded frames (input-bound when large)
+    model_s: float = 0.0             # forward passes, including host<->device copies
+    write_s: float = 0.0             # committing videos to the cache
 
     @property
     def fps(self) -> float:
@@ -64,7 +67,8 @@ class Summary:
     def line(self) -> str:
         return (f"{self.videos} videos ({self.skipped} already cached), {self.frames} frames, "
                 f"{self.no_face} without a face ({self.bad_files} unreadable files), {self.seconds:.1f} s, "
-                f"{self.fps:.1f} frames/s -> {self.out}")
+                f"{self.fps:.1f} frames/s (waiting for frames {self.wait_s:.1f} s, models {self.model_s:.1f} s, "
+                f"writing {self.write_s:.1f} s) -> {self.out}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -301,8 +305,15 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
     bar = tqdm(total=total or None, unit="frame", disable=not progress, dynamic_ncols=True,
                desc=out.name, smoothing=0.1)
     try:
+        clock = time.perf_counter
         with torch.inference_mode():
-            for chunk in loader:
+            it = iter(loader)
+            while True:
+                t = clock()
+                chunk = next(it, None)
+                summary.wait_s += clock() - t
+                if chunk is None:
+                    break
                 if "error" in chunk:
                     raise InputError(chunk["error"])
                 for path, why in chunk["bad"]:
@@ -310,6 +321,7 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
                     summary.bad_files += 1
                 vid = chunk["video"].numpy()
                 ok = chunk["ok"].numpy()
+                t = clock()
                 results = []
                 for j, e in enumerate(extractors):
                     rows = needs[vid, j]
@@ -325,8 +337,10 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
                         for k in full:
                             full[k][rows] = r[k]
                         results.append(full)
+                summary.model_s += clock() - t
                 _collect(chunk, vid, ok, results, pending)
                 bar.update(len(vid))
+                t = clock()
                 for k in _complete(pending, chunk["ends"], vid):
                     p = pending.pop(k)
                     if p.received == 0:
@@ -337,6 +351,7 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
                     summary.frames += p.received
                     summary.no_face += int(p.received - sum(int(f.sum()) for f in p.faces))
                     bar.set_postfix_str(f"{summary.videos}/{len(todo)} videos", refresh=False)
+                summary.write_s += clock() - t
     finally:
         bar.close()
     if pending:     # cannot happen unless a worker lost rows: refuse to commit partial videos

@@ -152,6 +152,9 @@ def test_run_decodes_once_for_two_sizes_and_masks_missing_crops(synth, tmp_path)
     src = discover(root)
     n_total = sum(v.n_frames for v in src.videos)
     assert s.frames == n_total and s.videos == len(src.videos) and s.skipped == 0
+    # where the time went: the three parts are measured inside the run's wall time
+    assert min(s.wait_s, s.model_s, s.write_s) > 0 and s.wait_s + s.model_s + s.write_s <= s.seconds
+    assert "waiting for frames" in s.line()
     with FeatureStore(tmp_path / "c.h5") as st:
         assert sorted(st.extractors) == ["tiny", "tiny12"]
         for v in src.videos:
