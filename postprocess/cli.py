@@ -28,17 +28,22 @@ from .thresholds import compare_thresholds, tune_thresholds
 CONFIG = "postprocess.json"
 
 
+def _nonneg(x: str, opt: str, hint: str) -> int:
+    """A non-negative integer option value, or one line saying what was expected."""
+    x = x.strip()
+    try:
+        v = int(x)
+    except ValueError:
+        raise InputError(f"{opt}: {x!r} is not an integer ({hint})") from None
+    if v < 0:
+        raise InputError(f"{opt}: must be non-negative, got {v} ({hint})")
+    return v
+
+
 def parse_k(spec: str) -> list[int]:
     """'a:b' (inclusive), 'a:b:s', 'a,b,c' or 'a' -> sorted distinct non-negative ints."""
     def num(x: str) -> int:
-        x = x.strip()
-        try:
-            v = int(x)
-        except ValueError:
-            raise InputError(f"--k: {x!r} is not an integer (use e.g. 0:200, 0:200:5 or 0,5,10,50)") from None
-        if v < 0:
-            raise InputError(f"--k: k must be non-negative, got {v}")
-        return v
+        return _nonneg(x, "--k", "use e.g. 0:200, 0:200:5 or 0,5,10,50")
 
     spec = spec.strip()
     if not spec:
@@ -77,6 +82,7 @@ def _fmt(df: pd.DataFrame) -> str:
 def cmd_sweep(a) -> int:
     run = Path(a.run)
     ks = parse_k(a.k)
+    timelines = None if a.timelines == "all" else _nonneg(a.timelines, "--timelines", "a number of videos or 'all'")
     ss = load_scores(_scores_path(run), a.split)
     task = get_task(ss.task)
     if ss.y is None:
@@ -140,23 +146,17 @@ def cmd_sweep(a) -> int:
                 cv["per_output" if po else "shared"] = sel.to_dict()
             cfg["cv"] = cv
     png = plot_sweep(table, task, run / f"sweep_{task.name}.png", k)
-    tl = _timelines(a.timelines, task, ss, scores, smooth_k, k, run / f"timelines_{task.name}")
+    tl = _timelines(timelines, task, ss, scores, smooth_k, k, run / f"timelines_{task.name}")
     _write_json(run / CONFIG, cfg)
     print(f"\nwrote {png}, {run / CONFIG}" + (f", {tl}" if tl else ""))
     return 0
 
 
-def _timelines(spec: str, task, ss, scores: np.ndarray, smoothed: np.ndarray, k: int, folder: Path) -> str:
+def _timelines(spec: int | None, task, ss, scores: np.ndarray, smoothed: np.ndarray, k: int, folder: Path) -> str:
     """Per-video timeline PNGs (raw vs smoothed vs labels) for the first N videos of the split (or all)."""
     names = list(dict.fromkeys(ss.video))
-    if spec != "all":
-        try:
-            n = int(spec)
-        except ValueError:
-            raise InputError(f"--timelines: expected a number or 'all', got {spec!r}") from None
-        if n < 0:
-            raise InputError(f"--timelines: expected a number or 'all', got {spec!r}")
-        names = names[:n]
+    if spec is not None:
+        names = names[:spec]
     if not names:
         return ""
     folder.mkdir(exist_ok=True)

@@ -100,4 +100,6 @@ def test_command_line_errors_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "postprocess", "sweep", "--run", str(tmp_path / "nope")],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "no scores.h5" in r.stderr
+    for bad in ("-2", "some"):
+        assert main(["sweep", "--run", str(run), "--k", "0,1", "--cv", "0", "--timelines", bad]) == 2
     assert main(["submit", "--run", str(run), "--samples", "x", "--out", str(tmp_path / "o")]) == 2
