@@ -108,8 +108,10 @@ class LamaHead(Head):
         with _quiet():
             from lightautoml.automl.presets.tabular_presets import TabularAutoML
             from lightautoml.tasks import Task as LTask
+            # timing mode 2 (hard) stops its tasks to finish in time; its default (1) lets every model run past
+            # the timeout (on 585 k rows, a 180 s budget became more than 12 minutes)
             automl = TabularAutoML(task=LTask(_LAMA_TASK[self.task.kind]), timeout=p["timeout"],
-                                   cpu_limit=p["cpu_limit"],
+                                   cpu_limit=p["cpu_limit"], timing_params={"mode": 2},
                                    reader_params={"n_jobs": p["cpu_limit"], "cv": p["cv"], "random_state": p["seed"]})
             automl.fit_predict(df, roles=roles, verbose=2, log_file=p["log_file"] or None)
         classes = np.unique(y) if self.task.kind == "multiclass" else None
