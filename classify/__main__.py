@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--lama-timeout", type=int, default=60, help="seconds for LightAutoML")
+    ap.add_argument("--lama-max-rows", type=int, default=100_000,
+                    help="LightAutoML trains on a class-stratified sample of this many rows (0: all rows)")
     ap.add_argument("--cpus", type=int, default=None, help="LightAutoML cpu_limit (default: all cores)")
     ap.add_argument("--seed", type=int, default=0)
     return ap
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         run(a.task, a.cache, a.labels, [h.strip() for h in a.heads.split(",") if h.strip()],
             [f.strip() for f in a.features.split(",") if f.strip()], a.name, a.runs_dir, a.train_val,
             parse_k(a.k), dict(epochs=a.epochs, hidden=a.hidden, batch=a.batch, lr=a.lr,
-                               lama_timeout=a.lama_timeout, cpus=a.cpus, seed=a.seed), test=a.test)
+                               lama_timeout=a.lama_timeout, lama_max_rows=a.lama_max_rows, cpus=a.cpus,
+                               seed=a.seed), test=a.test)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

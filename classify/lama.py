@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -57,17 +58,24 @@ class LamaHead(Head):
     kind = "lama"
 
     def __init__(self, task, timeout: int = 60, cpu_limit: int | None = None, cv: int = 3, seed: int = 0,
-                 log_file: str | None = None):
+                 log_file: str | None = None, max_rows: int | None = 100_000):
         super().__init__(task)
         self.params = dict(timeout=timeout, cpu_limit=cpu_limit or os.cpu_count() or 1, cv=cv, seed=seed,
-                           log_file=log_file)
+                           log_file=log_file, max_rows=max_rows)
         self.model: bytes | None = None          # pickle of (TabularAutoML, classes seen in training)
+        self.rows_used: int | None = None
 
     def fit(self, X, y, X_val=None, y_val=None):
-        """Fit on (X, y); TabularAutoML cross-validates on these rows itself, so the validation rows stay
-        unseen (they are only checked)."""
+        """Fit on (X, y), or on a class-stratified sample of `max_rows` of them: TabularAutoML's time limit
+        only starts once the first fold of its first model is done, and on hundreds of thousands of rows that
+        fold alone (LightGBM, 8 logit columns) takes many minutes on 2 cores, so the sample is what keeps it
+        capped; a few logit columns need far fewer rows than that. TabularAutoML cross-validates on these
+        rows itself, so the validation rows stay unseen (they are only scored)."""
         self._check_fit(X, y, X_val, y_val)
-        arrays = {"X": np.asarray(X, np.float32), "y": np.asarray(y)}
+        rows = sample_rows(np.asarray(y), self.params.get("max_rows"), self.params["seed"], self.task.kind)
+        self.rows_used = len(rows) if rows is not None else len(X)
+        X = np.asarray(X, np.float32) if rows is None else np.asarray(X[rows], np.float32)
+        arrays = {"X": X, "y": np.asarray(y) if rows is None else np.asarray(y)[rows]}
         if X_val is not None:
             # the worker also scores the validation rows, saving a second start-up (~8 s of imports)
             arrays["X_val"] = np.asarray(X_val, np.float32)
@@ -105,15 +113,23 @@ class LamaHead(Head):
             for n in names:
                 df[n] = y[:, int(n[1:])]
             roles = {"target": names}
+        log = _FileLog(p["log_file"]) if p["log_file"] else None
         with _quiet():
             from lightautoml.automl.presets.tabular_presets import TabularAutoML
             from lightautoml.tasks import Task as LTask
+            if log:
+                logging.getLogger("lightautoml").addHandler(log)
             # timing mode 2 (hard) stops its tasks to finish in time; its default (1) lets every model run past
             # the timeout (on 585 k rows, a 180 s budget became more than 12 minutes)
             automl = TabularAutoML(task=LTask(_LAMA_TASK[self.task.kind]), timeout=p["timeout"],
                                    cpu_limit=p["cpu_limit"], timing_params={"mode": 2},
                                    reader_params={"n_jobs": p["cpu_limit"], "cv": p["cv"], "random_state": p["seed"]})
-            automl.fit_predict(df, roles=roles, verbose=2, log_file=p["log_file"] or None)
+            try:
+                automl.fit_predict(df, roles=roles, verbose=2)
+            finally:
+                if log:
+                    logging.getLogger("lightautoml").removeHandler(log)
+                    log.close()
         classes = np.unique(y) if self.task.kind == "multiclass" else None
         # LightAutoML models are pickled by design (as its own docs do); only load heads you trained yourself
         return pickle.dumps((automl, classes, {} if self.task.kind == "multiclass" else const))
@@ -152,6 +168,41 @@ class LamaHead(Head):
         self.model = (path / "lama.pkl").read_bytes()
 
 
+def sample_rows(y: np.ndarray, max_rows: int | None, seed: int, kind: str) -> np.ndarray | None:
+    """Sorted row indices of a random sample of `max_rows` rows (per class in proportion for a multiclass
+    target, every class kept), or None when all rows are to be used."""
+    n = len(y)
+    if not max_rows or n <= max_rows:
+        return None
+    rng = np.random.default_rng(seed)
+    if kind != "multiclass":
+        return np.sort(rng.choice(n, max_rows, replace=False))
+    parts = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        parts.append(rng.choice(idx, max(1, round(len(idx) * max_rows / n)), replace=False))
+    return np.sort(np.concatenate(parts))
+
+
+class _FileLog(logging.Handler):
+    """LightAutoML's log to a file. Not a StreamHandler on purpose: LightAutoML removes every StreamHandler
+    (FileHandler included) of its logger when it sets its console level, so its own log file stops after the
+    first lines."""
+
+    def __init__(self, path: str):
+        super().__init__(logging.DEBUG)
+        self.f = open(path, "a", encoding="utf-8")
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record):
+        self.f.write(re.sub(r"\x1b\[[0-9;]*m", "", self.format(record)).rstrip() + "\n")   # no colour codes
+        self.f.flush()
+
+    def close(self):
+        self.f.close()
+        super().close()
+
+
 def _call_worker(op: str, head: LamaHead, arrays: dict[str, np.ndarray]):
     """Run `op` ("fit" -> model bytes, "predict" -> scores) in a fresh interpreter."""
     with tempfile.TemporaryDirectory(prefix="lama-") as tmp:
@@ -162,8 +213,14 @@ def _call_worker(op: str, head: LamaHead, arrays: dict[str, np.ndarray]):
         if head.model is not None:
             (t / "model.pkl").write_bytes(head.model)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([_PKG_ROOT, os.environ.get("PYTHONPATH", "")])}
-        r = subprocess.run([sys.executable, "-m", "classify.lama", op, tmp], env=env, capture_output=True,
-                           text=True)
+        # a wall-clock guard in case LightAutoML ignores its own time limit
+        limit = 3 * head.params["timeout"] + 600 if op == "fit" else None
+        try:
+            r = subprocess.run([sys.executable, "-m", "classify.lama", op, tmp], env=env, capture_output=True,
+                               text=True, timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise InputError(f"LightAutoML ran past {limit} s for a {head.params['timeout']} s budget; lower "
+                             f"--lama-max-rows (now {head.params.get('max_rows')})") from None
         if r.returncode != 0:
             tail = "\n".join(r.stderr.strip().splitlines()[-15:])
             if r.returncode == 2 and tail.startswith("error: "):

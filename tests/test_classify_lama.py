@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from classify.base import load_head
-from classify.lama import LamaHead
+from classify.lama import LamaHead, sample_rows
 from classify.mlp import MLPHead
 from features.metrics import f1_per_column
 from features.synthetic import make_feature_data
@@ -26,13 +26,16 @@ def test_lama_expr_fast_learns_saves_and_logs_to_a_file(data, tmp_path, capfd):
     d, tr, va = data
     MLPHead("expr", hidden=4, epochs=1).fit(d.X[tr][:500], d.y_expr[tr][:500])
     log = tmp_path / "lama.log"
-    h = LamaHead("expr", timeout=3, cv=2, log_file=str(log)).fit(d.X[tr], d.y_expr[tr], d.X[va], d.y_expr[va])
+    h = LamaHead("expr", timeout=3, cv=2, log_file=str(log), max_rows=3000)
+    h.fit(d.X[tr], d.y_expr[tr], d.X[va], d.y_expr[va])
+    assert tr.sum() > 3000 and abs(h.rows_used - 3000) <= 8     # a stratified sample of the training rows
     p = h.predict_proba(d.X[va])          # scored in the fitting worker already
     assert p.shape == (va.sum(), 8) and np.allclose(p.sum(1), 1, atol=1e-4)
     chance = EXPR.score(d.y_expr[va], np.eye(8)[np.random.default_rng(0).integers(0, 8, va.sum())])
     assert EXPR.score(d.y_expr[va], p) > chance + 0.2
     out = capfd.readouterr()
-    assert out.out + out.err == "" and "Task: multiclass" in log.read_text()
+    text = log.read_text()     # the whole log, not only LightAutoML's first lines
+    assert out.out + out.err == "" and "Task: multiclass" in text and "fold" in text.lower()
     h.save(tmp_path / "head")
     np.testing.assert_array_equal(load_head(tmp_path / "head", task="expr").predict_proba(d.X[va]), p)
 
@@ -55,3 +58,16 @@ def test_lama_au_multilabel(data):
     y = d.y_au[va]
     # calibrated probabilities: compare at tuned thresholds with the best constant prediction
     assert tune_thresholds(y, p).mean_f1 > f1_per_column(y, np.ones_like(y)).mean() + 0.1
+
+
+def test_sample_rows_stratified_and_plain():
+    rng = np.random.default_rng(1)
+    y = rng.choice(8, 20_000, p=[0.5, 0.2, 0.1, 0.1, 0.05, 0.04, 0.0095, 0.0005])
+    assert sample_rows(y, 50_000, 0, "multiclass") is None and sample_rows(y, None, 0, "multiclass") is None
+    idx = sample_rows(y, 2_000, 0, "multiclass")
+    assert np.all(np.diff(idx) > 0) and abs(len(idx) - 2_000) <= 8
+    full, part = np.bincount(y, minlength=8) / len(y), np.bincount(y[idx], minlength=8) / len(idx)
+    assert np.abs(full - part).max() < 0.002 and (np.bincount(y[idx], minlength=8) > 0).all()  # rare class kept
+    np.testing.assert_array_equal(idx, sample_rows(y, 2_000, 0, "multiclass"))                 # deterministic
+    plain = sample_rows(np.zeros((20_000, 12)), 500, 0, "multilabel")
+    assert len(plain) == 500 and len(np.unique(plain)) == 500
