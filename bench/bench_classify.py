@@ -138,7 +138,8 @@ def run(quick: bool = False) -> list[dict]:
     total_s = heads_s + p["data"]["s"]
     mem = p["blend"]["peak_gb"] - (p["imports_gb"] if quick else 0.0)
     rows = [
-        {"benchmark": f"EXPR all heads ({size}): MLP 10 ep + LAMA ({lama_timeout} s cap) + logits + blend",
+        {"benchmark": f"EXPR all heads ({size}): MLP 10 ep + LAMA ({lama_timeout} s cap, 100 k-row sample) "
+                      f"+ logits + blend",
          "measured": (f"{total_s:.0f} s (data {p['data']['s']:.0f}, mlp {p['mlp']['s']:.0f}, lama "
                       f"{p['lama']['s']:.0f}, logits {p['logits']['s']:.0f}, blend {p['blend']['s']:.1f}; "
                       f"load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores)"),
