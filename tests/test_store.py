@@ -63,6 +63,20 @@ def test_float32_on_request(tmp_path):
     np.testing.assert_array_equal(blk.arrays["m/embedding"], video_data(3)["embedding"].astype(np.float32))
 
 
+def test_float16_rounding_is_numpys(tmp_path):
+    """Embeddings are cast by numpy (round to nearest even, subnormals kept), not by HDF5's converter, which
+    stored -0.24998 as -0.125 and truncated subnormals."""
+    emb = np.array([[-0.24998184, 0.49994558, 0.24993984, 1.0490012e-07, 9.4708099e-07, -2.1879167e-07,
+                     -10.144531, 81.15625, 3.3333333, -1e-3, 0.0, 1.0, 5.9604645e-08, 1234.5678, -0.99997, 0.7]],
+                   np.float32)
+    with FeatureStore(tmp_path / "c.h5", "a") as s:
+        s.writer(info()).write_video("a", frame=[1], face=[True], embedding=emb,
+                                     logits=np.zeros((1, 8), np.float32), va=np.zeros((1, 2), np.float32))
+    got = FeatureStore(tmp_path / "c.h5").read(["a"]).arrays["m/embedding"]
+    np.testing.assert_array_equal(got.view(np.uint16), emb.astype(np.float16).view(np.uint16))
+    assert got[0, 0] == np.float16(-0.25)
+
+
 def test_append_resumes_and_keeps_committed(tmp_path):
     p = tmp_path / "c.h5"
     write(p, [("a", 5)])
