@@ -29,15 +29,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _b0(tmp: Path, device: str, amp: str | None, channels_last: bool):
+def _b0_model():
+    """The benchmark's B0: random weights from a fixed seed (speed only)."""
     import timm
     import torch
+    torch.manual_seed(0)
+    return timm.create_model("tf_efficientnet_b0", pretrained=False, num_classes=8).eval()
+
+
+def _b0(tmp: Path, device: str, amp: str | None, channels_last: bool):
     from safetensors.torch import save_file
     w = tmp / "b0.safetensors"
     if not w.exists():
-        torch.manual_seed(0)
-        m = timm.create_model("tf_efficientnet_b0", pretrained=False, num_classes=8)
-        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(w))
+        save_file({k: v.contiguous() for k, v in _b0_model().state_dict().items()}, str(w))
     from extract import registry
     return registry.create(f"timm:tf_efficientnet_b0:{w}:name=b0", device=device, amp=amp,
                            channels_last=channels_last)
@@ -52,14 +56,11 @@ def _b0_onnx(tmp: Path):
     except ImportError:
         return None
     import warnings
-    import timm
     import torch
     path = tmp / "b0.onnx"
-    torch.manual_seed(0)
-    m = timm.create_model("tf_efficientnet_b0", pretrained=False, num_classes=8).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(m, torch.rand(1, 3, 224, 224), str(path), input_names=["input"], output_names=["output"],
+        torch.onnx.export(_b0_model(), torch.rand(1, 3, 224, 224), str(path), input_names=["input"], output_names=["output"],
                           opset_version=13, dynamo=False, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     from extract import registry
     return registry.create(f"enet_b0_8_best_vgaf:{path}:name=b0_onnx")

@@ -6,6 +6,8 @@ import sys
 
 from features.errors import InputError
 
+from .lama import LAMA_MAX_ROWS
+
 
 def parse_k(spec: str):
     """'auto' -> sweep the default range; 'N' -> fixed k; 'a:b[:s]' or 'a,b,c' -> sweep those values."""
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--lama-timeout", type=int, default=60, help="seconds for LightAutoML")
-    ap.add_argument("--lama-max-rows", type=int, default=100_000,
+    ap.add_argument("--lama-max-rows", type=int, default=LAMA_MAX_ROWS,
                     help="LightAutoML trains on a class-stratified sample of this many rows (0: all rows)")
     ap.add_argument("--cpus", type=int, default=None, help="LightAutoML cpu_limit (default: all cores)")
     ap.add_argument("--seed", type=int, default=0)

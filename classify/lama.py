@@ -32,6 +32,7 @@ from .base import Head, register
 
 _LAMA_TASK = {"regression": "multi:reg", "multiclass": "multiclass", "multilabel": "multilabel"}
 _PKG_ROOT = str(Path(__file__).resolve().parent.parent)
+LAMA_MAX_ROWS = 100_000     # training rows LightAutoML sees by default (see LamaHead.fit)
 
 
 @contextlib.contextmanager
@@ -58,7 +59,7 @@ class LamaHead(Head):
     kind = "lama"
 
     def __init__(self, task, timeout: int = 60, cpu_limit: int | None = None, cv: int = 3, seed: int = 0,
-                 log_file: str | None = None, max_rows: int | None = 100_000):
+                 log_file: str | None = None, max_rows: int | None = LAMA_MAX_ROWS):
         super().__init__(task)
         self.params = dict(timeout=timeout, cpu_limit=cpu_limit or os.cpu_count() or 1, cv=cv, seed=seed,
                            log_file=log_file, max_rows=max_rows)

@@ -32,7 +32,7 @@ from postprocess.thresholds import tune_thresholds
 from . import featuresets
 from .base import Head, check_finite
 from .blend import BlendHead
-from .lama import LamaHead
+from .lama import LAMA_MAX_ROWS, LamaHead
 from .mlp import MLPHead
 from .rules import LogitsRule, VAOnly
 
@@ -141,7 +141,7 @@ def make_head(kind: str, task: Task, store: FeatureStore, feature_set: str, opts
     if kind == "lama":
         return LamaHead(task, timeout=opts.get("lama_timeout", 60), cpu_limit=opts.get("cpus"),
                         seed=opts.get("seed", 0), log_file=str(run_dir / "lama.log"),
-                        max_rows=opts.get("lama_max_rows", 100_000))
+                        max_rows=opts.get("lama_max_rows", LAMA_MAX_ROWS))
     if kind == "logits":
         ext = feature_set.split("/")[0]
         return LogitsRule(task, class_names=store.info(ext).extra.get("class_names") or None,
@@ -256,13 +256,12 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
                          seconds=round(time.perf_counter() - t, 1)))
         if getattr(head, "history", None):
             extra[mname] = {"val_metric_by_epoch": head.history, "best_epoch": head.best_epoch}
-        sampled = getattr(head, "rows_used", None)
-        sampled = f", trained on a sample of {sampled} of {len(fit_on.y)} rows" if sampled and \
-            sampled < len(fit_on.y) else ""
-        if sampled:
-            extra.setdefault(mname, {})["train_rows"] = head.rows_used
+        sample, n_fit = "", getattr(head, "rows_used", None)
+        if n_fit and n_fit < len(fit_on.y):
+            sample = f", trained on a sample of {n_fit} of {len(fit_on.y)} rows"
+            extra.setdefault(mname, {})["train_rows"] = n_fit
         log(f"  {mname} on {fs}: {task.metric_name} {sm['metric_raw']:.4f} frame-level, "
-            f"{sm['metric_smoothed']:.4f} smoothed (k={sm['k']}) [{time.perf_counter() - t:.1f} s{sampled}]")
+            f"{sm['metric_smoothed']:.4f} smoothed (k={sm['k']}) [{time.perf_counter() - t:.1f} s{sample}]")
     final_name = max(rows, key=lambda r: r["metric_raw"])["method"]
     if "blend" in heads and len(scores) > 1:
         t = time.perf_counter()

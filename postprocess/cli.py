@@ -18,6 +18,7 @@ from features.tasks import get_task
 from .gaps import fill_gaps
 from .plots import plot_sweep, plot_timeline
 from .scores import load_scores
+from .segments import video_segments
 from .selection import cross_validated_selection
 from .smoothing import box_filter
 from .stats import valid_rows
@@ -124,7 +125,7 @@ def cmd_sweep(a) -> int:
               f"(gain {po['gain']:+.4f} over shared k)")
         cfg["per_output"] = po
     else:
-        tun = tune_expr_class_k(ss.y, scores, ss.video, ks, stat=a.stat, progress=True)
+        tun = tune_expr_class_k(ss.y, scores, ss.video, ks, stat=a.stat, shared_k=k, progress=True)
         print(f"\nper-class k (coordinate ascent over {len(tun.candidates)} candidate k, in-sample): "
               f"{dict(zip(task.labels, tun.k))}: {tun.metric:.4f} vs shared k = {tun.shared_k}: "
               f"{tun.shared_metric:.4f} (gain {tun.gain:+.4f})")
@@ -154,18 +155,16 @@ def cmd_sweep(a) -> int:
 
 def _timelines(spec: int | None, task, ss, scores: np.ndarray, smoothed: np.ndarray, k: int, folder: Path) -> str:
     """Per-video timeline PNGs (raw vs smoothed vs labels) for the first N videos of the split (or all)."""
-    names = list(dict.fromkeys(ss.video))
-    if spec is not None:
-        names = names[:spec]
-    if not names:
+    seg = video_segments(ss.video)
+    n = len(seg) if spec is None else min(spec, len(seg))
+    if n == 0:
         return ""
     folder.mkdir(exist_ok=True)
-    for v in tqdm(names, desc="timelines", leave=False):
-        rows = ss.video == v
-        plot_timeline(task, ss.frame[rows], scores[rows], smoothed[rows], folder / f"{_safe(v)}.png", ss.y[rows],
+    for v, a, b in tqdm(list(zip(seg.names, seg.starts, seg.ends))[:n], desc="timelines", leave=False):
+        plot_timeline(task, ss.frame[a:b], scores[a:b], smoothed[a:b], folder / f"{_safe(v)}.png", ss.y[a:b],
                       title=f"{v}: raw vs k = {k}")
-    left = len(set(ss.video)) - len(names)
-    return f"{len(names)} timelines in {folder}" + (f" ({left} more videos: --timelines all)" if left else "")
+    left = len(seg) - n
+    return f"{n} timelines in {folder}" + (f" ({left} more videos: --timelines all)" if left else "")
 
 
 def _safe(name: str) -> str:

@@ -115,13 +115,18 @@ class BoxSmoother:
             b = min(a + B, n)
             yield a, b, self._window(a, b, k, buf)
 
+    def _inner(self, a: int, b: int, k: int) -> tuple[int, int]:
+        """Rows ia..ib-1 of a..b-1 whose window of half-width k >= 1 lies inside the cumulative sums; the rows
+        before and after are outer gap rows (their values are junk anyway)."""
+        lo, hi = max(a - k, 0), min(b + k + 1, self.n_pad + 1)
+        ia = min(lo + k, b)
+        return ia, max(hi - k - 1, ia)
+
     def _window(self, a: int, b: int, k: int, buf: np.ndarray) -> np.ndarray:
         """Mean over the window of half-width k >= 1 of padded rows a..b-1, written into buf."""
-        n, cs, cnt = self.n_pad, self.cs, self.count
+        cs, cnt = self.cs, self.count
         o = buf[:, :b - a]
-        lo, hi = max(a - k, 0), min(b + k + 1, n + 1)   # clipped only in the outer gaps
-        ia = min(lo + k, b)                             # rows a..ia-1 and ib..b-1 are outer gap rows
-        ib = max(hi - k - 1, ia)
+        ia, ib = self._inner(a, b, k)
         o[:, :ia - a] = 0.0
         o[:, ib - a:] = 0.0
         oi = o[:, ia - a:ib - a]
@@ -180,9 +185,7 @@ class BoxSmoother:
                 if k == 0:   # exact: the raw scores
                     np.greater_equal(self.raw_pad[:, a:b], thr, out=o)
                 else:
-                    lo, hi = max(a - k, 0), min(b + k + 1, n + 1)   # as in _window
-                    ia = min(lo + k, b)
-                    ib = max(hi - k - 1, ia)
+                    ia, ib = self._inner(a, b, k)
                     o[:, :ia - a] = False
                     o[:, ib - a:] = False
                     np.greater_equal(E[:, ia + k + 1:ib + k + 1], E[:, ia - k:ib - k], out=o[:, ia - a:ib - a])

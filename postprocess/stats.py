@@ -101,6 +101,13 @@ class VAStats(Stats):
                 **{f"ccc_{l}": float(v) for l, v in zip(self.task.labels, c)}}
 
 
+def f1_from_confusion(conf: np.ndarray) -> np.ndarray:
+    """Per-class F1 from a confusion matrix (rows: labels, columns: predictions); an absent class scores 0."""
+    tp = np.diag(conf)
+    den = conf.sum(0) + conf.sum(1)
+    return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+
+
 class EXPRStats(Stats):
     def __init__(self, task, y, group=None, n_groups=1):
         super().__init__(task, y, group, n_groups)
@@ -123,10 +130,8 @@ class EXPRStats(Stats):
         conf = state.reshape(self.G + 1, C, C)[self.groups_mask(groups)].sum(axis=0)
         if conf.sum() == 0:
             raise InputError("expr: no labelled rows to evaluate")
-        tp = np.diag(conf)
-        den = conf.sum(0) + conf.sum(1)
-        f1 = np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
-        return {self.task.metric_name: float(f1.mean()), "accuracy": float(tp.sum() / conf.sum()),
+        f1 = f1_from_confusion(conf)
+        return {self.task.metric_name: float(f1.mean()), "accuracy": float(np.trace(conf) / conf.sum()),
                 **{f"f1_{l}": float(v) for l, v in zip(self.task.labels, f1)}}
 
 

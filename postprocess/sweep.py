@@ -20,7 +20,7 @@ from features.errors import InputError
 from features.tasks import Task, get_task
 
 from .smoothing import BoxSmoother, Stat, check_k
-from .stats import AUGridStats, AUStats, Stats, check_labels, make_stats
+from .stats import AUGridStats, AUStats, Stats, check_labels, f1_from_confusion, make_stats
 
 
 def check_ks(ks: Iterable[int]) -> list[int]:
@@ -39,15 +39,13 @@ def run_states(smoother: BoxSmoother, stats: Stats, ks: Sequence[int], progress:
     bar = tqdm(total=smoother.n_pad * len(ks), desc="k sweep", unit="row", unit_scale=True,
                disable=not progress, leave=False)
     if isinstance(stats, AUStats):      # fixed thresholds: only "smoothed >= threshold" is needed
-        for i, a, b, pred in smoother.above(ks, stats.thr):
-            stats.acc = accs[i]
-            stats.update_pred(a, b, pred)
-            bar.update(b - a)
+        chunks, update = smoother.above(ks, stats.thr), stats.update_pred
     else:
-        for i, a, b, s in smoother.sweep(ks):
-            stats.acc = accs[i]
-            stats.update(a, b, s)
-            bar.update(b - a)
+        chunks, update = smoother.sweep(ks), stats.update
+    for i, a, b, s in chunks:
+        stats.acc = accs[i]
+        update(a, b, s)
+        bar.update(b - a)
     bar.close()
     return accs
 
@@ -163,15 +161,15 @@ class ClassKTuning:
 
 
 def tune_expr_class_k(y: np.ndarray, scores: np.ndarray, video: np.ndarray, ks: Iterable[int],
-                      stat: Stat = "mean", max_candidates: int = 16, rounds: int = 2,
+                      stat: Stat = "mean", max_candidates: int = 16, rounds: int = 2, shared_k: int | None = None,
                       progress: bool = False) -> ClassKTuning:
-    """One k per expression class: start from the best shared k, then for each class in turn take the
-    candidate k that most raises macro F1 with the other classes' k fixed, for `rounds` passes. Candidates
-    are up to `max_candidates` values spread over ks (plus the shared best), each smoothed once."""
+    """One k per expression class: start from the best shared k (`shared_k` when the caller has swept
+    already, else found here), then for each class in turn take the candidate k that most raises macro F1
+    with the other classes' k fixed, for `rounds` passes. Candidates are up to `max_candidates` values spread
+    over ks (plus the shared best), each smoothed once."""
     from features.tasks import EXPR
     ks = check_ks(ks)
-    table = sweep_k(EXPR, y, scores, video, ks, stat=stat)
-    shared = best_k(table)
+    shared = best_k(sweep_k(EXPR, y, scores, video, ks, stat=stat)) if shared_k is None else check_k(shared_k)
     cand = sorted({ks[int(round(i))] for i in np.linspace(0, len(ks) - 1, min(max_candidates, len(ks)))}
                   | {shared})
     sm = BoxSmoother(scores, video, stat, max_k=cand[-1])
@@ -183,9 +181,7 @@ def tune_expr_class_k(y: np.ndarray, scores: np.ndarray, video: np.ndarray, ks: 
                                                                        leave=False)}
 
     def f1(m: np.ndarray) -> float:
-        conf = np.bincount(yv * C + m.argmax(axis=1), minlength=C * C).reshape(C, C)
-        den = conf.sum(0) + conf.sum(1)
-        return float(np.where(den > 0, 2 * np.diag(conf) / np.maximum(den, 1), 0.0).mean())
+        return float(f1_from_confusion(np.bincount(yv * C + m.argmax(axis=1), minlength=C * C).reshape(C, C)).mean())
 
     cur = smoothed[shared].copy()
     k_of = [shared] * C
