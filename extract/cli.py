@@ -90,7 +90,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     extractors = [create_extractor(s, a.device, a.allow_pickle, amp, a.channels_last)
                   for s in split_specs(a.extractors)]
     summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
-                  limit_videos=a.limit_videos, detector=det, progress=not a.quiet)
+                  limit_videos=a.limit_videos, detector=det, progress=not a.quiet,
+                  resize_on=a.resize_on)
     print(f"extract: {summary.line()}", file=sys.stderr)
     return 0
 
@@ -136,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--margin", type=float, default=0.2, help="videos: crop side = (1 + margin) x face box")
     r.add_argument("--smooth", type=float, default=0.0, help="videos: box smoothing factor in [0, 1)")
     r.add_argument("--detect-size", type=int, default=256, help="videos: long side seen by the face detector")
+    r.add_argument("--resize-on", default="auto", choices=["auto", "workers", "device"],
+                   help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
+                        "pixels; auto: device on CUDA)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list registered extractors")

@@ -4,9 +4,10 @@ Pipeline::
 
     worker processes (torch DataLoader)            main process
     ───────────────────────────────────            ─────────────────────────────────────────────
-    JPEG / video decode (+ face crop)  ──batch──►  per extractor: forward (inference_mode, amp,
-    resize to every extractor's size               channels_last on CUDA) → rows of each video
-    (uint8, shared memory, pinned on CUDA)         video complete → writer.write_video (atomic)
+    JPEG / video decode (+ face crop)  ──batch──►  [crops of one shape: resize on the device, same pixels]
+    resize to every extractor's size               per extractor: forward (inference_mode, amp,
+    (uint8, shared memory, pinned on CUDA)         channels_last on CUDA) → rows of each video
+                                                   video complete → writer.write_video (atomic)
 
 Batches span videos (image layouts); a video is committed as soon as all its rows are in, so a run killed at
 any moment loses at most the videos in flight, and a rerun skips every committed video. Features do not
@@ -32,7 +33,9 @@ import numpy as np
 from features.errors import InputError
 from features.store import FeatureStore
 
+from .base import TorchExtractor
 from .faces import DetectorConfig, face_crops
+from .resize import on_device_exact, resize_bilinear
 from .sources import ImageVideo, Source, VideoFile, load_image, resize_square, shard_path, shard_videos
 
 log = logging.getLogger(__name__)
@@ -88,8 +91,9 @@ def _worker_init(_: int) -> None:
 class ImageBatches(_Dataset):
     """Map-style dataset: item i = batch i of the flat frame list of all pending image videos (in order)."""
 
-    def __init__(self, videos: Sequence[ImageVideo], vids: Sequence[int], sizes: Sequence[int], batch: int):
-        self.sizes, self.batch = list(sizes), int(batch)
+    def __init__(self, videos: Sequence[ImageVideo], vids: Sequence[int], sizes: Sequence[int], batch: int,
+                 device_resize: bool = False):
+        self.sizes, self.batch, self.device_resize = list(sizes), int(batch), bool(device_resize)
         # Paths as compact numpy byte strings (folder id + file name): no per-item Python objects, so forked
         # workers do not copy the list page by page through reference counting.
         self.folders = [str(v.folder) for v in videos]
@@ -111,9 +115,7 @@ class ImageBatches(_Dataset):
         import torch
         sl = slice(i * self.batch, min((i + 1) * self.batch, len(self.vid)))
         n = sl.stop - sl.start
-        pix = {s: torch.zeros((n, s, s, 3), dtype=torch.uint8) for s in self.sizes}
-        view = {s: t.numpy() for s, t in pix.items()}      # fill through numpy views (no per-row tensors)
-        ok = np.zeros(n, bool)
+        imgs: list = [None] * n
         bad = []
         for r, (name, k) in enumerate(zip(self.names[sl], self.fold[sl])):
             if not name:
@@ -123,11 +125,27 @@ class ImageBatches(_Dataset):
             if img is None:
                 bad.append((path, why))
                 continue
-            ok[r] = True
-            for s in self.sizes:
-                view[s][r] = resize_square(img, s)
-        return {"video": torch.from_numpy(self.vid[sl]), "frame": torch.from_numpy(self.frame[sl]),
-                "ok": torch.from_numpy(ok), "pix": pix, "bad": bad, "ends": {}}
+            imgs[r] = img
+        ok = np.array([im is not None for im in imgs], bool)
+        out = {"video": torch.from_numpy(self.vid[sl]), "frame": torch.from_numpy(self.frame[sl]),
+               "ok": torch.from_numpy(ok), "pix": {}, "bad": bad, "ends": {}}
+        shapes = {im.shape for im in imgs if im is not None}
+        if self.device_resize and len(shapes) == 1 and all(on_device_exact(next(iter(shapes))[:2], s)
+                                                            for s in self.sizes):
+            # every crop has one shape (Aff-Wild2's aligned crops are all 112x112): ship the decoded pixels,
+            # the main process resizes the batch on the model's device (extract.resize: same pixels as PIL)
+            raw = torch.zeros((n, *next(iter(shapes))), dtype=torch.uint8)
+            for r in np.flatnonzero(ok):
+                raw.numpy()[r] = imgs[r]
+            out["raw"] = raw
+            return out
+        for s in self.sizes:
+            pix = torch.zeros((n, s, s, 3), dtype=torch.uint8)
+            view = pix.numpy()                             # fill through a numpy view (no per-row tensors)
+            for r in np.flatnonzero(ok):
+                view[r] = resize_square(imgs[r], s)
+            out["pix"][s] = pix
+        return out
 
 
 class VideoChunks(_IterableDataset):
@@ -184,6 +202,14 @@ class _Pending:
     received: int = 0
 
 
+def _pixels(chunk: dict, sizes: Sequence[int], device) -> dict:
+    """Model input per size: the workers' resized crops, or the decoded crops resized here on `device`."""
+    if "raw" not in chunk:
+        return chunk["pix"]
+    raw = chunk["raw"].to(device, non_blocking=True)
+    return {s: resize_bilinear(raw, s) for s in sizes}
+
+
 def _forward(ext, x, ok: np.ndarray, outputs: dict[str, int]) -> dict[str, np.ndarray]:
     """Outputs for the rows of `x`; rows where `ok` is False are zeros and never reach the model."""
     n = len(ok)
@@ -194,7 +220,7 @@ def _forward(ext, x, ok: np.ndarray, outputs: dict[str, int]) -> dict[str, np.nd
         y = ext(x)
     else:
         import torch
-        y = ext(x[torch.from_numpy(ok)])
+        y = ext(x[torch.from_numpy(ok).to(x.device)])
     for k in outputs:
         res[k][ok] = y[k]
     return res
@@ -218,15 +244,20 @@ def _check_source(store: FeatureStore, name: str, prov: dict, path: Path) -> Non
 def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, batch: int = 64,
         workers: int | None = None, device: str = "cpu", shard: tuple[int, int] | None = None,
         limit_videos: int | None = None, detector: DetectorConfig | None = None,
-        progress: bool = True) -> Summary:
+        progress: bool = True, resize_on: str = "auto") -> Summary:
     """Extract features of `source`'s videos with every extractor into the cache `out` (resumable).
 
     `extractors` are built extractor objects (see extract.base.Extractor), already on `device`.
     With `shard=(i, n)` only shard i's videos are extracted, into ``<out stem>.shard-i-of-n.h5``.
+    `resize_on`: where image crops are resized to each model's input size: "workers" (PIL, in the decode
+    processes), "device" (a batch at a time on `device`, bit-identical to PIL, for batches whose crops share
+    one shape no larger than the input; others still resize in the workers) or "auto" (device on CUDA).
     """
     t0 = time.perf_counter()
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
+    if resize_on not in ("auto", "workers", "device"):
+        raise InputError(f"--resize-on must be auto, workers or device, got {resize_on!r}")
     names = [e.name for e in extractors]
     if len(set(names)) != len(names):
         raise InputError(f"two extractors share the name {sorted(n for n in names if names.count(n) > 1)[0]!r}; "
@@ -246,11 +277,13 @@ def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, ba
     if workers is None:
         workers = max(1, min(8, (os.cpu_count() or 2) - 1))
     cuda = str(device).startswith("cuda")
+    device_resize = resize_on == "device" or (resize_on == "auto" and cuda)
 
     store = FeatureStore(out, mode="a")
     finished = False
     try:
-        _extract(store, source, videos, extractors, out, prov, summary, batch, workers, cuda, detector, progress)
+        _extract(store, source, videos, extractors, out, prov, summary, batch, workers, device, detector,
+                 progress, device_resize)
         finished = True
     finally:
         try:
@@ -264,8 +297,10 @@ def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, ba
     return summary
 
 
-def _extract(store, source, videos, extractors, out, prov, summary, batch, workers, cuda, detector, progress):
+def _extract(store, source, videos, extractors, out, prov, summary, batch, workers, device, detector, progress,
+             device_resize):
     import torch
+    cuda = str(device).startswith("cuda")
     from tqdm.auto import tqdm
     writers = []
     for e in extractors:
@@ -289,7 +324,7 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
         ds = VideoChunks([videos[k] for k in todo], todo, sizes, batch, detector)
         n_workers = min(workers, len(todo))
     else:
-        ds = ImageBatches([videos[k] for k in todo], todo, sizes, batch)
+        ds = ImageBatches([videos[k] for k in todo], todo, sizes, batch, device_resize)
         n_workers = min(workers, len(ds))
     # OpenCV's thread pool does not survive fork(): a forked worker that calls cv2 after the parent has used it
     # deadlocks. Video workers (cv2 detection) therefore start from a fresh forkserver process; image workers
@@ -322,17 +357,20 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
                 vid = chunk["video"].numpy()
                 ok = chunk["ok"].numpy()
                 t = clock()
+                pix = _pixels(chunk, sizes, device)
                 results = []
                 for j, e in enumerate(extractors):
                     rows = needs[vid, j]
                     if not rows.any():
                         results.append(None)
                         continue
-                    x = chunk["pix"][size_of[j]]
+                    x = pix[size_of[j]]
+                    if x.device.type != "cpu" and not isinstance(e, TorchExtractor):
+                        x = x.cpu()                 # numpy-fed runtimes (onnxruntime, Keras) read host memory
                     if rows.all():
                         results.append(_forward(e, x, ok, e.outputs))
                     else:
-                        r = _forward(e, x[torch.from_numpy(rows)], ok[rows], e.outputs)
+                        r = _forward(e, x[torch.from_numpy(rows).to(x.device)], ok[rows], e.outputs)
                         full = {k: np.zeros((len(vid), d), np.float32) for k, d in e.outputs.items()}
                         for k in full:
                             full[k][rows] = r[k]
