@@ -43,6 +43,12 @@ class Extractor:
     def __call__(self, batch) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def launch(self, batch) -> Callable[[], dict[str, np.ndarray]]:
+        """Start the forward pass of `batch`; calling the result gives the outputs. An extractor on an
+        asynchronous device returns before the pass ends, so the caller's work overlaps it; here it runs now."""
+        out = self(batch)
+        return lambda: out
+
     @property
     def precision(self) -> str:
         return "float32"
@@ -91,6 +97,7 @@ class TorchExtractor(Extractor):
         self.device = torch.device("cpu")
         self.amp: str | None = None
         self.channels_last = False
+        self._norm = None                  # mean, std as tensors on the device (made once)
         if isinstance(net, torch.nn.Module):
             net.eval()
 
@@ -130,28 +137,52 @@ class TorchExtractor(Extractor):
         self._apply_memory_format()
         return self
 
-    def forward01(self, x):
-        """Run on a float NCHW tensor of [0, 1] pixels; returns float32 numpy arrays per output."""
+    def _tensors(self, x) -> dict:
+        """Outputs of a float NCHW batch of [0, 1] pixels as tensors on the device (not synchronised)."""
         import torch
         self._check_amp()
         with torch.inference_mode():
             x = x.to(self.device, non_blocking=True).float()
-            mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
-            x = (x - mean) / std
+            if self._norm is None or self._norm[0].device != self.device:
+                self._norm = (torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1),
+                              torch.tensor(self.std, device=self.device).view(1, -1, 1, 1))
+            x = (x - self._norm[0]) / self._norm[1]
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "")
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 out = self.net(x)
-            return {k: out[k].float().cpu().numpy() for k in self.outputs}
+            return {k: out[k].float() for k in self.outputs}
 
-    def __call__(self, batch) -> dict[str, np.ndarray]:
-        """uint8 (B, H, W, 3) RGB batch (numpy or torch); a float batch is taken as [0, 1] pixels."""
+    def forward01(self, x):
+        """Run on a float NCHW tensor of [0, 1] pixels; returns float32 numpy arrays per output."""
+        return {k: v.cpu().numpy() for k, v in self._tensors(x).items()}
+
+    def _input01(self, batch):
         import torch
         self.check_batch(batch)
         t = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
         is_float = torch.is_floating_point(t)
         # uint8 on the wire (4x less to copy to a GPU than float); scale on the device
         t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        return self.forward01(t if is_float else t / 255.0)
+        return t if is_float else t / 255.0
+
+    def __call__(self, batch) -> dict[str, np.ndarray]:
+        """uint8 (B, H, W, 3) RGB batch (numpy or torch); a float batch is taken as [0, 1] pixels."""
+        return self.forward01(self._input01(batch))
+
+    def launch(self, batch) -> Callable[[], dict[str, np.ndarray]]:
+        if self.device.type != "cuda":
+            return super().launch(batch)
+        import torch
+        with torch.inference_mode():
+            # device -> host copies into pinned memory, queued behind the forward pass; the event says when
+            # they are done, so the caller can prepare the next batch meanwhile
+            host = {k: v.to("cpu", non_blocking=True) for k, v in self._tensors(self._input01(batch)).items()}
+            done = torch.cuda.Event()
+            done.record()
+
+        def finish() -> dict[str, np.ndarray]:
+            done.synchronize()
+            return {k: v.numpy() for k, v in host.items()}
+        return finish

@@ -46,8 +46,9 @@ def coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, w
 
 
+@lru_cache(maxsize=32)
 def _matrix(in_size: int, out_size: int, device, dtype):
-    """The (in, out) matrix of one axis's taps, in 2**-22 units."""
+    """The (in, out) matrix of one axis's taps, in 2**-22 units (kept on the device: made once per shape)."""
     import torch
     idx, w = coefficients(in_size, out_size)
     m = np.zeros((in_size, out_size), np.float64)

@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -210,20 +210,30 @@ def _pixels(chunk: dict, sizes: Sequence[int], device) -> dict:
     return {s: resize_bilinear(raw, s) for s in sizes}
 
 
-def _forward(ext, x, ok: np.ndarray, outputs: dict[str, int]) -> dict[str, np.ndarray]:
-    """Outputs for the rows of `x`; rows where `ok` is False are zeros and never reach the model."""
+def _take(x, rows: np.ndarray):
+    """Rows of a batch tensor; the index is known on the host, so a GPU need not report a count back (a
+    boolean mask would make the host wait for the device)."""
+    import torch
+    return x.index_select(0, torch.from_numpy(np.flatnonzero(rows)).to(x.device, non_blocking=True))
+
+
+def _launch(ext, x, rows: np.ndarray, ok: np.ndarray, outputs: dict[str, int]) -> Callable[[], dict]:
+    """Start `ext` on the batch rows that need it (`rows`) and hold a face (`ok`); the returned function gives
+    outputs for every row of the batch, zeros where a row was not run."""
     n = len(ok)
-    res = {k: np.zeros((n, d), np.float32) for k, d in outputs.items()}
-    if not ok.any():
+    run_rows = rows & ok
+    fin = None
+    if run_rows.any():
+        fin = ext.launch(x if run_rows.all() else _take(x, run_rows))
+
+    def finish() -> dict[str, np.ndarray]:
+        res = {k: np.zeros((n, d), np.float32) for k, d in outputs.items()}
+        if fin is not None:
+            y = fin()
+            for k in outputs:
+                res[k][run_rows] = y[k]
         return res
-    if ok.all():
-        y = ext(x)
-    else:
-        import torch
-        y = ext(x[torch.from_numpy(ok).to(x.device)])
-    for k in outputs:
-        res[k][ok] = y[k]
-    return res
+    return finish
 
 
 def _source_provenance(source: Source) -> dict:
@@ -341,16 +351,39 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
                desc=out.name, smoothing=0.1)
     try:
         clock = time.perf_counter
+
+        def finish(batch) -> None:
+            """Outputs of a launched batch into the videos' buffers; commit every video now complete."""
+            chunk, vid, ok, launched = batch
+            t = clock()
+            results = [f() if f is not None else None for f in launched]
+            summary.model_s += clock() - t
+            _collect(chunk, vid, ok, results, pending)
+            bar.update(len(vid))
+            t = clock()
+            for k in _complete(pending, chunk["ends"], vid):
+                p = pending.pop(k)
+                if p.received == 0:
+                    log.warning("%s: no frames decoded; skipped", videos[k].describe())
+                    continue
+                _commit(videos[k], p, writers, needs[k], out)
+                summary.videos += 1
+                summary.frames += p.received
+                summary.no_face += int(p.received - sum(int(f.sum()) for f in p.faces))
+                bar.set_postfix_str(f"{summary.videos}/{len(todo)} videos", refresh=False)
+            summary.write_s += clock() - t
+
+        # One batch in flight: batch i+1 is fetched and launched before batch i's outputs are read, so on a GPU
+        # the forward pass overlaps the host's work (waiting for frames, collecting, writing).
+        prev = None
         with torch.inference_mode():
             it = iter(loader)
             while True:
                 t = clock()
                 chunk = next(it, None)
                 summary.wait_s += clock() - t
-                if chunk is None:
+                if chunk is None or "error" in chunk:
                     break
-                if "error" in chunk:
-                    raise InputError(chunk["error"])
                 for path, why in chunk["bad"]:
                     log.warning("%s: %s; frame masked (face=False)", path, why)
                     summary.bad_files += 1
@@ -358,38 +391,21 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
                 ok = chunk["ok"].numpy()
                 t = clock()
                 pix = _pixels(chunk, sizes, device)
-                results = []
+                launched = []
                 for j, e in enumerate(extractors):
                     rows = needs[vid, j]
-                    if not rows.any():
-                        results.append(None)
-                        continue
                     x = pix[size_of[j]]
-                    if x.device.type != "cpu" and not isinstance(e, TorchExtractor):
+                    if rows.any() and x.device.type != "cpu" and not isinstance(e, TorchExtractor):
                         x = x.cpu()                 # numpy-fed runtimes (onnxruntime, Keras) read host memory
-                    if rows.all():
-                        results.append(_forward(e, x, ok, e.outputs))
-                    else:
-                        r = _forward(e, x[torch.from_numpy(rows).to(x.device)], ok[rows], e.outputs)
-                        full = {k: np.zeros((len(vid), d), np.float32) for k, d in e.outputs.items()}
-                        for k in full:
-                            full[k][rows] = r[k]
-                        results.append(full)
+                    launched.append(_launch(e, x, rows, ok, e.outputs) if rows.any() else None)
                 summary.model_s += clock() - t
-                _collect(chunk, vid, ok, results, pending)
-                bar.update(len(vid))
-                t = clock()
-                for k in _complete(pending, chunk["ends"], vid):
-                    p = pending.pop(k)
-                    if p.received == 0:
-                        log.warning("%s: no frames decoded; skipped", videos[k].describe())
-                        continue
-                    _commit(videos[k], p, writers, needs[k], out)
-                    summary.videos += 1
-                    summary.frames += p.received
-                    summary.no_face += int(p.received - sum(int(f.sum()) for f in p.faces))
-                    bar.set_postfix_str(f"{summary.videos}/{len(todo)} videos", refresh=False)
-                summary.write_s += clock() - t
+                if prev is not None:
+                    finish(prev)
+                prev = (chunk, vid, ok, launched)
+            if prev is not None:
+                finish(prev)            # before any error below: what was decoded is committed
+            if chunk is not None:
+                raise InputError(chunk["error"])
     finally:
         bar.close()
     if pending:     # cannot happen unless a worker lost rows: refuse to commit partial videos

@@ -184,6 +184,37 @@ def test_workers_and_batch_size_do_not_change_features(synth, tmp_path):
     assert_same(read_all(tmp_path / "a.h5"), read_all(tmp_path / "b.h5"))
 
 
+class AsyncTiny(TinyExtractor):
+    """Like an extractor on a GPU: `launch` returns before the outputs exist; records the call order."""
+
+    def __init__(self, log: list, **kw):
+        super().__init__(**kw)
+        self.log = log
+
+    def launch(self, batch):
+        k = sum(what == "launch" for what, _ in self.log)
+        self.log.append(("launch", k))
+        out = self(batch)
+
+        def finish():
+            self.log.append(("finish", k))
+            return out
+        return finish
+
+
+def test_next_batch_is_launched_before_the_previous_is_read(synth, tmp_path):
+    root, _ = synth
+    order: list = []
+    run(discover(root), [AsyncTiny(order)], tmp_path / "a.h5", batch=8, workers=0, progress=False)
+    launches = [k for what, k in order if what == "launch"]
+    assert len(launches) > 2
+    # batch i is read after batch i+1 started (the last one after the loop ends)
+    for i in launches[:-1]:
+        assert order.index(("finish", i)) > order.index(("launch", i + 1))
+    run(discover(root), [TinyExtractor()], tmp_path / "s.h5", batch=8, workers=0, progress=False)
+    assert_same(read_all(tmp_path / "a.h5"), read_all(tmp_path / "s.h5"))
+
+
 def test_rerun_skips_committed_and_partial_run_resumes_to_the_same_cache(synth, tmp_path):
     root, _ = synth
     ref = tmp_path / "ref.h5"
