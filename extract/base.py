@@ -35,9 +35,10 @@ class Extractor:
     def to(self, device: str) -> "Extractor":
         return self
 
-    def configure(self, amp: str | None = None, channels_last: bool = False) -> "Extractor":
-        if amp or channels_last:
-            warnings.warn(f"extractor {self.name}: amp / channels_last apply to torch models only; ignored")
+    def configure(self, amp: str | None = None, channels_last: bool = False, compile: bool = False) -> "Extractor":
+        if amp or channels_last or compile:
+            warnings.warn(f"extractor {self.name}: amp / channels_last / compile apply to torch models only; "
+                          f"ignored")
         return self
 
     def __call__(self, batch) -> dict[str, np.ndarray]:
@@ -98,6 +99,9 @@ class TorchExtractor(Extractor):
         self.amp: str | None = None
         self.channels_last = False
         self._norm = None                  # mean, std as tensors on the device (made once)
+        self.compile = False
+        self._compiled = None
+        self._pad_to = 0                   # compiled: batches are padded to this many rows
         if isinstance(net, torch.nn.Module):
             net.eval()
 
@@ -107,18 +111,31 @@ class TorchExtractor(Extractor):
 
     def runtime(self) -> dict:
         import torch
-        out = {"device": self.device.type, "channels_last": self.channels_last}
+        out = {"device": self.device.type, "channels_last": self.channels_last, "compiled": self.compile}
         if self.device.type == "cuda" and not self.amp:
             # float32 convolutions on Ampere+ GPUs run in TF32 by default: ~1e-3 relative from CPU float32
             out["cuda_tf32"] = bool(torch.backends.cudnn.allow_tf32)
         return out
 
-    def configure(self, amp: str | None = None, channels_last: bool = False) -> "TorchExtractor":
+    def configure(self, amp: str | None = None, channels_last: bool = False,
+                  compile: bool = False) -> "TorchExtractor":
+        """`compile`: run the network through ``torch.compile`` (inductor; on a 2-core CPU EfficientNet-B0 runs
+        ~1.6x faster after ~1 min of compiling). Batches are zero-padded to the largest size seen so that one
+        compiled graph serves every batch (rows are independent, padding rows are dropped)."""
         if amp not in (None, "", "bf16", "fp16"):
             raise InputError(f"extractor {self.name}: amp must be bf16, fp16 or empty, got {amp!r}")
-        self.amp, self.channels_last = amp or None, bool(channels_last)
+        self.amp, self.channels_last, self.compile = amp or None, bool(channels_last), bool(compile)
+        self._compiled = None
         self._apply_memory_format()
         return self
+
+    def _network(self):
+        if not self.compile:
+            return self.net
+        if self._compiled is None:
+            import torch
+            self._compiled = torch.compile(self.net, dynamic=False)
+        return self._compiled
 
     def _check_amp(self) -> None:
         if self.amp == "fp16" and self.device.type != "cuda":
@@ -147,12 +164,17 @@ class TorchExtractor(Extractor):
                 self._norm = (torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1),
                               torch.tensor(self.std, device=self.device).view(1, -1, 1, 1))
             x = (x - self._norm[0]) / self._norm[1]
+            n = len(x)
+            if self.compile:
+                self._pad_to = max(self._pad_to, n)
+                if n < self._pad_to:         # one shape, one compiled graph
+                    x = torch.cat([x, x.new_zeros((self._pad_to - n, *x.shape[1:]))])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "")
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                out = self.net(x)
-            return {k: out[k].float() for k in self.outputs}
+                out = self._network()(x)
+            return {k: out[k][:n].float() for k in self.outputs}
 
     def forward01(self, x):
         """Run on a float NCHW tensor of [0, 1] pixels; returns float32 numpy arrays per output."""

@@ -45,7 +45,7 @@ def split_specs(text: str) -> list[str]:
 
 
 def create_extractor(spec: str, device: str, allow_pickle: bool = False, amp: str | None = None,
-                     channels_last: bool = False):
+                     channels_last: bool = False, compile: bool = False):
     """Build one extractor through the registry; `allow_pickle` goes only to factories that take it."""
     from . import registry
     kw = {"device": device}
@@ -53,6 +53,8 @@ def create_extractor(spec: str, device: str, allow_pickle: bool = False, amp: st
         kw["amp"] = amp
     if channels_last:
         kw["channels_last"] = True
+    if compile:
+        kw["compile"] = True
     if allow_pickle:
         registry.list_extractors()
         name = registry.parse_spec(spec)[0]
@@ -87,7 +89,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     det = DetectorConfig(margin=a.margin, smooth=a.smooth, detect_size=a.detect_size)
     source = discover(data, a.layout, crops=a.crops, detector=det.to_dict())
     amp = a.amp if a.amp != "none" else None
-    extractors = [create_extractor(s, a.device, a.allow_pickle, amp, a.channels_last)
+    extractors = [create_extractor(s, a.device, a.allow_pickle, amp, a.channels_last, a.compile)
                   for s in split_specs(a.extractors)]
     summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
                   limit_videos=a.limit_videos, detector=det, progress=not a.quiet,
@@ -134,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="autocast for torch models (changes the features; recorded in the cache)")
     r.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch models (GPU)")
+    r.add_argument("--compile", action="store_true",
+                   help="torch.compile torch models (about a minute of compiling; ~1.6x faster B0 on a 2-core CPU)")
     r.add_argument("--margin", type=float, default=0.2, help="videos: crop side = (1 + margin) x face box")
     r.add_argument("--smooth", type=float, default=0.0, help="videos: box smoothing factor in [0, 1)")
     r.add_argument("--detect-size", type=int, default=256, help="videos: long side seen by the face detector")

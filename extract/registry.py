@@ -16,7 +16,8 @@ float, a comma list of numbers (``mean=0.5,0.5,0.5``), else text. Examples::
     exported:poster.pt2:size=224:mean=0.485,0.456,0.406:std=0.229,0.224,0.225:name=posterpp
 
 Options every extractor takes: ``name`` (the HDF5 group name; default the registry name), ``amp``
-(bf16|fp16, torch models), ``channels_last`` (torch models), ``device``. When a checkpoint is left out,
+(bf16|fp16, torch models), ``channels_last`` (torch models), ``compile`` (torch.compile, torch models),
+``device``. When a checkpoint is left out,
 ``<name>.safetensors`` (then ``.pt``/``.pth``) is looked up in $AFFECT_FEATURES_HOME or
 ~/.cache/affect-features/.
 """
@@ -31,7 +32,7 @@ from features.errors import InputError
 from .base import Extractor
 
 _REGISTRY: dict[str, Callable[..., Extractor]] = {}
-_COMMON = ("name", "amp", "channels_last", "device")
+_COMMON = ("name", "amp", "channels_last", "compile", "device")
 _NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -117,6 +118,7 @@ def create(spec: str, **kw: Any) -> Extractor:
         raise InputError(f"extractor name {ext.name!r} must not contain '/'")
     if common.get("device"):
         ext.to(str(common["device"]))
-    if common.get("amp") or common.get("channels_last"):
-        ext.configure(amp=common.get("amp") or None, channels_last=bool(common.get("channels_last")))
+    if common.get("amp") or common.get("channels_last") or common.get("compile"):
+        ext.configure(amp=common.get("amp") or None, channels_last=bool(common.get("channels_last")),
+                      compile=bool(common.get("compile")))
     return ext
