@@ -77,6 +77,13 @@ class Summary:
 # ----------------------------------------------------------------------------------------------------------
 # decoding in worker processes
 
+def _as_is(item: dict) -> dict:
+    """The loader's collate function: keep numpy metadata as numpy. The default turns every array into a
+    tensor, and each tensor then crosses from the worker through its own file descriptor handshake (~1 ms);
+    only the pixels need shared memory."""
+    return item
+
+
 def _worker_init(_: int) -> None:
     # decode workers are many; keep each single-threaded so they do not fight over cores
     import torch
@@ -127,8 +134,7 @@ class ImageBatches(_Dataset):
                 continue
             imgs[r] = img
         ok = np.array([im is not None for im in imgs], bool)
-        out = {"video": torch.from_numpy(self.vid[sl]), "frame": torch.from_numpy(self.frame[sl]),
-               "ok": torch.from_numpy(ok), "pix": {}, "bad": bad, "ends": {}}
+        out = {"video": self.vid[sl], "frame": self.frame[sl], "ok": ok, "pix": {}, "bad": bad, "ends": {}}
         shapes = {im.shape for im in imgs if im is not None}
         if self.device_resize and len(shapes) == 1 and all(on_device_exact(next(iter(shapes))[:2], s)
                                                             for s in self.sizes):
@@ -172,8 +178,8 @@ class VideoChunks(_IterableDataset):
                     if c is not None:
                         for s in self.sizes:
                             pix[s].numpy()[r] = c[s]
-                return {"video": torch.full((m,), vi, dtype=torch.int64),
-                        "frame": torch.tensor(frames, dtype=torch.int64), "ok": torch.tensor(oks, dtype=torch.bool),
+                return {"video": np.full(m, vi, np.int64), "frame": np.array(frames, np.int64).reshape(m),
+                        "ok": np.array(oks, bool).reshape(m),
                         "pix": pix, "bad": [], "ends": {vi: count} if end else {}}
             try:
                 for found, crop in face_crops(path, self.sizes, self.detector):
@@ -341,7 +347,7 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
     # use PIL only and fork (cheaper start).
     ctx = "forkserver" if source.layout == "videos" and n_workers else None
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=None, num_workers=n_workers, pin_memory=cuda, worker_init_fn=_worker_init,
+        ds, batch_size=None, collate_fn=_as_is, num_workers=n_workers, pin_memory=cuda, worker_init_fn=_worker_init,
         prefetch_factor=4 if n_workers else None, persistent_workers=False, multiprocessing_context=ctx)
 
     pending: dict[int, _Pending] = {
@@ -387,8 +393,7 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
                 for path, why in chunk["bad"]:
                     log.warning("%s: %s; frame masked (face=False)", path, why)
                     summary.bad_files += 1
-                vid = chunk["video"].numpy()
-                ok = chunk["ok"].numpy()
+                vid, ok = chunk["video"], chunk["ok"]
                 t = clock()
                 pix = _pixels(chunk, sizes, device)
                 launched = []
@@ -417,7 +422,7 @@ def _collect(chunk: dict, vid: np.ndarray, ok: np.ndarray, results: list, pendin
     """Append the chunk's rows to each video's pending buffers (rows of a video are contiguous and ordered)."""
     if len(vid) == 0:
         return
-    frame = chunk["frame"].numpy()
+    frame = chunk["frame"]
     cuts = np.flatnonzero(np.diff(vid)) + 1
     for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(vid)]):
         p = pending[int(vid[lo])]
