@@ -120,7 +120,7 @@ class TorchExtractor(Extractor):
     def configure(self, amp: str | None = None, channels_last: bool = False,
                   compile: bool = False) -> "TorchExtractor":
         """`compile`: run the network through ``torch.compile`` (inductor; on a 2-core CPU EfficientNet-B0 runs
-        ~1.6x faster after ~1 min of compiling). Batches are zero-padded to the largest size seen so that one
+        ~1.5x faster after ~1 min of compiling). Batches are zero-padded to the largest size seen so that one
         compiled graph serves every batch (rows are independent, padding rows are dropped)."""
         if amp not in (None, "", "bf16", "fp16"):
             raise InputError(f"extractor {self.name}: amp must be bf16, fp16 or empty, got {amp!r}")

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast for torch models (changes the features; recorded in the cache)")
     r.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch models (GPU)")
     r.add_argument("--compile", action="store_true",
-                   help="torch.compile torch models (about a minute of compiling; ~1.6x faster B0 on a 2-core CPU)")
+                   help="torch.compile torch models (about a minute of compiling; ~1.5x faster B0 on a 2-core CPU)")
     r.add_argument("--margin", type=float, default=0.2, help="videos: crop side = (1 + margin) x face box")
     r.add_argument("--smooth", type=float, default=0.0, help="videos: box smoothing factor in [0, 1)")
     r.add_argument("--detect-size", type=int, default=256, help="videos: long side seen by the face detector")
