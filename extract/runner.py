@@ -136,16 +136,19 @@ class ImageBatches(_Dataset):
         ok = np.array([im is not None for im in imgs], bool)
         out = {"video": self.vid[sl], "frame": self.frame[sl], "ok": ok, "pix": {}, "bad": bad, "ends": {}}
         shapes = {im.shape for im in imgs if im is not None}
-        if self.device_resize and len(shapes) == 1 and all(on_device_exact(next(iter(shapes))[:2], s)
-                                                            for s in self.sizes):
-            # every crop has one shape (Aff-Wild2's aligned crops are all 112x112): ship the decoded pixels,
-            # the main process resizes the batch on the model's device (extract.resize: same pixels as PIL)
-            raw = torch.zeros((n, *next(iter(shapes))), dtype=torch.uint8)
-            for r in np.flatnonzero(ok):
-                raw.numpy()[r] = imgs[r]
-            out["raw"] = raw
-            return out
-        for s in self.sizes:
+        here = self.sizes
+        if self.device_resize and len(shapes) == 1:
+            shape = next(iter(shapes))
+            here = [s for s in self.sizes if not on_device_exact(shape[:2], s)]
+            if len(here) < len(self.sizes):
+                # every crop has one shape (Aff-Wild2's aligned crops are all 112x112): ship the decoded
+                # pixels; the main process resizes them up on the model's device (extract.resize: same pixels
+                # as PIL). Downscales (e.g. a 64 px model beside a 224 px one) are still done here.
+                raw = torch.zeros((n, *shape), dtype=torch.uint8)
+                for r in np.flatnonzero(ok):
+                    raw.numpy()[r] = imgs[r]
+                out["raw"] = raw
+        for s in here:
             pix = torch.zeros((n, s, s, 3), dtype=torch.uint8)
             view = pix.numpy()                             # fill through a numpy view (no per-row tensors)
             for r in np.flatnonzero(ok):
@@ -209,11 +212,13 @@ class _Pending:
 
 
 def _pixels(chunk: dict, sizes: Sequence[int], device) -> dict:
-    """Model input per size: the workers' resized crops, or the decoded crops resized here on `device`."""
-    if "raw" not in chunk:
-        return chunk["pix"]
-    raw = chunk["raw"].to(device, non_blocking=True)
-    return {s: resize_bilinear(raw, s) for s in sizes}
+    """Model input per size: the workers' resized crops, and the decoded crops resized here on `device` for
+    the sizes the workers left out."""
+    pix = dict(chunk["pix"])
+    if "raw" in chunk:
+        raw = chunk["raw"].to(device, non_blocking=True)
+        pix.update({s: resize_bilinear(raw, s) for s in sizes if s not in pix})
+    return pix
 
 
 def _take(x, rows: np.ndarray):

@@ -115,11 +115,17 @@ def test_mixed_shapes_and_downscales_resize_in_the_workers(tmp_path, monkeypatch
         resize_on="workers")
     assert_same(read_all(tmp_path / "w.h5"), read_all(tmp_path / "d.h5"))
     assert read_all(tmp_path / "d.h5")[1]["face"].tolist() == [True, False, True, True, True, True]
-    # a downscale (40 px model, 30 px crops upscale; 20 px model downscales) stays with PIL
+    # a downscale stays with PIL; beside an upscale, only the upscale moves to the device
     calls.clear()
     run(discover(tmp_path), [TinyExtractor(20, name="small")], tmp_path / "s.h5", batch=2, workers=0,
         progress=False, resize_on="device")
     assert calls == []
+    both = lambda: [TinyExtractor(20, name="small"), TinyExtractor(40)]   # noqa: E731
+    run(discover(tmp_path), both(), tmp_path / "b.h5", batch=2, workers=0, progress=False, resize_on="device")
+    assert [s for _, s in calls] == [40, 40]
+    run(discover(tmp_path), both(), tmp_path / "bw.h5", batch=2, workers=0, progress=False, resize_on="workers")
+    for name in ("small", "tiny"):
+        assert_same(read_all(tmp_path / "bw.h5", name), read_all(tmp_path / "b.h5", name))
 
 
 def test_bad_resize_option(crops, tmp_path):
