@@ -321,8 +321,8 @@ def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, ba
 def _extract(store, source, videos, extractors, out, prov, summary, batch, workers, device, detector, progress,
              device_resize):
     import torch
-    cuda = str(device).startswith("cuda")
     from tqdm.auto import tqdm
+    cuda = str(device).startswith("cuda")
     writers = []
     for e in extractors:
         _check_source(store, e.name, prov, out)
@@ -352,8 +352,9 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
     # use PIL only and fork (cheaper start).
     ctx = "forkserver" if source.layout == "videos" and n_workers else None
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=None, collate_fn=_as_is, num_workers=n_workers, pin_memory=cuda, worker_init_fn=_worker_init,
-        prefetch_factor=4 if n_workers else None, persistent_workers=False, multiprocessing_context=ctx)
+        ds, batch_size=None, collate_fn=_as_is, num_workers=n_workers, pin_memory=cuda,
+        worker_init_fn=_worker_init, prefetch_factor=4 if n_workers else None, persistent_workers=False,
+        multiprocessing_context=ctx)
 
     pending: dict[int, _Pending] = {
         k: _Pending(videos[k].n_frames if isinstance(videos[k], ImageVideo) else None) for k in todo}
