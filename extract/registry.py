@@ -17,7 +17,7 @@ float, a comma list of numbers (``mean=0.5,0.5,0.5``), else text. Examples::
 
 Options every extractor takes: ``name`` (the HDF5 group name; default the registry name), ``amp``
 (bf16|fp16, torch models), ``channels_last`` (torch models), ``compile`` (torch.compile, torch models),
-``device``. When a checkpoint is left out,
+``runtime`` (torch | onnxruntime: a torch model exported in memory and run by onnxruntime), ``device``. When a checkpoint is left out,
 ``<name>.safetensors`` (then ``.pt``/``.pth``) is looked up in $AFFECT_FEATURES_HOME or
 ~/.cache/affect-features/.
 """
@@ -32,7 +32,7 @@ from features.errors import InputError
 from .base import Extractor
 
 _REGISTRY: dict[str, Callable[..., Extractor]] = {}
-_COMMON = ("name", "amp", "channels_last", "compile", "device")
+_COMMON = ("name", "amp", "channels_last", "compile", "runtime", "device")
 _NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -121,4 +121,10 @@ def create(spec: str, **kw: Any) -> Extractor:
     if common.get("amp") or common.get("channels_last") or common.get("compile"):
         ext.configure(amp=common.get("amp") or None, channels_last=bool(common.get("channels_last")),
                       compile=bool(common.get("compile")))
+    runtime = str(common.get("runtime") or "torch")
+    if runtime not in ("torch", "onnxruntime"):
+        raise InputError(f"extractor {name!r}: runtime must be torch or onnxruntime, got {runtime!r}")
+    if runtime == "onnxruntime":
+        from .models.onnx_twin import from_torch
+        ext = from_torch(ext)
     return ext

@@ -65,3 +65,39 @@ def test_onnx_twin_errors(onnx_files, tmp_path):
         create(f"enet_b0_8_best_vgaf:{junk}")
     with pytest.raises(InputError, match="not found"):
         create(f"enet_b0_8_best_vgaf:{tmp_path / 'missing.onnx'}")
+
+
+def test_torch_models_run_through_onnxruntime(tmp_path):
+    """runtime=onnxruntime: the torch network exported in memory gives the torch outputs, under the torch
+    checkpoint's provenance (same store group)."""
+    from safetensors.torch import save_file
+    model = _b0(torch.nn.Linear(1280, 10))
+    path = tmp_path / "mtl.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    ref = create(f"enet_b0_8_va_mtl:{path}")
+    ort_ext = create(f"enet_b0_8_va_mtl:{path}:runtime=onnxruntime")
+    assert ort_ext.outputs == ref.outputs == {"embedding": 1280, "logits": 8, "va": 2}
+    batch = np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    a, b = ref(batch), ort_ext(batch)
+    for k in ref.outputs:
+        _close(b[k], a[k])
+    ia, ib = ref.info(), ort_ext.info()
+    assert ib.checkpoint_sha256 == ia.checkpoint_sha256 and ib.normalization == ia.normalization
+    assert ib.extra["runtime"].startswith("onnxruntime") and ib.extra["class_names"] == ia.extra["class_names"]
+    with pytest.raises(InputError, match="runtime must be torch or onnxruntime"):
+        create(f"enet_b0_8_va_mtl:{path}:runtime=tensorrt")
+    with pytest.raises(InputError, match="drop amp / compile"):
+        create(f"enet_b0_8_va_mtl:{path}:runtime=onnxruntime:compile=1")
+
+
+def test_onnxruntime_option_leaves_other_extractors_alone():
+    from extract.cli import create_extractor
+    from extract.models.onnx_twin import OnnxExtractor, from_torch
+    from test_extract_resize import TinyTorch
+    fer = create_extractor("fer", "cpu", runtime="onnxruntime")
+    assert not isinstance(fer, OnnxExtractor)
+    tiny = TinyTorch(40)
+    ext = from_torch(tiny)                       # embedding only (no logits): outputs found by name
+    assert ext.outputs == {"embedding": 4}
+    x = np.random.default_rng(0).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
+    _close(ext(x)["embedding"], tiny(x)["embedding"])
