@@ -85,6 +85,19 @@ def _frames(root: Path, n: int, size: int = 112) -> Path:
     return root
 
 
+def _e2e(src, ext, prefix: Path, batch: int, workers: int, device: str):
+    """End-to-end run after a warm-up run on one video (one-off costs such as compiling left out):
+    (summary, frames/s, warm-up seconds)."""
+    from extract.runner import run as run_extraction
+    t = time.perf_counter()
+    run_extraction(src, [ext], f"{prefix}_warm.h5", batch=batch, workers=workers, device=device, progress=False,
+                   limit_videos=1)
+    warm = time.perf_counter() - t
+    t = time.perf_counter()
+    s = run_extraction(src, [ext], f"{prefix}.h5", batch=batch, workers=workers, device=device, progress=False)
+    return s, s.frames / (time.perf_counter() - t), warm
+
+
 def _model_only(ext, n: int, batch: int, device: str) -> float:
     import torch
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (batch, ext.input_size, ext.input_size, 3),
@@ -201,7 +214,6 @@ def _haar(quick: bool) -> list[dict]:
 def run(quick: bool = False, device: str = "cpu", frames: int | None = None, batch: int | None = None,
         workers: int | None = None) -> list[dict]:
     import torch
-    from extract.runner import run as run_extraction
     from extract.sources import discover
     cuda = device.startswith("cuda")
     if not cuda:
@@ -216,12 +228,7 @@ def run(quick: bool = False, device: str = "cpu", frames: int | None = None, bat
         ext = _b0(tmp, device, amp, cl)
         root = _frames(tmp / "data", n)
         src = discover(root)
-        # end-to-end, warm start (a tiny run first so that one-off costs do not count)
-        run_extraction(src, [ext], tmp / "warm.h5", batch=batch, workers=workers, device=device,
-                       progress=False, limit_videos=1)
-        t = time.perf_counter()
-        s = run_extraction(src, [ext], tmp / "c.h5", batch=batch, workers=workers, device=device, progress=False)
-        e2e = s.frames / (time.perf_counter() - t)
+        s, e2e, _ = _e2e(src, ext, tmp / "eager", batch, workers, device)
         model = _model_only(ext, n, batch, device)
         dev = torch.cuda.get_device_name(0) if cuda else f"CPU x{torch.get_num_threads()} threads"
         prec = f"{amp or 'fp32'}{' + channels_last' if cl else ''}"
@@ -245,14 +252,7 @@ def run(quick: bool = False, device: str = "cpu", frames: int | None = None, bat
                      "ok": e2e / loop >= 3})
         # torch.compile: the warm-up run compiles (about a minute on 2 cores), the timed run reuses the graph
         comp = _b0(tmp, device, amp, cl).configure(amp=amp, channels_last=cl, compile=True)
-        t = time.perf_counter()
-        run_extraction(src, [comp], tmp / "warm_comp.h5", batch=batch, workers=workers, device=device,
-                       progress=False, limit_videos=1)
-        compile_s = time.perf_counter() - t
-        t = time.perf_counter()
-        sc = run_extraction(src, [comp], tmp / "comp.h5", batch=batch, workers=workers, device=device,
-                            progress=False)
-        e2e_comp = sc.frames / (time.perf_counter() - t)
+        _, e2e_comp, compile_s = _e2e(src, comp, tmp / "compiled", batch, workers, device)
         rows.append({"benchmark": f"extract e2e with torch.compile (B0 224, batch {batch}, {prec}) vs the "
                                   f"per-image loop (hsemotion style), {dev}",
                      "measured": f"{e2e_comp:.0f} frames/s ({e2e_comp / e2e:.2f}x eager; first run with "
@@ -268,12 +268,7 @@ def run(quick: bool = False, device: str = "cpu", frames: int | None = None, bat
             # on a CPU, onnxruntime runs EfficientNet-B0 ~2.5x faster than PyTorch eager; small batches
             # stay in cache
             ob = 16
-            run_extraction(src, [onnx_ext], tmp / "warm_onnx.h5", batch=ob, workers=workers, device=device,
-                           progress=False, limit_videos=1)
-            t = time.perf_counter()
-            so = run_extraction(src, [onnx_ext], tmp / "onnx.h5", batch=ob, workers=workers, device=device,
-                                progress=False)
-            e2e_onnx = so.frames / (time.perf_counter() - t)
+            so, e2e_onnx, _ = _e2e(src, onnx_ext, tmp / "onnx", ob, workers, device)
             rows.append({"benchmark": f"extract e2e with the ONNX twin (onnxruntime, batch {ob}) vs the per-image "
                                       f"loop (hsemotion style, PyTorch), {dev}",
                          "measured": f"{e2e_onnx:.0f} frames/s (models {so.model_s:.1f} s, waiting {so.wait_s:.1f} s)",
