@@ -13,6 +13,7 @@ OUT        ?= cache/features.h5
 EXTRACTORS ?= fer
 DEVICE     ?= cpu
 BATCH      ?= 64
+EXTRACT_ARGS ?=
 TASK       ?= expr
 HEADS      ?= mlp,lama,blend
 K          ?= 0:200
@@ -43,7 +44,8 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 extract: setup
-	$(PY) -m extract run --data $(DATA) --out $(OUT) --extractors $(EXTRACTORS) --device $(DEVICE) --batch $(BATCH)
+	$(PY) -m extract run --data $(DATA) --out $(OUT) --extractors $(EXTRACTORS) --device $(DEVICE) --batch $(BATCH) \
+		$(EXTRACT_ARGS)
 
 classify: setup
 	$(PY) -m classify --task $(TASK) --cache $(OUT) --labels $(DATA) --heads $(HEADS)
