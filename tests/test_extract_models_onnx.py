@@ -101,3 +101,13 @@ def test_onnxruntime_option_leaves_other_extractors_alone():
     assert ext.outputs == {"embedding": 4}
     x = np.random.default_rng(0).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
     _close(ext(x)["embedding"], tiny(x)["embedding"])
+
+
+def test_normalization_is_bit_identical_to_the_array_expression():
+    from extract.models.onnx_twin import normalized_nchw
+    b = np.random.default_rng(2).integers(0, 256, (3, 17, 23, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ref = (np.asarray(b, np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    got = normalized_nchw(b, mean, std)
+    assert got.dtype == np.float32 and got.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(got, ref.transpose(0, 3, 1, 2))
