@@ -247,7 +247,7 @@ def _run_on(device: str, quick: bool, frames: int | None, batch: int | None, wor
                      "baseline": f"{model:.0f} frames/s model-only",
                      "ratio": e2e / model, "goal": ">= 0.9", "ok": e2e / model >= 0.9})
         big = src if n >= 4096 else discover(_frames(tmp / "data_big", 4096))   # fixed costs out of the way
-        rows.append(_ceiling(big, ext, tmp, batch, workers, device))
+        rows.append(_ceiling(big, ext, tmp, max(batch, 256), workers, device))   # at the GPU batch size
         rows.append(_worker_cost(big, 224, batch))
         n_loop = min(n, 64 if quick else (2000 if cuda else 256))
         paths = [p for v in src.videos for p in v.paths][:n_loop]
