@@ -139,6 +139,7 @@ def _worker_cost(src, size: int, batch: int) -> dict:
     resize then runs a batch at a time on the model's device, same pixels)."""
     import torch
     from extract.runner import ImageBatches
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     vids = list(src.videos)
     ms = {}
@@ -148,7 +149,7 @@ def _worker_cost(src, size: int, batch: int) -> dict:
         for i in range(len(ds)):
             ds[i]
         ms[dev] = min(ms.get(dev, 1e9), 1000 * (time.perf_counter() - t) / len(ds.vid))
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - (1 if (os.cpu_count() or 2) > 2 else 0)))
+    torch.set_num_threads(threads)
     return {"benchmark": f"decode worker per frame, {len(ds.vid)} crops 112 px -> {size}",
             "measured": f"{ms[True]:.3f} ms decode only (resize on the device) = {1000 / ms[True]:.0f} frames/s "
                         f"per worker", "baseline": f"{ms[False]:.3f} ms decode + PIL resize",
@@ -273,8 +274,7 @@ def _run_on(device: str, quick: bool, frames: int | None, batch: int | None, wor
                          "ratio": e2e_comp / 10000, "goal": ">= 10,000 frames/s", "ok": e2e_comp >= 10000})
         onnx_ext = None if cuda else _b0_onnx(tmp)
         if onnx_ext is not None:
-            # on a CPU, onnxruntime runs EfficientNet-B0 ~2.5x faster than PyTorch eager; small batches
-            # stay in cache
+            # on a CPU onnxruntime runs EfficientNet-B0 ~2x faster than PyTorch eager; batch 2-16 measured alike
             ob = 16
             so, e2e_onnx, _ = _e2e(src, onnx_ext, tmp / "onnx", ob, workers, device)
             rows.append({"benchmark": f"extract e2e with the ONNX twin (onnxruntime, batch {ob}) vs the per-image "

@@ -17,9 +17,9 @@ float, a comma list of numbers (``mean=0.5,0.5,0.5``), else text. Examples::
 
 Options every extractor takes: ``name`` (the HDF5 group name; default the registry name), ``amp``
 (bf16|fp16, torch models), ``channels_last`` (torch models), ``compile`` (torch.compile, torch models),
-``runtime`` (torch | onnxruntime: a torch model exported in memory and run by onnxruntime), ``device``. When a checkpoint is left out,
-``<name>.safetensors`` (then ``.pt``/``.pth``) is looked up in $AFFECT_FEATURES_HOME or
-~/.cache/affect-features/.
+``runtime`` (torch | onnxruntime: a torch model exported in memory and run by onnxruntime), ``device``.
+When a checkpoint is left out, ``<name>.safetensors`` (then ``.pt``/``.pth``) is looked up in
+$AFFECT_FEATURES_HOME or ~/.cache/affect-features/.
 """
 from __future__ import annotations
 

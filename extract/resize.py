@@ -11,7 +11,6 @@ pass on that intermediate. Tests compare it with Pillow on many sizes.
 """
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import numpy as np
@@ -19,20 +18,16 @@ import numpy as np
 PRECISION_BITS = 32 - 8 - 2          # Pillow's fixed-point precision for 8-bit images
 
 
-@lru_cache(maxsize=64)
-def coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pillow's bilinear taps for one axis: (index (out, k) int64, weight (out, k) int64 in 2**-22 units).
-
-    Taps past a pixel's window get weight 0 and index 0 (any valid index), so every output is a fixed-width
-    dot product.
-    """
+@lru_cache(maxsize=32)
+def _matrix(in_size: int, out_size: int, device, dtype):
+    """Pillow's bilinear taps for one axis as an (in, out) matrix of integer weights in 2**-22 units, made once
+    per shape and device: column j holds the weights of output pixel j."""
+    import torch
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = 1.0 * filterscale                        # bilinear filter support is 1
-    ksize = int(math.ceil(support)) * 2 + 1
-    idx = np.zeros((out_size, ksize), np.int64)
-    w = np.zeros((out_size, ksize), np.int64)
     ss = 1.0 / filterscale
+    m = np.zeros((in_size, out_size), np.float64)
     for xx in range(out_size):
         center = (xx + 0.5) * scale
         xmin = max(int(center - support + 0.5), 0)     # int() truncates toward zero, as C's (int) cast
@@ -41,18 +36,7 @@ def coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
         total = sum(k)
         for x in range(xmax):
             v = k[x] / total if total != 0.0 else k[x]
-            w[xx, x] = int(v * (1 << PRECISION_BITS) + (0.5 if v >= 0 else -0.5))
-            idx[xx, x] = xmin + x
-    return idx, w
-
-
-@lru_cache(maxsize=32)
-def _matrix(in_size: int, out_size: int, device, dtype):
-    """The (in, out) matrix of one axis's taps, in 2**-22 units (kept on the device: made once per shape)."""
-    import torch
-    idx, w = coefficients(in_size, out_size)
-    m = np.zeros((in_size, out_size), np.float64)
-    np.add.at(m, (idx.ravel(), np.repeat(np.arange(out_size), idx.shape[1])), w.ravel())
+            m[xmin + x, xx] = int(v * (1 << PRECISION_BITS) + (0.5 if v >= 0 else -0.5))
     return torch.from_numpy(m).to(device=device, dtype=dtype)
 
 
@@ -82,7 +66,7 @@ def resize_bilinear(batch, size: int):
     import torch
     if batch.dtype != torch.uint8 or batch.dim() != 4:
         raise ValueError(f"expected a uint8 (B, H, W, C) tensor, got {batch.dtype} {tuple(batch.shape)}")
-    b, h, w, c = batch.shape
+    h, w = batch.shape[1:3]
     if not on_device_exact((h, w), size):
         raise ValueError(f"{h}x{w} -> {size}x{size} is a downscale; only upscaling matches Pillow exactly here")
     if h == size and w == size:

@@ -145,8 +145,9 @@ class ImageBatches(_Dataset):
                 # pixels; the main process resizes them up on the model's device (extract.resize: same pixels
                 # as PIL). Downscales (e.g. a 64 px model beside a 224 px one) are still done here.
                 raw = torch.zeros((n, *shape), dtype=torch.uint8)
+                view = raw.numpy()
                 for r in np.flatnonzero(ok):
-                    raw.numpy()[r] = imgs[r]
+                    view[r] = imgs[r]
                 out["raw"] = raw
         for s in here:
             pix = torch.zeros((n, s, s, 3), dtype=torch.uint8)
@@ -364,9 +365,9 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
     try:
         clock = time.perf_counter
 
-        def finish(batch) -> None:
+        def finish(chunk: dict, launched: list) -> None:
             """Outputs of a launched batch into the videos' buffers; commit every video now complete."""
-            chunk, vid, ok, launched = batch
+            vid, ok = chunk["video"], chunk["ok"]
             t = clock()
             results = [f() if f is not None else None for f in launched]
             summary.model_s += clock() - t
@@ -411,10 +412,10 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
                     launched.append(_launch(e, x, rows, ok, e.outputs) if rows.any() else None)
                 summary.model_s += clock() - t
                 if prev is not None:
-                    finish(prev)
-                prev = (chunk, vid, ok, launched)
+                    finish(*prev)
+                prev = (chunk, launched)
             if prev is not None:
-                finish(prev)            # before any error below: what was decoded is committed
+                finish(*prev)           # before any error below: what was decoded is committed
             if chunk is not None:
                 raise InputError(chunk["error"])
     finally:
