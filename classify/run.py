@@ -1,7 +1,8 @@
 """One classification run: load features and labels, fit heads, blend, smooth, write everything.
 
 Outputs under `<runs-dir>/<task>/<name>/` (an existing run is never overwritten):
-    scores.h5       per-frame validation scores (final + per head), see postprocess.scores
+    scores.h5       per-frame scores (final + per head) of every frame of the validation (and test) videos,
+                    labels where given, see postprocess.scores
     metrics.json    per head: metric at frame level and after smoothing; blend weights; chosen k; thresholds;
                     labelled frames without features
     results.md/csv  the paper-style table (method, feature set, ensemble, metrics raw and smoothed)
@@ -20,14 +21,15 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
-from features.labels import Joined, join, load_labels
+from features.labels import Joined, join, label_array, load_labels
 from features.store import FeatureStore
 from features.tasks import Task, get_task
-from postprocess.scores import save_scores
-from postprocess.smoothing import box_filter
+from postprocess.scores import ScoreSet, save_scores, timeline_scores
+from postprocess.stats import valid_rows
 from postprocess.submission import read_sample_list
 from postprocess.sweep import best_k, sweep_k
 from postprocess.thresholds import tune_thresholds
+from postprocess.timeline import filled_scores, full_timeline, smoothed_scores, spread
 
 from . import featuresets
 from .base import Head, check_finite
@@ -47,6 +49,7 @@ class Split:
     n_labelled: int
     n_missing: int
     missing_reasons: dict
+    labels: pd.DataFrame | None = None     # every valid labelled frame (video, frame, label columns)
 
 
 def load_split(store: FeatureStore, labels_root: str | Path, task: Task, split: str,
@@ -75,7 +78,7 @@ def load_split(store: FeatureStore, labels_root: str | Path, task: Task, split: 
                          f"({first.summary()})", store.paths[0])
     return Split(X=X, y=first.y[rows0], video=first.groups[rows0], frame=first.index["frame"].to_numpy()[rows0],
                  n_labelled=first.n_labelled, n_missing=n_missing,
-                 missing_reasons=first.missing["reason"].value_counts().to_dict())
+                 missing_reasons=first.missing["reason"].value_counts().to_dict(), labels=labels)
 
 
 def merge_splits(a: Split, b: Split) -> Split:
@@ -151,16 +154,21 @@ def make_head(kind: str, task: Task, store: FeatureStore, feature_set: str, opts
     raise InputError(f"unknown head {kind!r}; choose from {', '.join(LEARNED + RULES)}, blend")
 
 
-def smoothing(task: Task, y, scores, video, ks) -> dict:
+def smoothing(task: Task, ss: ScoreSet, ks) -> dict:
     """k on validation (the best of a sweep, or the one given) and, for AU, per-AU thresholds tuned on the
-    smoothed scores. metric_raw is the frame-level metric (AU at threshold 0.5)."""
+    smoothed scores. The split is on the full frame timeline and goes the way `postprocess sweep` and `submit`
+    take it (postprocess.timeline: frames without a face filled from neighbours, box filter over frames, metric
+    on the labelled frames only), so a k here is the same window there. metric_raw is the metric at k = 0
+    (AU at threshold 0.5)."""
     fixed = isinstance(ks, (int, np.integer))
-    table = sweep_k(task, y, scores, video, [0, int(ks)] if fixed else sorted({0, *ks}))
+    filled = filled_scores(ss)
+    table = sweep_k(task, ss.y, filled, ss.video, [0, int(ks)] if fixed else sorted({0, *ks}))
     k = int(ks) if fixed else best_k(table, task.metric_name)
     at = lambda kk: float(table.loc[table["k"] == kk, task.metric_name].iloc[0])
     out = {"k": k, "metric_raw": at(0), "metric_smoothed": at(k)}
     if task.kind == "multilabel":
-        thr = tune_thresholds(y, box_filter(scores, video, k))
+        valid = valid_rows(task, ss.y)
+        thr = tune_thresholds(ss.y[valid], smoothed_scores(ss, k, filled=filled)[valid])
         out["thresholds"] = [round(float(t), 4) for t in thr.thresholds]
         out["metric_smoothed_thresholds"] = thr.mean_f1
     return out
@@ -180,15 +188,16 @@ def read_test_list(path: str | Path) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
-def load_test(store: FeatureStore, videos: list[str], sets: list[str], log=print) -> tuple[dict, pd.DataFrame]:
-    """All cached frames of the test videos for every feature set (face-less rows included, flagged)."""
+def load_test(store: FeatureStore, videos: list[str], sets: list[str], log=print,
+              what: str = "test") -> tuple[dict, pd.DataFrame]:
+    """All cached frames of the test (or other) videos for every feature set (face-less rows included, flagged)."""
     exts = list(dict.fromkeys(k.split("/")[0] for s in sets for k in featuresets.resolve(store, s)))
     have = [v for v in videos if all(store.has_video(e, v) for e in exts)]
     if len(have) < len(videos):
-        log(f"  test: {len(videos) - len(have)} of {len(videos)} videos are not cached for {', '.join(exts)}; "
+        log(f"  {what}: {len(videos) - len(have)} of {len(videos)} videos are not cached for {', '.join(exts)}; "
             f"they get no scores here")
     if not have:
-        raise InputError("none of the test videos is cached", store.paths[0])
+        raise InputError(f"none of the {what} videos is cached", store.paths[0])
     outs: dict[str, list[str]] = {}
     for s in sets:
         for k in featuresets.resolve(store, s):
@@ -200,6 +209,57 @@ def load_test(store: FeatureStore, videos: list[str], sets: list[str], log=print
     X = {s: np.hstack([blk.arrays[k].astype(np.float32, copy=False) for k in featuresets.resolve(store, s)])
          for s in sets}
     return X, blk.index.assign(video=blk.index["video"].astype(str))
+
+
+@dataclass
+class Frames:
+    """Every frame 1..last of some videos (the full timeline of postprocess.timeline): features of the cached
+    frames, and labels where given (the task's invalid marker elsewhere)."""
+    task: Task
+    X: dict[str, np.ndarray]     # per feature set, cached rows
+    row: np.ndarray              # (N,) cached row of each frame, -1 where the cache has none
+    video: np.ndarray
+    frame: np.ndarray
+    face: np.ndarray             # (N,) cached with a face: the frames that get scores
+    y: np.ndarray | None
+
+    def predict(self, head: Head, feature_set: str, what: str) -> np.ndarray:
+        """The head's scores on every frame with a face, NaN on the others (filled later, when smoothing)."""
+        s = np.full((len(self.video), self.task.n_outputs), np.nan, np.float32)
+        if self.face.any():
+            X = self.X[feature_set][self.row[self.face]]
+            check_finite(X, f"{what} features {feature_set}")
+            s[self.face] = head.predict_proba(X)
+        return s
+
+    def scoreset(self, scores: np.ndarray, heads: dict | None = None) -> ScoreSet:
+        return timeline_scores(self.task.name, self.video, self.frame, scores, self.face, self.y, heads)
+
+
+def load_frames(store: FeatureStore, task: Task, videos: list[str], sets: list[str],
+                labels: pd.DataFrame | None = None, log=print, what: str = "test") -> Frames:
+    """Every frame of the cached videos among `videos`: cached frames (with or without a face) and labelled
+    frames the cache lacks, laid out on the full timeline, so that a split is smoothed over frames."""
+    X, idx = load_test(store, videos, sets, log, what)
+    cached = pd.DataFrame({"video": idx["video"].to_numpy(str), "frame": idx["frame"].to_numpy(np.int64),
+                           "face": idx["face"].to_numpy(bool), "row": np.arange(len(idx))})
+    m = cached
+    if labels is not None:
+        lab = labels[labels["video"].astype(str).isin(set(cached["video"]))]
+        lab = lab.assign(video=lab["video"].astype(str), frame=lab["frame"].to_numpy(np.int64))
+        m = cached.merge(lab, on=["video", "frame"], how="outer", sort=False)
+    order = pd.Categorical(m["video"], categories=pd.unique(cached["video"])).codes
+    m = m.assign(_v=order).sort_values(["_v", "frame"], kind="stable")
+    row = m["row"].fillna(-1).to_numpy(np.int64)
+    face = m["face"].eq(True).to_numpy() & (row >= 0)
+    y = None
+    if labels is not None:
+        cols = ["label"] if task.kind == "multiclass" else list(task.labels)
+        y = label_array(task, m[cols].fillna(task.invalid))
+    video, frame, pos = full_timeline(m["video"].to_numpy(str), m["frame"].to_numpy(np.int64), what)
+    n = len(video)
+    return Frames(task, X, spread(pos, n, row, -1), video, frame, spread(pos, n, face, False),
+                  spread(pos, n, y, task.invalid))
 
 
 def _unique_dir(runs_dir: Path, task: Task, name: str | None) -> Path:
@@ -240,8 +300,11 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
     log(f"  loaded in {time.perf_counter() - t0:.1f} s")
     fit_on = merge_splits(tr, va) if train_val else tr
     run_dir.mkdir(parents=True)
+    val_videos = list(dict.fromkeys((va.labels["video"] if va.labels is not None else va.video).astype(str)))
+    vf = load_frames(store, task, val_videos, used, va.labels, log, "val")
 
     scores: dict[str, np.ndarray] = {}
+    val_tl: dict[str, np.ndarray] = {}       # every head's scores on the validation frame timeline
     fitted: dict[str, Head] = {}
     rows, extra = [], {}
     for mname, (kind, fs) in members.items():
@@ -251,7 +314,8 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
         head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y)
         scores[mname] = head.predict_proba(va.X[fs])
         fitted[mname] = head
-        sm = smoothing(task, va.y, scores[mname], va.video, ks)
+        val_tl[mname] = vf.predict(head, fs, f"{cache}: val")
+        sm = smoothing(task, vf.scoreset(val_tl[mname]), ks)
         rows.append(dict(method=mname, feature_set=fs, ensemble="no", **_metrics(task, sm),
                          seconds=round(time.perf_counter() - t, 1)))
         if getattr(head, "history", None):
@@ -269,7 +333,8 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
         scores["blend"] = blend.predict_proba(scores)
         fitted["blend"] = blend
         blend.feature_set = " & ".join(members[m][1] for m in blend.params["members"])
-        sm = smoothing(task, va.y, scores["blend"], va.video, ks)
+        val_tl["blend"] = blend.predict_proba(val_tl)
+        sm = smoothing(task, vf.scoreset(val_tl["blend"]), ks)
         rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",
                          **_metrics(task, sm), seconds=round(time.perf_counter() - t, 1)))
         final_name = "blend"
@@ -281,31 +346,28 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
     for hname, head in fitted.items():
         head.save(run_dir / "heads" / hname)
     attrs = {"task": task.name, "final": final_name, "train_val": train_val}
-    save_scores(run_dir / "scores.h5", "val", va.video, va.frame, scores[final_name], y=va.y,
-                heads=scores, attrs=attrs)
+    save_scores(run_dir / "scores.h5", "val", vf.video, vf.frame, val_tl[final_name], y=vf.y, face=vf.face,
+                heads=val_tl, attrs=attrs)
+    val_valid = valid_rows(task, vf.y)
+    n_val = {"frames": int(len(vf.video)), "with_face": int(vf.face.sum()), "labelled": int(val_valid.sum()),
+             "labelled_filled": int((val_valid & ~vf.face).sum())}
     n_test = None
     if test_videos is not None:
         t = time.perf_counter()
-        Xt, idx = load_test(store, test_videos, used, log)
-        face = idx["face"].to_numpy(bool)
-        ts = {}
-        for mname, (kind, fs) in members.items():
-            s = np.full((len(idx), task.n_outputs), np.nan, np.float32)
-            if face.any():
-                check_finite(Xt[fs][face], f"{cache}: test features {fs}")
-                s[face] = fitted[mname].predict_proba(Xt[fs][face])
-            ts[mname] = s
+        tf = load_frames(store, task, test_videos, used, log=log, what="test")
+        ts = {mname: tf.predict(fitted[mname], fs, f"{cache}: test") for mname, (kind, fs) in members.items()}
         if final_name == "blend":
             ts["blend"] = fitted["blend"].predict_proba(ts)
-        save_scores(run_dir / "scores.h5", "test", idx["video"].to_numpy(), idx["frame"].to_numpy(),
-                    ts[final_name], face=face, heads=ts, attrs=attrs)
-        n_test = {"frames": int(len(idx)), "with_face": int(face.sum()), "videos": int(idx["video"].nunique())}
-        log(f"  test: scored {len(idx)} frames of {n_test['videos']} videos ({int((~face).sum())} without a "
-            f"face, left for gap filling) [{time.perf_counter() - t:.1f} s]")
+        save_scores(run_dir / "scores.h5", "test", tf.video, tf.frame, ts[final_name], face=tf.face, heads=ts,
+                    attrs=attrs)
+        n_test = {"frames": int(len(tf.video)), "with_face": int(tf.face.sum()),
+                  "videos": int(len(np.unique(tf.video)))}
+        log(f"  test: scored {len(tf.video)} frames of {n_test['videos']} videos ({int((~tf.face).sum())} without "
+            f"a face or crop, left for gap filling) [{time.perf_counter() - t:.1f} s]")
 
     table = pd.DataFrame(rows)
     table.to_csv(run_dir / "results.csv", index=False)
-    final = smoothing(task, va.y, scores[final_name], va.video, ks)
+    final = smoothing(task, vf.scoreset(val_tl[final_name]), ks)
     md = _markdown(task, table, train_val)
     if "thresholds" in final:
         md += (f"\nPer-AU thresholds of {final_name} (tuned on the smoothed validation scores, k = {final['k']}): "
@@ -324,7 +386,7 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
                           "val_labelled": va.n_labelled, "train_labelled_without_features": tr.n_missing,
                           "val_labelled_without_features": va.n_missing,
                           "train_missing_reasons": tr.missing_reasons, "val_missing_reasons": va.missing_reasons,
-                          "test": n_test},
+                          "val_timeline": n_val, "test": n_test},
                "train_val": train_val, "validation_in_training": train_val,
                "cache": str(cache), "labels": str(labels), "seconds": round(time.perf_counter() - t0, 1)}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))

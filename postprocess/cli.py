@@ -15,16 +15,15 @@ from tqdm import tqdm
 from features.errors import InputError
 from features.tasks import get_task
 
-from .gaps import fill_gaps
 from .plots import plot_sweep, plot_timeline
 from .scores import load_scores
 from .segments import video_segments
 from .selection import cross_validated_selection
-from .smoothing import box_filter
 from .stats import valid_rows
 from .submission import validate_submission, write_submission
 from .sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds, tune_expr_class_k
 from .thresholds import compare_thresholds, tune_thresholds
+from .timeline import filled_scores, smoothed_scores
 
 CONFIG = "postprocess.json"
 
@@ -88,11 +87,13 @@ def cmd_sweep(a) -> int:
     task = get_task(ss.task)
     if ss.y is None:
         raise InputError(f"split {a.split!r} has no labels to sweep against", run / "scores.h5")
-    scores = fill_gaps(ss.scores, ss.face, ss.video, ss.frame)
+    scores = filled_scores(ss)
+    valid = valid_rows(task, ss.y)
     table = sweep_k(task, ss.y, scores, ss.video, ks, stat=a.stat, progress=True)
     k = best_k(table)
-    print(f"{task.name}: {task.metric_name} by k on split {a.split} ({len(ss)} rows, "
-          f"{len(np.unique(ss.video))} videos)")
+    print(f"{task.name}: {task.metric_name} by k on split {a.split} ({len(np.unique(ss.video))} videos, "
+          f"{len(ss)} frames smoothed, {int(valid.sum())} labelled frames scored, "
+          f"{int((valid & ~ss.face).sum())} of them without a face and filled from neighbours)")
     print(_fmt(table[["k", task.metric_name] + [c for c in table.columns if c.startswith("ccc_")]]))
     m0 = float(table[task.metric_name].iloc[0])
     mk = float(table.loc[table.k == k, task.metric_name].iloc[0])
@@ -100,8 +101,7 @@ def cmd_sweep(a) -> int:
     cfg = {"task": task.name, "split": a.split, "stat": a.stat, "k": k, "metric": mk,
            "metric_name": task.metric_name, "ks": [ks[0], ks[-1], len(ks)], "use_per_output": a.per_output,
            "source": str(run / "scores.h5"), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    valid = valid_rows(task, ss.y)
-    smooth_k = box_filter(scores, ss.video, k, a.stat)
+    smooth_k = smoothed_scores(ss, k, a.stat, filled=scores)
     if task.kind == "multilabel":
         comp = compare_thresholds(ss.y[valid], smooth_k[valid], task.labels)
         print(f"\nper-AU thresholds at k = {k} (in-sample):")
@@ -188,8 +188,7 @@ def cmd_submit(a) -> int:
     if cfg.get("use_per_output") and "per_output" in cfg:
         k = cfg["per_output"]["k"]
         thr = cfg["per_output"].get("thresholds", thr)
-    scores = fill_gaps(ss.scores, ss.face, ss.video, ss.frame)
-    smoothed = box_filter(scores, ss.video, k, cfg.get("stat", "mean"))
+    smoothed = smoothed_scores(ss, k, cfg.get("stat", "mean"))
     n = write_submission(a.out, task, a.samples, ss.video, ss.frame, smoothed, thresholds=thr,
                          overwrite=a.force)
     rep = validate_submission(a.out, a.samples, task)

@@ -1,5 +1,12 @@
 """The scores file: per-frame scores of one run, written by `classify`, read by `postprocess`.
 
+Every split holds the full frame timeline of each of its videos: one row per frame 1..last (the last frame
+with a crop, a cached feature row or a label), whatever the frame had. `save_scores` adds the frames it is not
+given (no face, no scores, label = the task's invalid marker), and `load_scores` does the same for files
+written before this layout, whose validation split held only the labelled frames with a face. So the box filter
+runs over frames on every split and a half-width k means the same window on validation and on test
+(see `postprocess.timeline`).
+
 HDF5 layout (one file, e.g. runs/<task>/<name>/scores.h5; several splits side by side):
 
     /<split>                      group, split = "val" | "test" | ...
@@ -7,12 +14,13 @@ HDF5 layout (one file, e.g. runs/<task>/<name>/scores.h5; several splits side by
                anything else as JSON text)
         video_names   (V,)   utf-8 strings, each video once, in row order
         video_id      (N,)   int32, row -> index into video_names (rows of a video contiguous)
-        frame         (N,)   int32, frame number (1-based, strictly increasing within a video)
-        face          (N,)   bool, whether the frame had a face crop (scores of face-less rows are to be
-                             filled from neighbours; they may be NaN)
-        y             (N,) or (N, C), optional labels (EXPR int, VA float, AU int; the task's invalid marker)
+        frame         (N,)   int32, frame number: 1, 2, ..., last within each video (every frame)
+        face          (N,)   bool, whether the frame had a face crop with features (the scores of the other
+                             frames are filled from neighbours before smoothing; they are NaN)
+        y             (N,) or (N, C), optional labels (EXPR int, VA float, AU int; the task's invalid marker on
+                             unlabelled frames, which are smoothed but left out of the metric)
         scores        (N, C) float32, the final (blended) scores: VA in [-1, 1], EXPR / AU probabilities
-        heads/<name>  (N, C) float32, optional per-head scores
+        heads/<name>  (N, C) float32, optional per-head scores (NaN where face is False)
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ from features.errors import InputError
 from features.tasks import TASKS, get_task
 
 from .segments import check_frames, video_segments
+from .timeline import full_timeline, is_full_timeline, spread
 
 
 @dataclass
@@ -55,12 +64,29 @@ def _infer_task(n_cols: int) -> str:
     raise InputError(f"cannot tell the task of scores with {n_cols} columns; pass attrs={{'task': ...}}")
 
 
+def timeline_scores(task: str, video: np.ndarray, frame: np.ndarray, scores: np.ndarray,
+                    face: np.ndarray | None = None, y: np.ndarray | None = None,
+                    heads: dict[str, np.ndarray] | None = None, attrs: dict | None = None) -> ScoreSet:
+    """A ScoreSet on the full frame timeline from rows given for some frames (ordered by video, frame): the
+    frames not given get face False, NaN scores and the task's invalid label, as `save_scores` stores them."""
+    t = get_task(task)
+    video, frame_tl, pos = full_timeline(video, frame)
+    n = len(video)
+    k = len(np.asarray(frame))
+    face = np.ones(k, bool) if face is None else np.asarray(face, bool)
+    return ScoreSet(video, frame_tl, spread(pos, n, face, False), spread(pos, n, y, t.invalid),
+                    spread(pos, n, np.asarray(scores), np.nan),
+                    {name: spread(pos, n, np.asarray(h), np.nan) for name, h in (heads or {}).items()},
+                    {**(attrs or {}), "task": t.name})
+
+
 def save_scores(path: str | os.PathLike, split: str, video: np.ndarray, frame: np.ndarray, scores: np.ndarray,
                 y: np.ndarray | None = None, face: np.ndarray | None = None,
                 heads: dict[str, np.ndarray] | None = None, attrs: dict | None = None,
                 overwrite: bool = False) -> None:
-    """Write one split (layout in the module docstring). An existing split is replaced only with overwrite=True;
-    other splits in the file are kept."""
+    """Write one split on the full frame timeline (layout in the module docstring): rows may be any frames of
+    each video, ordered by (video, frame); the frames not given are added with face False, NaN scores and
+    invalid labels. An existing split is replaced only with overwrite=True; other splits in the file are kept."""
     video = np.asarray(video).astype(str)
     n = len(video)
     seg = video_segments(video, what=f"{os.fspath(path)}:{split}")
@@ -87,6 +113,13 @@ def save_scores(path: str | os.PathLike, split: str, video: np.ndarray, frame: n
     for name, h in heads.items():
         if np.shape(h)[:1] != (n,) or "/" in name:
             raise InputError(f"head {name!r}: needs {n} rows and a name without '/'", path)
+    video, frame, pos = full_timeline(video, frame, f"{os.fspath(path)}:{split}")
+    n = len(video)
+    s = spread(pos, n, s, np.nan)
+    face = spread(pos, n, face, False)
+    y = spread(pos, n, y, task.invalid)
+    heads = {name: spread(pos, n, np.asarray(h, np.float32), np.nan) for name, h in heads.items()}
+    seg = video_segments(video)
     vid_id = np.repeat(np.arange(len(seg), dtype=np.int32), seg.lengths)
     with h5py.File(path, "a") as f:
         if split in f:
@@ -111,7 +144,9 @@ def save_scores(path: str | os.PathLike, split: str, video: np.ndarray, frame: n
 
 
 def load_scores(path: str | os.PathLike, split: str) -> ScoreSet:
-    """Read one split; InputError naming the file if it or the split is missing or malformed."""
+    """Read one split on the full frame timeline (a split stored with only some frames, as files written before
+    that layout hold, is expanded here the same way `save_scores` does); InputError naming the file if it or the
+    split is missing or malformed."""
     if not os.path.exists(path):
         raise InputError("scores file not found", path)
     try:
@@ -141,5 +176,18 @@ def load_scores(path: str | os.PathLike, split: str) -> ScoreSet:
         if "task" not in attrs:
             raise InputError(f"split {split!r} has no task attribute", path)
         heads = {k: v[()] for k, v in g["heads"].items()} if "heads" in g else {}
-        return ScoreSet(names[vid], g["frame"][()].astype(np.int64), g["face"][()].astype(bool),
-                        g["y"][()] if "y" in g else None, g["scores"][()], heads, attrs)
+        ss = ScoreSet(names[vid], g["frame"][()].astype(np.int64), g["face"][()].astype(bool),
+                      g["y"][()] if "y" in g else None, g["scores"][()], heads, attrs)
+    n = len(ss.video)
+    for what, arr in (("face", ss.face), ("scores", ss.scores), ("y", ss.y), *ss.heads.items()):
+        if arr is not None and len(arr) != n:
+            raise InputError(f"split {split!r}: {what} has {len(arr)} rows, video_id {n}", path)
+    if not is_full_timeline(ss.video, check_frames(ss.frame, video_segments(ss.video, f"{path}:{split}"),
+                                                   f"{path}:{split}: frame")):
+        video, frame, pos = full_timeline(ss.video, ss.frame, f"{os.fspath(path)}:{split}")
+        m = len(video)
+        invalid = get_task(ss.task).invalid
+        ss = ScoreSet(video, frame, spread(pos, m, ss.face, False), spread(pos, m, ss.y, invalid),
+                      spread(pos, m, ss.scores, np.nan), {k: spread(pos, m, h, np.nan) for k, h in ss.heads.items()},
+                      attrs)
+    return ss

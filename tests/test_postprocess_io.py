@@ -31,19 +31,52 @@ def test_scores_round_trip(tmp_path):
     save_scores(p, "test", video, frame, s, face=face, attrs={"task": "au"})
     got = load_scores(p, "val")
     assert got.task == "au" and got.attrs["blend"] == {"mlp": 0.6} and "created" in got.attrs
-    np.testing.assert_array_equal(got.video, video)
-    np.testing.assert_array_equal(got.frame, frame)
-    np.testing.assert_array_equal(got.face, face)
-    np.testing.assert_array_equal(got.y, y)
-    np.testing.assert_array_equal(got.scores, s)
-    assert set(got.heads) == {"mlp", "lama"}
+    # stored on the full frame timeline: frames 1..last of each video; the frames not given are added
+    lengths = [6, 6, 14]
+    np.testing.assert_array_equal(got.video, np.repeat(["vidA", "vidB_left", "vidC"], lengths))
+    np.testing.assert_array_equal(got.frame, np.concatenate([np.arange(1, n + 1) for n in lengths]))
+    at = {(v, f): i for i, (v, f) in enumerate(zip(got.video, got.frame))}
+    given = np.array([at[(v, f)] for v, f in zip(video, frame)])
+    added = np.setdiff1d(np.arange(len(got)), given)
+    np.testing.assert_array_equal(got.face[given], face)
+    np.testing.assert_array_equal(got.y[given], y)
+    np.testing.assert_array_equal(got.scores[given], s)
+    np.testing.assert_array_equal(got.heads["mlp"][given], heads["mlp"])
+    assert len(added) == sum(lengths) - len(video) and not got.face[added].any()
+    assert (got.y[added] == AU.invalid).all() and np.isnan(got.scores[added]).all()
+    assert set(got.heads) == {"mlp", "lama"} and np.isnan(got.heads["lama"][added]).all()
     assert load_scores(p, "test").y is None
     with h5py.File(p) as f:
         assert f["val/video_names"].shape == (3,) and f["val/video_id"].dtype == np.int32
+        assert f["val/frame"].shape == (sum(lengths),)
     with pytest.raises(InputError, match="already exists"):
         save_scores(p, "val", video, frame, s, face=face)
     with pytest.raises(InputError, match="no split 'train'"):
         load_scores(p, "train")
+
+
+def test_sparse_scores_file_is_read_on_the_full_timeline(tmp_path):
+    """A file written before the full-timeline layout (validation = labelled frames with a face only) is
+    expanded on reading, exactly as save_scores would have stored it."""
+    video, frame, s, face = _rows(EXPR)
+    y = np.arange(len(video)) % 8
+    old = tmp_path / "old.h5"
+    with h5py.File(old, "w") as f:
+        g = f.create_group("val")
+        g.create_dataset("video_names", data=np.array(["vidA", "vidB_left", "vidC"], object),
+                         dtype=h5py.string_dtype("utf-8"))
+        g.create_dataset("video_id", data=np.repeat([0, 1, 2], [6, 4, 5]).astype(np.int32))
+        g.create_dataset("frame", data=frame.astype(np.int32))
+        g.create_dataset("face", data=face)
+        g.create_dataset("y", data=y)
+        g.create_dataset("scores", data=s)
+        g.attrs["task"] = "expr"
+    new = tmp_path / "new.h5"
+    save_scores(new, "val", video, frame, s, y=y, face=face, attrs={"task": "expr"})
+    a, b = load_scores(old, "val"), load_scores(new, "val")
+    for name in ("video", "frame", "face", "y", "scores"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert len(a) == 26 and (a.y == EXPR.invalid).sum() == 26 - 15
 
 
 def test_scores_bad_input(tmp_path):
@@ -57,6 +90,10 @@ def test_scores_bad_input(tmp_path):
         save_scores(p, "val", video, frame, s, face=face, y=np.zeros((3, 2)))
     with pytest.raises(InputError, match="not found"):
         load_scores(tmp_path / "missing.h5", "val")
+    with pytest.raises(InputError, match="1-based"):
+        save_scores(p, "val", video, frame - 1, s, face=face)
+    with pytest.raises(InputError, match="frame number is corrupt"):
+        save_scores(p, "val", video, np.r_[frame[:-1], 10 ** 9], s, face=face)
 
 
 def _sample_list(path, video, frame, with_header=True, order=None):

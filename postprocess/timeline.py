@@ -1,0 +1,83 @@
+"""Every split on the full frame timeline of each video, and the one path from stored scores to decisions.
+
+The box filter's k counts frames, so the rows it runs over must be frames: every frame 1..last of each video,
+whether it had a face, a crop, a label or none of these. A split holding only some frames (say the labelled
+frames with a face: 3, 7, 13) would make frames 3 and 7 neighbours, so a k chosen there would mean a different
+window on the test split, which holds every frame. `full_timeline` lays rows out on that timeline;
+`scores.save_scores` writes every split that way and `scores.load_scores` expands older sparse files.
+
+The path itself, the same for validation and test, for `classify`, `postprocess sweep` and `submit`:
+`filled_scores` (frames without a face or crop take their neighbours' scores, `gaps.fill_gaps`) ->
+`smoothed_scores` (box filter over the timeline) -> the task's decision, with the metric computed afterwards on
+the labelled frames only (rows whose label is the task's invalid marker are smoothed but not scored).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from features.errors import InputError
+
+from .gaps import fill_gaps
+from .segments import check_frames, video_segments
+from .smoothing import Stat, box_filter
+
+if TYPE_CHECKING:
+    from .scores import ScoreSet
+
+# Refuse to expand a video to more than this many frames beyond 100x its rows: a frame number that far out is
+# a corrupt value, not a long video (Aff-Wild2's longest video has ~50 k frames).
+_SLACK = 1_000_000
+
+
+def full_timeline(video: np.ndarray, frame: np.ndarray, what: str = "scores"
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(video, frame, pos): frames 1..last of every video, videos in their row order, and pos[i] = the timeline
+    row of input row i. Rows must be ordered by (video, frame), frames 1-based and strictly increasing."""
+    seg = video_segments(np.asarray(video), what=what)
+    f = check_frames(frame, seg, f"{what}: frame")
+    if len(f) and f.min() < 1:
+        row = int(np.flatnonzero(f < 1)[0])
+        raise InputError(f"{what}: frame numbers are 1-based, got {f[row]} at row {row} "
+                         f"(video {str(np.asarray(video)[row])!r})")
+    last = f[seg.ends - 1] if len(seg) else np.zeros(0, np.int64)
+    too_long = last > 100 * seg.lengths + _SLACK
+    if too_long.any():
+        i = int(np.flatnonzero(too_long)[0])
+        raise InputError(f"{what}: video {str(seg.names[i])!r} has {seg.lengths[i]} rows but frame numbers up to "
+                         f"{last[i]}; a frame number is corrupt")
+    start = np.r_[0, np.cumsum(last)[:-1]].astype(np.int64)
+    total = int(last.sum())
+    tl_video = np.repeat(seg.names, last)
+    tl_frame = np.arange(total, dtype=np.int64) - np.repeat(start, last) + 1
+    pos = start[seg.row_ids()] + f - 1
+    return tl_video, tl_frame, pos
+
+
+def is_full_timeline(video: np.ndarray, frame: np.ndarray) -> bool:
+    """Whether rows are exactly frames 1..last of each video (given strictly increasing frames per video)."""
+    seg = video_segments(np.asarray(video))
+    f = np.asarray(frame)
+    return bool(len(seg) == 0 or ((f[seg.starts] == 1).all() and (f[seg.ends - 1] == seg.lengths).all()))
+
+
+def spread(pos: np.ndarray, n: int, values: np.ndarray | None, fill) -> np.ndarray | None:
+    """values placed at rows `pos` of an n-row array whose other rows hold `fill` (None stays None)."""
+    if values is None:
+        return None
+    v = np.asarray(values)
+    dtype = np.result_type(v.dtype, np.min_scalar_type(fill)) if np.issubdtype(v.dtype, np.number) else v.dtype
+    out = np.full((n,) + v.shape[1:], fill, dtype=dtype)
+    out[pos] = v
+    return out
+
+
+def filled_scores(ss: "ScoreSet") -> np.ndarray:
+    """The split's scores with every frame without a face (or crop) filled from its neighbours, float64."""
+    return fill_gaps(ss.scores, ss.face, ss.video, ss.frame)
+
+
+def smoothed_scores(ss: "ScoreSet", k, stat: Stat = "mean", filled: np.ndarray | None = None) -> np.ndarray:
+    """Filled, then box-filtered over the frame timeline with half-width k (one int, or one per column)."""
+    return box_filter(filled_scores(ss) if filled is None else filled, ss.video, k, stat)
