@@ -20,10 +20,10 @@ from .scores import load_scores
 from .segments import video_segments
 from .selection import cross_validated_selection
 from .stats import valid_rows
-from .submission import validate_submission, write_submission
+from .submission import read_sample_list, validate_submission, write_submission
 from .sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds, tune_expr_class_k
 from .thresholds import compare_thresholds, tune_thresholds
-from .timeline import filled_scores, smoothed_scores
+from .timeline import extend_timeline, filled_scores, smoothed_scores
 
 CONFIG = "postprocess.json"
 
@@ -188,10 +188,16 @@ def cmd_submit(a) -> int:
     if cfg.get("use_per_output") and "per_output" in cfg:
         k = cfg["per_output"]["k"]
         thr = cfg["per_output"].get("thresholds", thr)
+    samples = read_sample_list(a.samples)
+    if os.path.exists(a.out) and not a.force:
+        raise InputError("output exists; choose another name or pass --force", a.out)
+    # frames the list names beyond a video's last crop join the timeline before smoothing, as labelled frames
+    # beyond the last crop do on validation
+    ss = extend_timeline(ss, samples.video, samples.frame)
     smoothed = smoothed_scores(ss, k, cfg.get("stat", "mean"))
-    n = write_submission(a.out, task, a.samples, ss.video, ss.frame, smoothed, thresholds=thr,
+    n = write_submission(a.out, task, samples, ss.video, ss.frame, smoothed, thresholds=thr,
                          overwrite=a.force)
-    rep = validate_submission(a.out, a.samples, task)
+    rep = validate_submission(a.out, samples, task)
     print(f"wrote {a.out}: {n} rows (k = {k})")
     print(rep)
     return 0 if rep.ok else 1

@@ -6,6 +6,11 @@ frames with a face: 3, 7, 13) would make frames 3 and 7 neighbours, so a k chose
 window on the test split, which holds every frame. `full_timeline` lays rows out on that timeline;
 `scores.save_scores` writes every split that way and `scores.load_scores` expands older sparse files.
 
+The frames a split covers: validation runs to each video's last frame with a crop or a label; for a submission
+`submit` extends the test timeline to the last frame the organisers' sample list names (`extend_timeline`), so
+frames listed beyond the last crop are filled and smoothed exactly like labelled frames beyond the last crop on
+validation.
+
 The path itself, the same for validation and test, for `classify`, `postprocess sweep` and `submit`:
 `filled_scores` (frames without a face or crop take their neighbours' scores, `gaps.fill_gaps`) ->
 `smoothed_scores` (box filter over the timeline) -> the task's decision, with the metric computed afterwards on
@@ -16,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from features.errors import InputError
 
@@ -71,6 +77,35 @@ def spread(pos: np.ndarray, n: int, values: np.ndarray | None, fill) -> np.ndarr
     out = np.full((n,) + v.shape[1:], fill, dtype=dtype)
     out[pos] = v
     return out
+
+
+def extend_timeline(ss: "ScoreSet", video: np.ndarray, frame: np.ndarray) -> "ScoreSet":
+    """`ss` (on its full timeline) with each of its videos running at least to the largest of `frame` that
+    `video` names for it; the added frames have no face. Videos `ss` does not hold are ignored here."""
+    from .scores import ScoreSet      # scores imports this module
+    want = pd.Series(np.asarray(frame, np.int64)).groupby(np.asarray(video).astype(str)).max()
+    seg = video_segments(ss.video)
+    last = ss.frame[seg.ends - 1] if len(seg) else np.zeros(0, np.int64)
+    upto = want.reindex(seg.names.astype(str)).fillna(0).to_numpy(np.int64)
+    extra = np.maximum(upto - last, 0)
+    if not extra.any():
+        return ss
+    n_new = len(ss) + int(extra.sum())
+    new_start = seg.starts + np.r_[0, np.cumsum(extra)[:-1]]
+    pos = np.arange(len(ss)) + (new_start - seg.starts)[seg.row_ids()]      # old row -> new row
+    lengths = seg.lengths + extra
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    video_new = np.repeat(seg.names, lengths)
+    frame_new = np.arange(n_new, dtype=np.int64) - np.repeat(starts, lengths) + 1
+    return ScoreSet(video_new, frame_new, spread(pos, n_new, ss.face, False),
+                    spread(pos, n_new, ss.y, np.nan if ss.y is None else _invalid(ss)),
+                    spread(pos, n_new, ss.scores, np.nan),
+                    {k: spread(pos, n_new, h, np.nan) for k, h in ss.heads.items()}, dict(ss.attrs))
+
+
+def _invalid(ss: "ScoreSet"):
+    from features.tasks import get_task
+    return get_task(ss.task).invalid
 
 
 def filled_scores(ss: "ScoreSet") -> np.ndarray:
