@@ -108,6 +108,12 @@ def cmd_sweep(a) -> int:
         print(comp.to_string(float_format=lambda v: f"{v:.3f}"))
         print("mean F1: fixed 0.5 {:.4f}, grid 0.1..0.9 {:.4f}, exact {:.4f}".format(
             comp.f1_fixed.mean(), comp.f1_grid.mean(), comp.f1_exact.mean()))
+        none = [n for n, has in zip(task.labels, (ss.y[valid] == 1).any(axis=0)) if not has]
+        if none:
+            print(f"no positive frame on split {a.split} for {', '.join(none)}: F1 is 0 at any threshold, so "
+                  f"{'its' if len(none) == 1 else 'their'} threshold stays 0.5 under every method (and per-AU "
+                  f"k = the shared k)")
+            cfg["no_positives"] = none
         thr = tune_thresholds(ss.y[valid], smooth_k[valid], a.thresholds)
         cfg["thresholds"] = thr.thresholds.tolist()
         cfg["thresholds_method"] = a.thresholds

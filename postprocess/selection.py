@@ -105,11 +105,13 @@ def cross_validated_selection(task: Task | str, y: np.ndarray, scores: np.ndarra
     if au_tune:
         st = AUGridStats(task, sm.to_layout(y, task.invalid), sm.to_layout(fold, 0), n_splits, bins=bins)
         states = run_states(sm, st, ks, progress)
-        all_k, all_thr, _, _ = choose_au(np.stack([st.f1_curves(s) for s in states]), ks, bins, per_output)
+        all_k, all_thr, _, _ = choose_au(np.stack([st.f1_curves(s) for s in states]), ks, bins, per_output,
+                                         st.positives())
         fk, fthr = [], []
         for f in folds:
             train = [g for g in folds if g != f]
-            kf, tf, _, _ = choose_au(np.stack([st.f1_curves(s, train) for s in states]), ks, bins, per_output)
+            kf, tf, _, _ = choose_au(np.stack([st.f1_curves(s, train) for s in states]), ks, bins, per_output,
+                                     st.positives(train))
             fk.append(kf.tolist() if per_output else int(kf[0]))
             fthr.append(tf.tolist())
         thr_rows = np.asarray(fthr)[fold]

@@ -217,6 +217,10 @@ class AUGridStats(Stats):
     def state(self):
         return self.acc.copy()
 
+    def positives(self, groups=None) -> np.ndarray:
+        """(C,) positive frames per column in the given groups (all by default)."""
+        return self.npos[self.groups_mask(groups)].sum(0)
+
     def f1_curves(self, state, groups=None) -> np.ndarray:
         """(C, B+1): F1 of each column when predicting s >= j / B."""
         C = self.task.n_outputs

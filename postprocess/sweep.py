@@ -21,6 +21,7 @@ from features.tasks import Task, get_task
 
 from .smoothing import BoxSmoother, Stat, check_k
 from .stats import AUGridStats, AUStats, Stats, check_labels, f1_from_confusion, make_stats
+from .thresholds import NO_POSITIVES_THRESHOLD
 
 
 def check_ks(ks: Iterable[int]) -> list[int]:
@@ -100,6 +101,7 @@ class AUTuning:
     shared_f1: np.ndarray
     f1_by_k: np.ndarray         # (K, C) best F1 per AU at each k
     labels: tuple = field(default=())
+    no_positives: np.ndarray | None = None   # (C,) bool: no positive frame; threshold 0.5 and the shared k
 
     @property
     def gain(self) -> float:
@@ -111,18 +113,27 @@ class AUTuning:
                              "shared_f1": self.shared_f1}, index=list(self.labels) or None)
 
 
-def choose_au(curves: np.ndarray, ks: Sequence[int], bins: int, per_au: bool = True):
-    """curves: (K, C, B+1) F1 by k, AU and threshold j/bins (j = 0 and bins excluded: all / almost none)."""
+def choose_au(curves: np.ndarray, ks: Sequence[int], bins: int, per_au: bool = True,
+              positives: np.ndarray | None = None):
+    """curves: (K, C, B+1) F1 by k, AU and threshold j/bins (j = 0 and bins excluded: all / almost none).
+    An AU without positive frames (`positives` == 0) has F1 0 everywhere: it gets threshold 0.5 (as every
+    threshold method gives it, see `thresholds`) and the shared k, not the first of the tied grid points."""
     K, C, _ = curves.shape
     inner = curves[:, :, 1:bins]
     best_j = inner.argmax(axis=2) + 1                      # (K, C)
     best_f = np.take_along_axis(curves, best_j[..., None], axis=2)[..., 0]
+    shared = best_f.mean(axis=1).argmax()
     if per_au:
         ki = best_f.argmax(axis=0)                          # first (smallest) k on ties
     else:
-        ki = np.full(C, best_f.mean(axis=1).argmax())
+        ki = np.full(C, shared)
     cols = np.arange(C)
-    return (np.asarray(ks)[ki], best_j[ki, cols] / bins, best_f[ki, cols], best_f)
+    thr = best_j[ki, cols] / bins
+    if positives is not None:
+        none = np.asarray(positives) == 0
+        ki = np.where(none, shared, ki)
+        thr = np.where(none, NO_POSITIVES_THRESHOLD, best_j[ki, cols] / bins)
+    return (np.asarray(ks)[ki], thr, best_f[ki, cols], best_f)
 
 
 def tune_au_k_thresholds(y: np.ndarray, scores: np.ndarray, video: np.ndarray, ks: Iterable[int],
@@ -136,9 +147,10 @@ def tune_au_k_thresholds(y: np.ndarray, scores: np.ndarray, video: np.ndarray, k
         raise InputError(f"au: scores have {sm.c} columns, expected {AU.n_outputs}")
     st = AUGridStats(AU, sm.to_layout(check_labels(AU, y, sm.n), AU.invalid), bins=bins)
     curves = np.stack([st.f1_curves(s) for s in run_states(sm, st, ks, progress)])
-    k, thr, f1, by_k = choose_au(curves, ks, bins, True)
-    sk, sthr, sf1, _ = choose_au(curves, ks, bins, False)
-    return AUTuning(ks, k, thr, f1, int(sk[0]), sthr, sf1, by_k, AU.labels)
+    pos = st.positives()
+    k, thr, f1, by_k = choose_au(curves, ks, bins, True, pos)
+    sk, sthr, sf1, _ = choose_au(curves, ks, bins, False, pos)
+    return AUTuning(ks, k, thr, f1, int(sk[0]), sthr, sf1, by_k, AU.labels, pos == 0)
 
 
 @dataclass

@@ -4,6 +4,11 @@
 labels is the true-positive count of "predict the top i+1", so F1 of all cuts comes out of one vectorised pass
 (only cuts between distinct scores count, since s >= thr cannot split ties). `grid` is the reference's
 0.1 .. 0.9 search; 0.5 is the fixed baseline.
+
+A column with no positive frame has F1 0 at every threshold, so there is nothing to tune: every method (and the
+per-AU (k, threshold) search in `sweep`) keeps `NO_POSITIVES_THRESHOLD` = 0.5 there, the fixed baseline. Taking
+the first of the tied thresholds instead (the lowest, e.g. 0.01) would predict that unit on nearly every test
+frame.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from features.errors import InputError
 from .segments import as_2d, check_finite
 
 REFERENCE_GRID = np.round(np.arange(1, 10) / 10, 2)
+NO_POSITIVES_THRESHOLD = 0.5
 
 
 @dataclass
@@ -26,6 +32,7 @@ class Thresholds:
     f1: np.ndarray           # (C,) F1 of each column at its threshold, on the data it was tuned on
     f1_fixed: np.ndarray     # (C,) F1 at the fixed 0.5 baseline
     method: str
+    no_positives: np.ndarray | None = None   # (C,) bool: no positive frame, threshold left at 0.5
 
     @property
     def mean_f1(self) -> float:
@@ -67,7 +74,7 @@ def exact_thresholds(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarr
     best = np.argmax(f1, axis=0)
     thr = ps[best, np.arange(c)].astype(np.float64)
     f1b = np.maximum(f1[best, np.arange(c)], 0.0)
-    thr[npos == 0] = 0.5                  # nothing to find: F1 is 0 at any threshold
+    thr[npos == 0] = NO_POSITIVES_THRESHOLD      # nothing to find: F1 is 0 at any threshold
     return thr, np.where(npos == 0, 0.0, f1b)
 
 
@@ -75,7 +82,9 @@ def grid_thresholds(t: np.ndarray, p: np.ndarray, grid: np.ndarray) -> tuple[np.
     g = np.asarray(grid, np.float64)
     f1 = np.stack([metrics.f1_per_column(t, p >= x) for x in g])   # (G, C)
     best = np.argmax(f1, axis=0)
-    return g[best], f1[best, np.arange(p.shape[1])]
+    thr = g[best]
+    thr[~t.any(axis=0)] = NO_POSITIVES_THRESHOLD                    # all F1 tie at 0: nothing to tune
+    return thr, f1[best, np.arange(p.shape[1])]
 
 
 def tune_thresholds(y: np.ndarray, probs: np.ndarray, method: str = "exact",
@@ -92,7 +101,7 @@ def tune_thresholds(y: np.ndarray, probs: np.ndarray, method: str = "exact",
         f1 = metrics.f1_per_column(t, p >= 0.5)
     else:
         raise InputError(f"unknown threshold method {method!r}; choose exact, grid or fixed")
-    return Thresholds(thr, f1, metrics.f1_per_column(t, p >= 0.5), method)
+    return Thresholds(thr, f1, metrics.f1_per_column(t, p >= 0.5), method, ~t.any(axis=0))
 
 
 def compare_thresholds(y: np.ndarray, probs: np.ndarray, names=None) -> pd.DataFrame:
