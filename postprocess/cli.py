@@ -205,14 +205,22 @@ def cmd_submit(a) -> int:
                          overwrite=a.force)
     rep = validate_submission(a.out, samples, task)
     print(f"wrote {a.out}: {n} rows (k = {k})")
+    return _verdict(rep)
+
+
+def _verdict(rep) -> int:
+    """The report on stdout; for a broken file also one error line (its first problem) on stderr, exit 1."""
     print(rep)
-    return 0 if rep.ok else 1
+    if rep.ok:
+        return 0
+    line, msg = rep.problems[0]
+    more = f" ({rep.n_problems} problems in all, listed above)" if rep.n_problems > 1 else ""
+    print(f"error: {rep.path}:{line}: {msg}{more}", file=sys.stderr)
+    return 1
 
 
 def cmd_validate(a) -> int:
-    rep = validate_submission(a.file, a.samples, a.task)
-    print(rep)
-    return 0 if rep.ok else 1
+    return _verdict(validate_submission(a.file, a.samples, a.task))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ never scored) are filled from their video's neighbours (`extend_to_samples`).
 """
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import re
@@ -137,8 +138,11 @@ def _check_values(task: Task, vals: list[str]) -> str | None:
 
 def validate_submission(path: str | os.PathLike, sample_list: SampleList | str, task: Task | str,
                         raise_first: bool = False, max_listed: int = 20) -> SubmissionReport:
-    """Check header, row count, row order against the sample list and value ranges. Returns a report of all
-    problems (the first `max_listed` spelled out); with raise_first, raise InputError at the first one."""
+    """Check header, rows against the sample list and value ranges. Rows are matched to the list by image
+    location, so a missing, extra or duplicated row is one problem, not a shifted comparison of every row after
+    it; a file whose rows are all there but in another order is one problem too (the challenge wants the list's
+    order). Returns a report of all problems (the first `max_listed` spelled out, in line order); with
+    raise_first, raise InputError at the first one."""
     task = get_task(task)
     samples = _as_samples(sample_list)
     path = os.fspath(path)
@@ -148,32 +152,67 @@ def validate_submission(path: str | os.PathLike, sample_list: SampleList | str, 
         lines = f.read().splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
-    rep = SubmissionReport(path, task.name, max(len(lines) - 1, 0), len(samples))
+    # the earliest `keep` problems by line (a max-heap), so a file broken on every row costs no memory per row
+    keep = max(max_listed, 1)
+    heap: list[tuple[int, int, str]] = []
+    count = 0
 
     def problem(line: int, msg: str) -> None:
-        if raise_first:
-            raise InputError(msg, path, line)
-        rep.n_problems += 1
-        if len(rep.problems) < max_listed:
-            rep.problems.append((line, msg))
+        nonlocal count
+        count += 1
+        item = (-line, -count, msg)
+        if len(heap) < keep:
+            heapq.heappush(heap, item)
+        elif item > heap[0]:
+            heapq.heapreplace(heap, item)
 
     want = header(task)
+    expected = [str(x) for x in samples.image_location]
+    where = {loc: i for i, loc in enumerate(expected)}
+    first_data = 1
     if not lines:
         problem(1, "empty file")
-        return rep
-    if lines[0].replace(" ", "") != want:
-        problem(1, f"header should be {want!r}, got {lines[0][:80]!r}")
-    for i, text in enumerate(lines[1:]):
-        fields = text.split(",")
-        line = i + 2
-        if i < len(samples) and fields[0].strip() != samples.image_location[i]:
-            problem(line, f"row {i + 1} is {fields[0]!r}, the sample list has "
-                          f"{samples.image_location[i]!r} there (rows must follow the list's order)")
+    elif lines[0].replace(" ", "") != want:
+        if lines[0].split(",")[0].strip() in where:
+            problem(1, f"no header line: the file should start with {want!r}")
+            first_data = 0
+        else:
+            problem(1, f"header should be {want!r}, got {lines[0][:80]!r}")
+    seen: dict[str, int] = {}
+    order: list[tuple[int, int, str]] = []          # (sample index, line, location) of the rows in the list
+    for i in range(first_data, len(lines)):
+        line = i + 1
+        fields = lines[i].split(",")
+        loc = fields[0].strip()
+        if loc in seen:
+            problem(line, f"{loc!r} again (first at line {seen[loc]}); each sample once")
             continue
+        seen[loc] = line
+        if loc not in where:
+            problem(line, f"{loc!r} is not in the sample list")
+        else:
+            order.append((where[loc], line, loc))
         msg = _check_values(task, fields[1:])
         if msg:
             problem(line, msg)
-    if rep.n_rows != len(samples):
-        problem(len(lines) + 1 if rep.n_rows < len(samples) else len(samples) + 2,
-                f"{rep.n_rows} rows but the sample list has {len(samples)}")
-    return rep
+    n_rows = len(lines) - first_data
+    missing = np.flatnonzero([loc not in seen for loc in expected])
+    if len(missing):        # one problem per run of consecutive missing samples
+        runs = np.split(missing, np.flatnonzero(np.diff(missing) > 1) + 1)
+        for r in runs:
+            a, b = int(r[0]), int(r[-1])
+            what = (f"missing row for {expected[a]!r} (sample list row {a + 1})" if a == b else
+                    f"missing rows for {expected[a]!r} .. {expected[b]!r} ({b - a + 1} rows, sample list rows "
+                    f"{a + 1}-{b + 1})")
+            problem(a + first_data + 1, what)
+    idx = np.array([o[0] for o in order], np.int64)
+    back = np.flatnonzero(np.diff(idx) < 0) if len(idx) > 1 else np.zeros(0, np.int64)
+    if len(back):
+        _, line, loc = order[int(back[0]) + 1]
+        prev = order[int(back[0])][2]
+        problem(line, f"rows are not in the sample list's order: {loc!r} comes after {prev!r} here, before it "
+                      f"in the list ({len(back)} such place(s)); write rows in the list's order")
+    found = [(-ln, msg) for ln, _, msg in sorted(heap, reverse=True)]
+    if raise_first and found:
+        raise InputError(found[0][1], path, found[0][0])
+    return SubmissionReport(path, task.name, max(n_rows, 0), len(samples), found[:max_listed], count)

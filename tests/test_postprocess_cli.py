@@ -78,8 +78,11 @@ def test_validate_reports_problems(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text("image_location,Neutral\nv0/00001.jpg,3\n")
     assert main(["validate", str(bad), "--samples", str(samples), "--task", "expr"]) == 1
-    out = capsys.readouterr().out
-    assert "bad.txt:1: header" in out and "rows but the sample list has" in out
+    res = capsys.readouterr()
+    assert "bad.txt:1: header" in res.out and "missing rows for 'v0/00002.jpg' .. " in res.out
+    assert "1 rows for" in res.out and "2 problem(s)" in res.out      # the header, one run of missing rows
+    err = res.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}:1: header should be") and "2 problems" in err[0]
 
 
 def test_parse_k():

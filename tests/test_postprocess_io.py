@@ -143,9 +143,12 @@ def test_broken_submissions_are_caught(tmp_path):
     bad.write_text("\n".join(broken) + "\n")
     rep = validate_submission(bad, samples, EXPR)
     assert not rep.ok
-    msgs = " | ".join(m for _, m in rep.problems)
-    assert "rows but the sample list has" in msgs and "class 0-7" in msgs and "order" in msgs
-    assert (2, "expected a class 0-7, got '9'") in rep.problems
+    # one problem each: the class, the swap, the last row missing (no cascade over the rows after it)
+    assert rep.n_problems == 3 and rep.n_rows == len(video) - 1
+    assert rep.problems[0] == (2, "expected a class 0-7, got '9'")
+    assert "not in the sample list's order: 'vidA/00003.jpg' comes after 'vidA/00004.jpg'" in rep.problems[1][1]
+    assert rep.problems[2] == (16, "missing row for 'vidC/00014.jpg' (sample list row 15)")
+    assert "np.str_" not in str(rep)
     with pytest.raises(InputError, match=r"bad.txt:2: expected a class"):
         validate_submission(bad, samples, EXPR, raise_first=True)
     va = tmp_path / "va.txt"
@@ -154,6 +157,37 @@ def test_broken_submissions_are_caught(tmp_path):
     rep = validate_submission(va, samples, VA)
     assert rep.problems == [(5, "values outside [-1, 1]: 0.5,1.5")]
     assert "va.txt:5" in str(rep)
+
+
+def test_validate_matches_rows_by_location(tmp_path):
+    """A missing row in the middle is one problem, not one per later row; an extra and a duplicated row are one
+    each; a header-less file is told so; messages hold plain strings."""
+    video, frame, s, face = _rows(VA)
+    samples = _sample_list(tmp_path / "list.txt", video, frame)
+    out = tmp_path / "va.txt"
+    write_submission(out, VA, samples, video, frame, s, face=face)
+    lines = out.read_text().splitlines()
+    cases = {
+        "missing": (lines[:4] + lines[5:], [(5, "missing row for 'vidA/00004.jpg' (sample list row 4)")]),
+        "extra": (lines[:3] + ["vidA/00099.jpg,0.1,0.2"] + lines[3:],
+                  [(4, "'vidA/00099.jpg' is not in the sample list")]),
+        "duplicate": (lines[:3] + [lines[2]] + lines[3:], [(4, "'vidA/00002.jpg' again (first at line 3); "
+                                                              "each sample once")]),
+        "no header": (lines[1:], [(1, "no header line: the file should start with "
+                                      "'image_location,valence,arousal'")]),
+        "missing run": (lines[:2] + lines[6:], [(3, "missing rows for 'vidA/00002.jpg' .. 'vidA/00005.jpg' "
+                                                    "(4 rows, sample list rows 2-5)")]),
+    }
+    for name, (text, want) in cases.items():
+        p = tmp_path / f"{name.replace(' ', '_')}.txt"
+        p.write_text("\n".join(text) + "\n")
+        rep = validate_submission(p, samples, VA)
+        assert rep.problems == want and rep.n_problems == 1, (name, rep.problems)
+    many = tmp_path / "many.txt"
+    many.write_text("\n".join(lines[:1] + [ln + ",0" for ln in lines[1:]]) + "\n")
+    rep = validate_submission(many, samples, VA, max_listed=3)
+    assert rep.n_problems == len(video) and [ln for ln, _ in rep.problems] == [2, 3, 4]
+    assert rep.problems[0][1] == "expected 2 value(s), got 3" and "... and 12 more" in str(rep)
 
 
 def test_sample_list_errors(tmp_path):
