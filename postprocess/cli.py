@@ -19,6 +19,7 @@ from .plots import plot_sweep, plot_timeline
 from .scores import load_scores
 from .segments import video_segments
 from .selection import cross_validated_selection
+from .smoothing import check_k
 from .stats import valid_rows
 from .submission import read_sample_list, validate_submission, write_submission
 from .sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds, tune_expr_class_k
@@ -177,6 +178,34 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
 
 
+def _config_choice(cfg, task, path: Path) -> tuple:
+    """(k, thresholds, stat) that `submit` applies, checked: one line naming postprocess.json otherwise."""
+    if "k" not in cfg:
+        raise InputError("no smoothing k in it; rerun `python -m postprocess sweep`", path)
+    src = cfg
+    if cfg.get("use_per_output") and "per_output" in cfg:
+        src = cfg["per_output"] if isinstance(cfg["per_output"], dict) else {}
+    try:
+        ks = [check_k(x, "k") for x in np.atleast_1d(np.asarray(src.get("k", cfg["k"]), dtype=object))]
+    except InputError as e:
+        raise InputError(str(e), path) from None
+    if len(ks) not in (1, task.n_outputs):
+        raise InputError(f"{len(ks)} values of k for {task.n_outputs} {task.name} outputs", path)
+    k = ks[0] if np.ndim(src.get("k", cfg["k"])) == 0 else ks
+    thr = src.get("thresholds", cfg.get("thresholds"))
+    if thr is not None:
+        try:
+            t = np.asarray(thr, np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise InputError(f"thresholds must be numbers, got {thr!r}", path) from None
+        if len(t) not in (1, task.n_outputs) or not np.all((t >= 0) & (t <= 1)):
+            raise InputError(f"thresholds must be 1 or {task.n_outputs} values in [0, 1]", path)
+    stat = cfg.get("stat", "mean")
+    if stat not in ("mean", "median"):
+        raise InputError(f"stat must be mean or median, got {stat!r}", path)
+    return k, thr, stat
+
+
 def cmd_submit(a) -> int:
     run = Path(a.run)
     cfg_path = run / CONFIG
@@ -186,21 +215,20 @@ def cmd_submit(a) -> int:
         cfg = json.loads(cfg_path.read_text())
     except ValueError as e:
         raise InputError(f"not valid JSON ({e})", cfg_path) from None
+    if not isinstance(cfg, dict):
+        raise InputError("expected a JSON object as `postprocess sweep` writes it", cfg_path)
     ss = load_scores(_scores_path(run), a.split)
     task = get_task(ss.task)
     if task.name != cfg.get("task"):
         raise InputError(f"{CONFIG} is for task {cfg.get('task')!r} but split {a.split} holds {task.name}", run)
-    k, thr = cfg["k"], cfg.get("thresholds")
-    if cfg.get("use_per_output") and "per_output" in cfg:
-        k = cfg["per_output"]["k"]
-        thr = cfg["per_output"].get("thresholds", thr)
+    k, thr, stat = _config_choice(cfg, task, cfg_path)
     samples = read_sample_list(a.samples)
     if os.path.exists(a.out) and not a.force:
         raise InputError("output exists; choose another name or pass --force", a.out)
     # frames the list names beyond a video's last crop join the timeline before smoothing, as labelled frames
     # beyond the last crop do on validation
     ss = extend_timeline(ss, samples.video, samples.frame)
-    smoothed = smoothed_scores(ss, k, cfg.get("stat", "mean"))
+    smoothed = smoothed_scores(ss, k, stat)
     n = write_submission(a.out, task, samples, ss.video, ss.frame, smoothed, thresholds=thr,
                          overwrite=a.force)
     rep = validate_submission(a.out, samples, task)
