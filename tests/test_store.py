@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features import cachelock
 from features.errors import InputError
 from features.store import FeatureStore, ExtractorInfo
 
@@ -34,6 +35,14 @@ def write(path, videos, inf=None, **kw):
         w = s.writer(inf)
         for i, (v, n) in enumerate(videos):
             w.write_video(v, **video_data(n, seed=i))
+
+
+def die(store):
+    """What a killed writer leaves: open segments unfolded, its lock file (the kernel drops the lock itself)."""
+    store._close_files()
+    os.close(store._lock._fd)
+    cachelock._HELD.discard(os.path.abspath(store._lock.path))
+    store._lock._fd = None
 
 
 def test_roundtrip_and_provenance(tmp_path):
@@ -100,7 +109,8 @@ def test_killed_writer_leaves_committed_videos(tmp_path):
     s = FeatureStore(p, "a")
     w = s.writer(info())
     w.write_video("b", **video_data(4, seed=1))
-    s._close_files()          # die: no compaction
+    die(s)                    # no compaction
+    assert (tmp_path / "c.h5.lock").exists()
     (tmp_path / "c.h5.parts" / "seg-000000099-deadbeef.h5.tmp").write_bytes(b"\x89HDF partial")
     (tmp_path / "c.h5.tmp").write_bytes(b"partial compaction")
     r = FeatureStore(p)       # readable as is, sees both videos
