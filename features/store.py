@@ -428,7 +428,14 @@ class FeatureStore:
         for src in sources:
             if any(src.name in m for m in merged_by_main.values()):
                 continue       # already inside a main file (compaction killed before cleanup)
-            f = self._add_source(src)
+            try:
+                f = self._add_source(src)
+            except InputError as e:
+                if self.mode == "r" or not src.parent.name.endswith(".parts"):
+                    raise
+                # a writer neither reads nor deletes a segment it cannot index; readers name it
+                log.warning("%s; it is left as it is (not part of the cache)", e)
+                continue
             if "merged_segments" in f:
                 merged_by_main[src] = set(f["merged_segments"].asstr()[()])
 
