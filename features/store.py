@@ -60,6 +60,7 @@ FORMAT = "affect-features"
 OUTPUTS = ("embedding", "logits", "va")
 _CHUNK_BYTES = 1 << 20          # ~1 MiB chunks (compressed files only) fit HDF5's default chunk cache
 _RDCC_BYTES = 64 << 20          # a larger chunk cache for partial-chunk reads at video boundaries
+_OPEN_SEGMENTS = 64             # segment files kept open at once (each holds a file descriptor)
 _SEG_RE = re.compile(r"^seg-(\d{9})-[0-9a-f]{8}\.h5$")
 _PROVENANCE_KEYS = ("checkpoint_sha256", "input_size", "normalization", "outputs", "embedding_dtype")
 _VERSIONED_PACKAGES = ("numpy", "h5py", "torch", "timm", "tensorflow", "keras", "affect-features")
@@ -367,8 +368,9 @@ class FeatureStore:
         self.mode = mode
         self.paths = paths
         self.compression = compression
-        self._files: list[h5py.File] = []
+        self._files: list[h5py.File | None] = []    # None: a segment closed to save descriptors (see _file)
         self._sources: list[Path] = []
+        self._open_segments: dict[int, None] = {}   # indices of open segment files, least recently used first
         self._writers: dict[str, "VideoWriter"] = {}
         self._lock: CacheLock | None = None
         if mode == "a":
@@ -444,11 +446,40 @@ class FeatureStore:
         f = _open_read(src)
         self._files.append(f)
         self._sources.append(src)
-        self._index_file(len(self._files) - 1, src)
+        i = len(self._files) - 1
+        if src.parent.name.endswith(".parts"):
+            self._touch_segment(i)
+        self._index_file(i, src)
+        return f
+
+    def _touch_segment(self, i: int) -> None:
+        """Mark segment i used; close the least recently used ones beyond _OPEN_SEGMENTS. A run commits one
+        segment per video and extractor: kept open, thousands of them hit the open-file limit (1024 on many
+        systems) and the next commit failed with 'Too many open files'."""
+        self._open_segments.pop(i, None)
+        self._open_segments[i] = None
+        while len(self._open_segments) > _OPEN_SEGMENTS:
+            j = next(iter(self._open_segments))
+            del self._open_segments[j]
+            f, self._files[j] = self._files[j], None
+            if f is not None:
+                f.close()
+
+    def _file(self, i: int) -> h5py.File:
+        """Source i, open. Main and shard files stay open; segments are reopened when needed (they never change
+        once renamed into place; one is gone only if a writer compacted the cache since it was opened)."""
+        f = self._files[i]
+        if f is None:
+            if not self._sources[i].exists():
+                raise InputError("the cache was compacted while it was open here; open it again",
+                                 self._sources[i])
+            f = self._files[i] = _open_read(self._sources[i])
+        if i in self._open_segments or self._sources[i].parent.name.endswith(".parts"):
+            self._touch_segment(i)
         return f
 
     def _index_file(self, i: int, src: Path) -> None:
-        f = self._files[i]
+        f = self._file(i)
         new: list[tuple[str, ExtractorInfo, dict[str, _VideoLoc]]] = []
         groups = f.get("extractors", {})
         if not isinstance(groups, h5py.Group):
@@ -480,8 +511,10 @@ class FeatureStore:
 
     def _close_files(self) -> None:
         for f in getattr(self, "_files", []):
-            f.close()
+            if f is not None:
+                f.close()
         self._files = []
+        self._open_segments = {}
         self._sources = []
 
     # -- metadata -------------------------------------------------------------------------------------------
@@ -526,7 +559,7 @@ class FeatureStore:
                 count += locs[j].count
                 j += 1
             if count:
-                ds = self._files[src]["extractors"][name][key]
+                ds = self._file(src)["extractors"][name][key]
                 ds.read_direct(out, np.s_[start:start + count], np.s_[o:o + count])
             o += count
             i = j
