@@ -802,6 +802,15 @@ class FeatureStore:
             if self._lock is not None:
                 self._lock.release()
 
+    def __del__(self) -> None:
+        # A writer dropped without close() (an error in a notebook cell) releases its lock, so the process can
+        # open the cache again; its committed segments stay and the next writer folds them in.
+        lock = getattr(self, "_lock", None)
+        if lock is not None and lock.held:
+            with contextlib.suppress(Exception):
+                self._close_files()
+                lock.release()
+
     def __enter__(self) -> "FeatureStore":
         return self
 

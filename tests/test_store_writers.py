@@ -130,3 +130,15 @@ def test_compaction_deletes_only_the_segments_it_folded(tmp_path):
     assert (tmp_path / "c.h5.parts" / "seg-000000501-0123abcd.h5").exists()
     (tmp_path / "c.h5.parts" / "seg-000000501-0123abcd.h5").unlink()
     assert FeatureStore(p).videos("m") == ["a", "d", "b"]
+
+
+def test_dropped_writer_releases_its_lock(tmp_path):
+    import gc
+    p = tmp_path / "c.h5"
+    s = FeatureStore(p, "a")
+    s.writer(info()).write_video("a", **video_data(3))
+    del s                                   # e.g. a notebook cell failed before close()
+    gc.collect()
+    with FeatureStore(p, "a") as s:         # not refused; the dropped writer's commit is folded in
+        assert s.videos("m") == ["a"]
+    assert FeatureStore(p).videos("m") == ["a"] and not (tmp_path / "c.h5.parts").exists()
