@@ -128,9 +128,9 @@ def add_merge_parser(sub) -> None:
     m = sub.add_parser("merge", help="fold shard files (or several caches) into one cache file",
                        description="Fold cache files into one, atomically (written as OUT.tmp, then renamed). "
                                    "An input FILE.h5 that is absent stands for its shard files "
-                                   "FILE.shard-i-of-n.h5 (what extract run --shard i/n writes). OUT may be one of the inputs; any other existing "
-                                   "OUT is refused. Inputs are kept unless --remove-inputs. A file still being "
-                                   "written (its lock is held) is refused.")
+                                   "FILE.shard-i-of-n.h5 (what extract run --shard i/n writes). OUT may be one of "
+                                   "the inputs; any other existing OUT is refused. Inputs are kept unless "
+                                   "--remove-inputs. A file still being written (its lock is held) is refused.")
     m.add_argument("inputs", nargs="+", metavar="CACHE", help="cache or shard files (comma lists and globs too)")
     m.add_argument("--out", required=True, help="the merged cache file")
     m.add_argument("--remove-inputs", action="store_true",
