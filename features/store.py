@@ -901,7 +901,8 @@ def shard_files(path: str | os.PathLike) -> list[Path]:
         return []
     if len(found) > 1:
         splits = ", ".join(f"of {n}" for n in sorted(found))
-        raise InputError(f"shard files of {len(found)} different splits ({splits}) lie beside the absent cache; move the stale set away or name the files to read", path)
+        raise InputError(f"shard files of {len(found)} different splits ({splits}) lie beside the absent cache; "
+                         f"move the stale set away or name the files to read", path)
     n, have = next(iter(found.items()))
     missing = [i for i in range(1, n + 1) if i not in have]
     if missing:
