@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m classify",
                                  description="Train light heads on cached features; blend, smooth, report.")
     ap.add_argument("--task", required=True, choices=["va", "expr", "au"])
-    ap.add_argument("--cache", default="cache/features.h5", help="feature cache (HDF5), default %(default)s")
+    ap.add_argument("--cache", default="cache/features.h5",
+                    help="feature cache (HDF5), default %(default)s; when the file is absent its shard files "
+                         "<stem>.shard-i-of-n.h5 (extract run --shard) are read as one cache; several files or "
+                         "globs may be given separated by commas")
     ap.add_argument("--labels", default="data/synthetic", help="Aff-Wild2 annotation root, default %(default)s")
     ap.add_argument("--heads", default="mlp,lama,blend",
                     help="comma-separated: mlp, lama, logits (EXPR rule), va_only (VA rule), blend")

@@ -22,7 +22,7 @@ import pandas as pd
 
 from features.errors import InputError
 from features.labels import Joined, join, label_array, load_labels
-from features.store import FeatureStore
+from features.store import FeatureStore, cache_files
 from features.tasks import Task, get_task
 from postprocess.scores import ScoreSet, save_scores, timeline_scores
 from postprocess.stats import valid_rows
@@ -283,9 +283,7 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
     task = get_task(task_name)
     opts = dict(opts or {})
     ks = DEFAULT_KS if ks is None else ks
-    if not Path(cache).exists():
-        raise InputError("feature cache not found (run `python -m extract run` first)", cache)
-    store = FeatureStore(cache)
+    store = FeatureStore(cache_files(cache))    # the file, else its shard files; or a comma list
     members = plan_members(task, store, heads, list(features or []))
     used = list(dict.fromkeys(fs for _, fs in members.values()))
     run_dir = _unique_dir(Path(runs_dir), task, name)

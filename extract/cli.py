@@ -6,6 +6,7 @@
     python -m extract list
     python -m extract convert ...          (extract.convert)
     python -m extract openface CSV_DIR --out FILE
+    python -m extract merge CACHE_OR_SHARD... --out FILE [--remove-inputs]
 
 Bad input and I/O failures print one line ``error: ...`` to stderr and exit 2.
 """
@@ -111,6 +112,34 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- merge: shard files (or any caches) into one file ---------------------------------------------------------
+def cmd_merge(a: argparse.Namespace) -> int:
+    from features.store import cache_files, merge_caches
+    inputs = [p for spec in a.inputs for p in cache_files(spec)]
+    counts = merge_caches(inputs, a.out, remove_inputs=a.remove_inputs,
+                          compression=None if a.compression == "none" else a.compression)
+    kept = "removed" if a.remove_inputs else "kept"
+    print(f"merge: {len(inputs)} files -> {a.out}: "
+          f"{', '.join(f'{e} {n} videos' for e, n in counts.items())} (inputs {kept})", file=sys.stderr)
+    return 0
+
+
+def add_merge_parser(sub) -> None:
+    m = sub.add_parser("merge", help="fold shard files (or several caches) into one cache file",
+                       description="Fold cache files into one, atomically (written as OUT.tmp, then renamed). "
+                                   "An input FILE.h5 that is absent stands for its shard files "
+                                   "FILE.shard-i-of-n.h5 (what extract run --shard i/n writes). OUT may be one of "
+                                   "the inputs; any other existing OUT is refused. Inputs are kept unless "
+                                   "--remove-inputs. A file still being written (its lock is held) is refused.")
+    m.add_argument("inputs", nargs="+", metavar="CACHE", help="cache or shard files (comma lists and globs too)")
+    m.add_argument("--out", required=True, help="the merged cache file")
+    m.add_argument("--remove-inputs", action="store_true",
+                   help="delete the input files (and their segments) once the merged file is in place")
+    m.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"],
+                   help="HDF5 compression of the merged file (default none: fastest reads)")
+    m.set_defaults(func=cmd_merge)
+
+
 def _delegate(module: str, func: str, argv: Sequence[str]) -> int:
     try:
         mod = importlib.import_module(module)
@@ -160,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("convert", help="convert a checkpoint (see python -m extract convert -h)", add_help=False)
     sub.add_parser("openface", help="read OpenFace CSVs into the cache (python -m extract openface -h)",
                    add_help=False)
+    add_merge_parser(sub)
     return ap
 
 

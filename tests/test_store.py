@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features import cachelock
 from features.errors import InputError
 from features.store import FeatureStore, ExtractorInfo
 
@@ -34,6 +35,14 @@ def write(path, videos, inf=None, **kw):
         w = s.writer(inf)
         for i, (v, n) in enumerate(videos):
             w.write_video(v, **video_data(n, seed=i))
+
+
+def die(store):
+    """What a killed writer leaves: open segments unfolded, its lock file (the kernel drops the lock itself)."""
+    store._close_files()
+    os.close(store._lock._fd)
+    cachelock._HELD.discard(os.path.abspath(store._lock.path))
+    store._lock._fd = None
 
 
 def test_roundtrip_and_provenance(tmp_path):
@@ -100,7 +109,8 @@ def test_killed_writer_leaves_committed_videos(tmp_path):
     s = FeatureStore(p, "a")
     w = s.writer(info())
     w.write_video("b", **video_data(4, seed=1))
-    s._close_files()          # die: no compaction
+    die(s)                    # no compaction
+    assert (tmp_path / "c.h5.lock").exists()
     (tmp_path / "c.h5.parts" / "seg-000000099-deadbeef.h5.tmp").write_bytes(b"\x89HDF partial")
     (tmp_path / "c.h5.tmp").write_bytes(b"partial compaction")
     r = FeatureStore(p)       # readable as is, sees both videos
@@ -190,3 +200,53 @@ def test_bad_writes(tmp_path):
     write(tmp_path / "c.h5", [("a", 2)])
     with pytest.raises(InputError, match="read-only"):
         FeatureStore(tmp_path / "c.h5").writer(info())
+
+
+def test_many_segments_stay_under_the_open_file_limit(tmp_path):
+    """Before: every committed segment stayed open (one descriptor each), so a run of ~1000 commits (videos x
+    extractors) hit the usual 1024 open-file limit and failed with 'Too many open files'."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    here = Path(__file__).resolve().parent
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))\n"
+        "from features.store import FeatureStore\n"
+        "from test_store import info, video_data\n"
+        "s = FeatureStore(sys.argv[1], 'a')\n"
+        "w = s.writer(info())\n"
+        "for i in range(220):\n"
+        "    w.write_video(f'v{i}', **video_data(2, seed=i))\n"
+        "r = FeatureStore(sys.argv[1])\n"            # a reader of the 120 segments, beside the writer
+        "assert len(r.read(r.videos('m')).index) == 440\n"
+        "r.close()\n"
+        "s.close()\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.h5")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    s = FeatureStore(tmp_path / "c.h5")
+    assert len(s.videos("m")) == 220
+    np.testing.assert_array_equal(s.read(["v77"], outputs=("logits",)).arrays["m/logits"],
+                                  video_data(2, seed=77)["logits"])
+
+
+def test_segments_reopened_on_demand(tmp_path, monkeypatch):
+    import features.store as store_mod
+    monkeypatch.setattr(store_mod, "_OPEN_SEGMENTS", 3)
+    p = tmp_path / "c.h5"
+    s = FeatureStore(p, "a")
+    w = s.writer(info())
+    for i in range(8):
+        w.write_video(f"v{i}", **video_data(3 + i, seed=i))
+    assert sum(f is not None for f in s._files) == 3
+    blk = s.read([f"v{i}" for i in (7, 0, 3)], outputs=("logits",))
+    np.testing.assert_array_equal(blk.arrays["m/logits"],
+                                  np.concatenate([video_data(3 + i, seed=i)["logits"] for i in (7, 0, 3)]))
+    r = FeatureStore(p)              # a reader opened before the compaction
+    r_closed = [i for i, f in enumerate(r._files) if f is None]
+    s.close()
+    assert FeatureStore(p).videos("m") == [f"v{i}" for i in range(8)]
+    with pytest.raises(InputError, match="compacted while it was open here; open it again"):
+        r.read([r._catalog["m"] and list(r._catalog["m"])[r_closed[0]]])
