@@ -213,4 +213,4 @@ def test_cli_au_mlp_lama_blend(world, capsys):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["members"]["lama"]["feature_set"] == "enet/logits+va" and m["final"] == "blend"
     assert (run_dir / "lama.log").stat().st_size > 0
-    assert load_head(run_dir / "heads" / "lama", task="au").predict_proba(np.zeros((3, 10), np.float32)).shape == (3, 12)
+    assert load_head(run_dir / "heads" / "lama", task="au", allow_pickle=True).predict_proba(np.zeros((3, 10), np.float32)).shape == (3, 12)

@@ -37,7 +37,7 @@ def test_lama_expr_fast_learns_saves_and_logs_to_a_file(data, tmp_path, capfd):
     text = log.read_text()     # the whole log, not only LightAutoML's first lines
     assert out.out + out.err == "" and "Task: multiclass" in text and "fold" in text.lower()
     h.save(tmp_path / "head")
-    np.testing.assert_array_equal(load_head(tmp_path / "head", task="expr").predict_proba(d.X[va]), p)
+    np.testing.assert_array_equal(load_head(tmp_path / "head", task="expr", allow_pickle=True).predict_proba(d.X[va]), p)
 
 
 @pytest.mark.slow
