@@ -7,11 +7,15 @@ Outputs under `<runs-dir>/<task>/<name>/` (an existing run is never overwritten)
     results.md/csv  the paper-style table (method, feature set, ensemble, metrics raw and smoothed)
     heads/<head>/   saved heads (head.json records task and feature set)
     lama.log        LightAutoML's own log
-and `<runs-dir>/<task>/latest` is pointed at the new run (a symlink).
+and `<runs-dir>/<task>/latest` is pointed at the new run (a symlink) once everything is written. Options are
+checked before the folder is made; a run that fails after that is renamed `<name>.failed` (its error in
+FAILED.txt, lama.log kept) and `latest` stays where it was.
 """
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +51,7 @@ class Split:
     n_labelled: int
     n_missing: int
     missing_reasons: dict
+    source: str = ""             # the annotation folder or MTL file the labels came from
 
 
 def load_split(store: FeatureStore, labels_root: str | Path, task: Task, split: str,
@@ -75,7 +80,8 @@ def load_split(store: FeatureStore, labels_root: str | Path, task: Task, split: 
                          f"({first.summary()})", store.paths[0])
     return Split(X=X, y=first.y[rows0], video=first.groups[rows0], frame=first.index["frame"].to_numpy()[rows0],
                  n_labelled=first.n_labelled, n_missing=n_missing,
-                 missing_reasons=first.missing["reason"].value_counts().to_dict())
+                 missing_reasons=first.missing["reason"].value_counts().to_dict(),
+                 source=labels.attrs.get("source", ""))
 
 
 def merge_splits(a: Split, b: Split) -> Split:
@@ -202,8 +208,34 @@ def load_test(store: FeatureStore, videos: list[str], sets: list[str], log=print
     return X, blk.index.assign(video=blk.index["video"].astype(str))
 
 
+# option -> (smallest allowed value, what it is); None means "the default"
+_INT_OPTIONS = {"epochs": (1, "epochs"), "hidden": (1, "hidden units (leave it out for the reference layout)"),
+                "batch": (1, "rows per batch"), "lama_timeout": (1, "seconds"),
+                "lama_max_rows": (0, "rows (0: all rows)"), "cpus": (1, "cores"), "seed": (0, "seed")}
+
+
+def check_options(opts: dict) -> None:
+    """Refuse option values that would train nothing, or fail deep inside a library, before any work."""
+    for k, (lo, what) in _INT_OPTIONS.items():
+        v = opts.get(k)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise InputError(f"--{k.replace('_', '-')} must be an integer >= {lo} ({what}), got {v!r}")
+    lr = opts.get("lr")
+    if lr is not None and not (isinstance(lr, (int, float, np.number)) and math.isfinite(lr) and lr > 0):
+        raise InputError(f"--lr must be a positive finite learning rate (e.g. 0.001), got {lr!r}")
+
+
 def _unique_dir(runs_dir: Path, task: Task, name: str | None) -> Path:
+    for d in (runs_dir, runs_dir / task.name):
+        if d.exists() and not d.is_dir():
+            raise InputError("--runs-dir: this is a file, not a folder", d)
     if name is not None:
+        if not name.strip() or name != Path(name).name or name in (".", "..", "latest") \
+                or name.endswith(".failed") or name.startswith("."):
+            raise InputError(f"--name {name!r}: give a plain folder name (no '/', not 'latest', not starting "
+                             f"with '.' or ending in '.failed')")
         d = runs_dir / task.name / name
         if d.exists():
             raise InputError("run folder exists; choose another --name (runs are never overwritten)", d)
@@ -219,9 +251,34 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
         name: str | None = None, runs_dir: str | Path = "runs", train_val: bool = False,
         ks: int | list[int] | range | None = None, opts: dict | None = None, test: str | Path | None = None,
         log=print) -> Path:
-    """Fit the heads, blend them, choose k (and AU thresholds) on validation and write the run folder."""
+    """Fit the heads, blend them, choose k (and AU thresholds) on validation and write the run folder.
+
+    Bad options and inputs are refused before the folder exists; if anything fails once it does, the folder
+    is renamed `<name>.failed` (FAILED.txt says why) and `latest` is not moved."""
+    started: list[Path] = []
+    try:
+        return _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, ks, opts, test, log,
+                    started)
+    except BaseException as e:
+        if started and started[0].exists():
+            _mark_failed(started[0], e, log)
+        raise
+
+
+def _mark_failed(run_dir: Path, e: BaseException, log=print) -> None:
+    failed = run_dir.with_name(run_dir.name + ".failed")
+    if failed.exists():                      # an earlier failed attempt of the same name: nothing valid
+        shutil.rmtree(failed)
+    run_dir.rename(failed)
+    (failed / "FAILED.txt").write_text(f"{type(e).__name__}: {e}\n")
+    log(f"  run failed; its folder is now {failed} ({run_dir.parent / 'latest'} unchanged)")
+
+
+def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, ks, opts, test, log,
+         started: list[Path]) -> Path:
     task = get_task(task_name)
     opts = dict(opts or {})
+    check_options(opts)
     ks = DEFAULT_KS if ks is None else ks
     if not Path(cache).exists():
         raise InputError("feature cache not found (run `python -m extract run` first)", cache)
@@ -236,10 +293,11 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
     va = load_split(store, labels, task, "val", used)
     for nm, sp in (("train", tr), ("val", va)):
         log(f"{task.name}/{nm}: {len(sp.y)} frames; {sp.n_missing} of {sp.n_labelled} labelled frames have no "
-            f"features{f' {sp.missing_reasons}' if sp.n_missing else ''}")
+            f"features{f' {sp.missing_reasons}' if sp.n_missing else ''} (labels: {sp.source})")
     log(f"  loaded in {time.perf_counter() - t0:.1f} s")
     fit_on = merge_splits(tr, va) if train_val else tr
     run_dir.mkdir(parents=True)
+    started.append(run_dir)
 
     scores: dict[str, np.ndarray] = {}
     fitted: dict[str, Head] = {}
