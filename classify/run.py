@@ -36,7 +36,7 @@ from postprocess.thresholds import tune_thresholds
 from . import featuresets
 from .base import Head, check_finite
 from .blend import BlendHead
-from .lama import LAMA_MAX_ROWS, LamaHead
+from .lama import LAMA_MAX_ROWS, LamaHead, LamaTimeout
 from .mlp import MLPHead
 from .rules import LogitsRule, VAOnly
 
@@ -306,7 +306,12 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
         t = time.perf_counter()
         head = make_head(kind, task, store, fs, opts, run_dir)
         head.feature_set = fs
-        head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y)
+        try:
+            head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y)
+        except LamaTimeout as e:          # the other members still make a run; the log and metrics say so
+            log(f"  {mname} left out: {e}")
+            extra[mname] = {"left_out": str(e)}
+            continue
         scores[mname] = head.predict_proba(va.X[fs])
         fitted[mname] = head
         sm = smoothing(task, va.y, scores[mname], va.video, ks)
@@ -320,6 +325,8 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
             extra.setdefault(mname, {})["train_rows"] = n_fit
         log(f"  {mname} on {fs}: {task.metric_name} {sm['metric_raw']:.4f} frame-level, "
             f"{sm['metric_smoothed']:.4f} smoothed (k={sm['k']}) [{time.perf_counter() - t:.1f} s{sample}]")
+    if not rows:
+        raise InputError(f"no head was fitted: {'; '.join(v['left_out'] for v in extra.values())}")
     final_name = max(rows, key=lambda r: r["metric_raw"])["method"]
     if "blend" in heads and len(scores) > 1:
         t = time.perf_counter()
@@ -348,6 +355,8 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
         face = idx["face"].to_numpy(bool)
         ts = {}
         for mname, (kind, fs) in members.items():
+            if mname not in fitted:
+                continue
             s = np.full((len(idx), task.n_outputs), np.nan, np.float32)
             if face.any():
                 check_finite(Xt[fs][face], f"{cache}: test features {fs}")

@@ -158,3 +158,21 @@ def test_task_folder_wins_over_mtl_and_mtl_is_found_under_the_root(affwild, tmp_
     (tmp_path / "MTL_Challenge" / "train_set_old.txt").write_text("x")
     with pytest.raises(InputError, match="several MTL train files"):
         load_labels(tmp_path, EXPR, "train", progress=False)
+
+
+def test_lama_stopped_at_its_limit_is_left_out_of_the_run(w, tmp_path, monkeypatch):
+    from classify.lama import LamaHead, LamaTimeout
+
+    def too_slow(self, *a, **k):
+        raise LamaTimeout("LightAutoML did not finish within its 5 s limit; stopped after 15 s")
+    monkeypatch.setattr(LamaHead, "fit", too_slow)
+    logged = []
+    d = run("expr", w / "features.h5", w / "labels", ["logits", "lama", "blend"], name="r", runs_dir=tmp_path,
+            ks=[0], log=logged.append)
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["final"] == "logits" and "did not finish" in m["training"]["lama"]["left_out"]
+    assert [r["method"] for r in m["heads"]] == ["logits"]
+    assert any("lama left out: LightAutoML did not finish" in ln for ln in logged)
+    with pytest.raises(InputError, match="no head was fitted: LightAutoML did not finish"):
+        run("expr", w / "features.h5", w / "labels", ["lama"], name="only", runs_dir=tmp_path, ks=[0], **QUIET)
+    assert (tmp_path / "expr" / "only.failed").is_dir() and (tmp_path / "expr" / "latest").resolve() == d
