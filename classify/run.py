@@ -261,7 +261,10 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
                     started)
     except BaseException as e:
         if started and started[0].exists():
-            _mark_failed(started[0], e, log)
+            try:
+                _mark_failed(started[0], e, log)
+            except OSError as oe:            # never hide the run's own error behind this one
+                log(f"  run failed; could not rename {started[0]} to mark it: {oe}")
         raise
 
 

@@ -206,7 +206,7 @@ def test_cli_au_mlp_lama_blend(world, capsys):
     """The reference AU ensemble (MLP + LightAutoML on logits + VA) through the command, in one process."""
     root, cache, labels = world
     rc = main(["--task", "au", "--cache", str(cache), "--labels", str(labels), "--heads", "mlp,lama,blend",
-               "--runs-dir", str(root / "runs"), "--name", "au_lama", "--epochs", "2", "--lama-timeout", "5",
+               "--runs-dir", str(root / "runs"), "--name", "au_lama", "--epochs", "2", "--lama-timeout", "30",
                "--k", "0:10"])
     assert rc == 0, capsys.readouterr().err
     run_dir = root / "runs" / "au" / "au_lama"

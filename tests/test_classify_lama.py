@@ -87,7 +87,7 @@ def test_lama_holds_its_time_limit(data, task):
 @pytest.mark.slow
 def test_lama_va_multi_reg(data):
     d, tr, va = data
-    h = LamaHead("va", timeout=20, cv=2, log_file=os.devnull).fit(d.X[tr], d.y_va[tr])
+    h = LamaHead("va", timeout=40, cv=2, log_file=os.devnull).fit(d.X[tr], d.y_va[tr])
     p = h.predict_proba(d.X[va])
     assert p.shape == (va.sum(), 2) and np.abs(p).max() <= 1
     assert VA.score(d.y_va[va], p) > 0.3
@@ -96,7 +96,7 @@ def test_lama_va_multi_reg(data):
 @pytest.mark.slow
 def test_lama_au_multilabel(data):
     d, tr, va = data
-    h = LamaHead("au", timeout=20, cv=2).fit(d.X[tr], d.y_au[tr])
+    h = LamaHead("au", timeout=40, cv=2).fit(d.X[tr], d.y_au[tr])
     p = h.predict_proba(d.X[va])
     assert p.shape == (va.sum(), 12) and ((0 <= p) & (p <= 1)).all()
     y = d.y_au[va]
