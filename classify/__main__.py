@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="feature cache (HDF5), default %(default)s; when the file is absent its shard files "
                          "<stem>.shard-i-of-n.h5 (extract run --shard) are read as one cache; several files or "
                          "globs may be given separated by commas")
-    ap.add_argument("--labels", default="data/synthetic", help="Aff-Wild2 annotation root, default %(default)s")
+    ap.add_argument("--labels", default="data/synthetic",
+                    help="Aff-Wild2 annotation root, or a folder of MTL split files (e.g. <root>/MTL_Challenge), "
+                         "default %(default)s")
     ap.add_argument("--heads", default="mlp,lama,blend",
                     help="comma-separated: mlp, lama, logits (EXPR rule), va_only (VA rule), blend")
     ap.add_argument("--features", default="",
@@ -43,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--hidden", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--lama-timeout", type=int, default=60, help="seconds for LightAutoML")
+    ap.add_argument("--lama-timeout", type=int, default=60,
+                    help="seconds for a LightAutoML fit, start-up included; its worker is stopped at this plus "
+                         "max(10 s, 25%%) and the head left out")
     ap.add_argument("--lama-max-rows", type=int, default=LAMA_MAX_ROWS,
                     help="LightAutoML trains on a class-stratified sample of this many rows (0: all rows)")
     ap.add_argument("--cpus", type=int, default=None, help="LightAutoML cpu_limit (default: all cores)")

@@ -1,10 +1,17 @@
 """The head interface (scikit-learn-like) and saving/loading of heads as directories.
 
-A saved head is a folder with `head.json` (kind, task, params, feature set) beside the head's own files, so
-loading refuses a head made for another task with one clear line.
+A saved head is a folder with `head.json` (kind, task, params, feature set, the sha256 of every file written)
+beside the head's own files, so loading refuses a head made for another task with one clear line.
+
+Loading never runs code from the folder by default: heads store plain arrays (Keras' `.keras` format loaded
+without custom objects, JSON, NPZ read with ``allow_pickle=False``). The one exception is a LightAutoML model,
+which only exists as a pickle: a head kind lists such files in `Head.pickled`, and `load_head` opens them only
+with ``allow_pickle=True`` and only when their bytes still match the sha256 recorded when the head was saved.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
 import os
 from pathlib import Path
@@ -15,6 +22,9 @@ from features.errors import InputError
 from features.tasks import Task, get_task
 
 HEAD_KINDS: dict[str, type["Head"]] = {}
+# where each saved kind is defined, so a fresh process can load any head without importing them all first
+KIND_MODULES = {"mlp": "classify.mlp", "lama": "classify.lama", "logits": "classify.rules",
+                "va_only": "classify.rules", "blend": "classify.blend"}
 
 
 def register(cls: type["Head"]) -> type["Head"]:
@@ -29,6 +39,7 @@ class Head:
     probabilities (n, 12); predict returns the challenge predictions (Task.decide).
     """
     kind = "head"
+    pickled: tuple[str, ...] = ()     # files of a saved head that are pickles (loaded only with allow_pickle)
 
     def __init__(self, task: str | Task, **params):
         self.task = get_task(task)
@@ -67,8 +78,9 @@ class Head:
         if path.exists() and any(path.iterdir()):
             raise InputError("head folder exists and is not empty; refusing to overwrite", path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": self.kind, "task": self.task.name, "params": self.params, "feature_set": self.feature_set}
         self._save(path)
+        meta = {"kind": self.kind, "task": self.task.name, "params": self.params, "feature_set": self.feature_set,
+                "sha256": {f.name: sha256(f) for f in sorted(path.iterdir()) if f.is_file()}}
         (path / "head.json").write_text(json.dumps(meta, indent=2, default=str))
         return path
 
@@ -79,22 +91,100 @@ class Head:
         raise NotImplementedError
 
 
-def load_head(path: str | os.PathLike, task: str | Task | None = None) -> Head:
-    """Load a saved head; with `task`, refuse a head made for another task."""
+def load_head(path: str | os.PathLike, task: str | Task | None = None, allow_pickle: bool = False) -> Head:
+    """Load a saved head; with `task`, refuse a head made for another task.
+
+    A head holding a pickle (LightAutoML) loads only with ``allow_pickle=True`` (unpickling can run any code:
+    pass it only for heads you trained yourself) and only if the pickle's sha256 matches the one recorded at
+    save time; every other recorded file is checked too.
+    """
     path = Path(path)
     meta_p = path / "head.json"
     if not meta_p.exists():
         raise InputError("not a saved head (no head.json)", path)
-    meta = json.loads(meta_p.read_text())
-    if task is not None and meta["task"] != get_task(task).name:
-        raise InputError(f"head was trained for task {meta['task']!r}, not {get_task(task).name!r}", meta_p)
-    cls = HEAD_KINDS.get(meta["kind"])
-    if cls is None:
-        raise InputError(f"unknown head kind {meta['kind']!r}", meta_p)
-    head = cls(meta["task"], **meta["params"])
+    try:
+        meta = json.loads(meta_p.read_text(encoding="utf-8"))
+        kind, saved_task = meta["kind"], meta["task"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"head.json is not a saved head's metadata ({type(e).__name__}: {e})", meta_p) from None
+    if task is not None and saved_task != get_task(task).name:
+        raise InputError(f"head was trained for task {saved_task!r}, not {get_task(task).name!r}", meta_p)
+    cls = head_class(kind, meta_p)
+    recorded = meta.get("sha256") or {}
+    for name in cls.pickled:
+        f = path / name
+        if not f.exists():
+            continue
+        if not allow_pickle:
+            raise InputError(f"{name} is a pickle, and unpickling can run code; load it only if you trained it "
+                             f"yourself, with allow_pickle=True (command line: --allow-pickle)", f)
+        if name not in recorded:
+            raise InputError("no sha256 recorded for this pickle in head.json; refusing to unpickle it", f)
+    for name, digest in recorded.items():
+        f = path / name
+        if f.is_file() and sha256(f) != digest:
+            raise InputError(f"sha256 differs from the one recorded when the head was saved (changed since); "
+                             f"refusing to load it", f)
+    head = cls(saved_task, **(meta.get("params") or {}))
     head.feature_set = meta.get("feature_set")
     head._load(path)
     return head
+
+
+def head_class(kind: str, where: str | os.PathLike | None = None) -> type[Head]:
+    """The class of a saved head kind, importing the module that defines it."""
+    if kind not in HEAD_KINDS and kind in KIND_MODULES:
+        importlib.import_module(KIND_MODULES[kind])
+    cls = HEAD_KINDS.get(kind)
+    if cls is None:
+        raise InputError(f"unknown head kind {kind!r} (known: {', '.join(KIND_MODULES)})", where)
+    return cls
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- scikit-learn MLPs without pickle ---------------------------------------------------------------------------
+def save_mlp_classifier(est, path: Path, stem: str) -> None:
+    """A fitted scikit-learn MLPClassifier as `<stem>.json` (params, classes, shapes) + `<stem>.npz` (weights):
+    plain data, so loading it runs no code (a pickle would)."""
+    arrays = {f"coef{i}": c for i, c in enumerate(est.coefs_)}
+    arrays.update({f"intercept{i}": b for i, b in enumerate(est.intercepts_)})
+    np.savez(path / f"{stem}.npz", classes=np.asarray(est.classes_), **arrays)
+    meta = {"estimator": "sklearn.neural_network.MLPClassifier", "params": est.get_params(),
+            "n_layers": int(est.n_layers_), "out_activation": est.out_activation_,
+            "n_features_in": int(est.n_features_in_), "n_outputs": int(est.n_outputs_)}
+    (path / f"{stem}.json").write_text(json.dumps(meta, indent=2))
+
+
+def load_mlp_classifier(path: Path, stem: str):
+    """Rebuild what `save_mlp_classifier` wrote: the estimator with its weights, ready to predict."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import LabelBinarizer
+    try:
+        meta = json.loads((path / f"{stem}.json").read_text(encoding="utf-8"))
+        with np.load(path / f"{stem}.npz", allow_pickle=False) as z:
+            n = int(meta["n_layers"]) - 1
+            coefs = [z[f"coef{i}"] for i in range(n)]
+            intercepts = [z[f"intercept{i}"] for i in range(n)]
+            classes = z["classes"]
+        params = dict(meta["params"])
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        est = MLPClassifier(**params)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"cannot read the saved scikit-learn MLP {stem}.json/.npz ({type(e).__name__}: {e})",
+                         path) from None
+    est.coefs_, est.intercepts_ = coefs, intercepts
+    est.n_layers_, est.out_activation_ = n + 1, meta["out_activation"]
+    est.n_features_in_, est.n_outputs_ = int(meta["n_features_in"]), int(meta["n_outputs"])
+    est.classes_ = classes
+    est._label_binarizer = LabelBinarizer().fit(classes)
+    return est
 
 
 def check_xy(task: Task, X, y=None, what: str = "training") -> None:

@@ -7,6 +7,13 @@ dropped; its own log goes to `log_file`.
 LightAutoML (through torch) crashes or hangs in a process that has already loaded TensorFlow, as the MLP heads
 do, so fitting and predicting run in a worker process (`python -m classify.lama`), fed through a temporary
 folder; this process keeps only the pickled model bytes and never imports LightAutoML itself.
+
+The time limit (`timeout`, seconds) covers the whole fit as the caller sees it, from starting the worker (its
+imports take ~8 s) to the model coming back. LightAutoML is given what is left after the imports, less a reserve
+for scoring the validation rows, and runs in its hard timing mode, so it normally stops itself and keeps what it
+has fitted. It only checks its clock between folds, though (a first fold, or its reader's role guessing, can
+run long), so the worker is stopped at `hard_limit(timeout)` = timeout + max(10 s, 25 %), and the fit raises
+`LamaTimeout` (one line; `classify.run` leaves the head out of the run and says so).
 """
 from __future__ import annotations
 
@@ -17,9 +24,11 @@ import logging
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -33,6 +42,23 @@ from .base import Head, register
 _LAMA_TASK = {"regression": "multi:reg", "multiclass": "multiclass", "multilabel": "multilabel"}
 _PKG_ROOT = str(Path(__file__).resolve().parent.parent)
 LAMA_MAX_ROWS = 100_000     # training rows LightAutoML sees by default (see LamaHead.fit)
+
+
+class LamaTimeout(InputError):
+    """LightAutoML did not finish within its time limit (plus the stated margin); its worker was stopped."""
+
+
+def hard_limit(timeout: float) -> float:
+    """Seconds after which a fit's worker is stopped: the limit plus a margin of max(10 s, 25 %)."""
+    return timeout + max(10.0, 0.25 * timeout)
+
+
+def _budget(timeout: float, deadline: float | None) -> float:
+    """LightAutoML's own time limit: the time left until `deadline` (spawn + timeout), less a reserve for
+    scoring the validation rows and pickling (10 %, at least 2 s); at least 1 s."""
+    if deadline is None:
+        return timeout
+    return max(1.0, deadline - time.time() - max(2.0, 0.1 * timeout))
 
 
 @contextlib.contextmanager
@@ -57,6 +83,7 @@ def _quiet():
 @register
 class LamaHead(Head):
     kind = "lama"
+    pickled = ("lama.pkl",)      # LightAutoML models exist only as pickles: loaded with allow_pickle only
 
     def __init__(self, task, timeout: int = 60, cpu_limit: int | None = None, cv: int = 3, seed: int = 0,
                  log_file: str | None = None, max_rows: int | None = LAMA_MAX_ROWS):
@@ -98,7 +125,7 @@ class LamaHead(Head):
     def _frame(X) -> pd.DataFrame:
         return pd.DataFrame(np.asarray(X, np.float32), columns=[f"f{i}" for i in range(X.shape[1])])
 
-    def _fit_local(self, X, y) -> bytes:
+    def _fit_local(self, X, y, deadline: float | None = None) -> bytes:
         p = self.params
         df = self._frame(X)
         if self.task.kind == "multiclass":
@@ -122,9 +149,12 @@ class LamaHead(Head):
                 logging.getLogger("lightautoml").addHandler(log)
             # timing mode 2 (hard) stops its tasks to finish in time; its default (1) lets every model run past
             # the timeout (on 585 k rows, a 180 s budget became more than 12 minutes)
-            automl = TabularAutoML(task=LTask(_LAMA_TASK[self.task.kind]), timeout=p["timeout"],
+            # advanced_roles off: it guesses whether numeric columns are really categories, which ours (continuous
+            # model outputs) never are, and it is not timed: on 448 rows it took 34 s of a 20 s budget
+            automl = TabularAutoML(task=LTask(_LAMA_TASK[self.task.kind]), timeout=_budget(p["timeout"], deadline),
                                    cpu_limit=p["cpu_limit"], timing_params={"mode": 2},
-                                   reader_params={"n_jobs": p["cpu_limit"], "cv": p["cv"], "random_state": p["seed"]})
+                                   reader_params={"n_jobs": p["cpu_limit"], "cv": p["cv"], "random_state": p["seed"],
+                                                  "advanced_roles": False})
             try:
                 automl.fit_predict(df, roles=roles, verbose=2)
             finally:
@@ -210,18 +240,30 @@ def _call_worker(op: str, head: LamaHead, arrays: dict[str, np.ndarray]):
         t = Path(tmp)
         for k, a in arrays.items():
             np.save(t / f"{k}.npy", a)
-        (t / "head.json").write_text(json.dumps({"task": head.task.name, "params": head.params}))
+        limit = hard_limit(head.params["timeout"]) if op == "fit" else None
+        start = time.time()
+        (t / "head.json").write_text(json.dumps({"task": head.task.name, "params": head.params,
+                                                 "deadline": start + head.params["timeout"] if limit else None}))
         if head.model is not None:
             (t / "model.pkl").write_bytes(head.model)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([_PKG_ROOT, os.environ.get("PYTHONPATH", "")])}
-        # a wall-clock guard in case LightAutoML ignores its own time limit
-        limit = 3 * head.params["timeout"] + 600 if op == "fit" else None
+        # its own session, so that stopping it also stops the processes LightAutoML started
+        proc = subprocess.Popen([sys.executable, "-m", "classify.lama", op, tmp], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            r = subprocess.run([sys.executable, "-m", "classify.lama", op, tmp], env=env, capture_output=True,
-                               text=True, timeout=limit)
+            _, err = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
-            raise InputError(f"LightAutoML ran past {limit} s for a {head.params['timeout']} s budget; lower "
-                             f"--lama-max-rows (now {head.params.get('max_rows')})") from None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise LamaTimeout(f"LightAutoML did not finish within its {head.params['timeout']} s limit; stopped "
+                              f"after {time.time() - start:.0f} s (margin included), no model kept: raise "
+                              f"--lama-timeout or lower --lama-max-rows (now {head.params.get('max_rows')})") from None
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
         if r.returncode != 0:
             tail = "\n".join(r.stderr.strip().splitlines()[-15:])
             if r.returncode == 2 and tail.startswith("error: "):
@@ -243,7 +285,7 @@ def _worker(op: str, folder: str) -> int:
     X = np.load(t / "X.npy")
     try:
         if op == "fit":
-            head.model = head._fit_local(X, np.load(t / "y.npy"))
+            head.model = head._fit_local(X, np.load(t / "y.npy"), meta.get("deadline"))
             (t / "model.pkl").write_bytes(head.model)
             if (t / "X_val.npy").exists():
                 np.save(t / "scores.npy", head._predict_local(np.load(t / "X_val.npy")))

