@@ -20,6 +20,24 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 AFFECTNET7 = ("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
 
 
+def import_keras():
+    """Import Keras (and TensorFlow under it) only after torch and triton: the one place that orders them.
+
+    Why: importing triton after TensorFlow crashes the process (segmentation fault inside triton's native
+    library; torch 2.14 + TensorFlow 2.21, measured). triton is pulled in lazily by timm (via
+    torch._dynamo), torch.compile and torch._inductor, so `--extractors fer,<any torch model>` died as soon
+    as the second model was built, while the reverse order worked. Loading triton first (0.3 s) makes every
+    order of fer, timm, exported and ONNX extractors safe in one process.
+    """
+    import torch  # noqa: F401  (before TensorFlow, see above)
+    try:
+        import triton  # noqa: F401
+    except ImportError:     # CPU-only torch builds have no triton, and nothing then imports it
+        pass
+    import keras
+    return keras
+
+
 class Extractor:
     """Abstract frozen feature extractor (framework-agnostic)."""
     name: str = ""

@@ -17,7 +17,7 @@ import inspect
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from features.errors import InputError
 
@@ -25,20 +25,44 @@ log = logging.getLogger("extract")
 DEFAULT_DATA = "data/synthetic"
 
 
-def split_specs(text: str) -> list[str]:
-    """``fer,timm:x:w.pt:mean=0.5,0.5,0.5`` -> specs; a comma starts a new spec only before a name.
+def split_specs(text: str | Sequence[str], names: Iterable[str] | None = None) -> list[str]:
+    """``fer,exported:m.pt2:classes=a,b,c,timm:x:w.pt:mean=0.5,0.5,0.5`` -> one string per spec.
 
-    Option values may hold commas (``mean=0.5,0.5,0.5``), so a comma-separated piece that does not look like
-    the start of a spec (it contains '=' before any ':' or is a bare number) is glued to the previous spec.
+    Option values may hold commas (``mean=0.5,0.5,0.5``, ``classes=a,b,c``), so a comma starts a new spec
+    only when the text after it begins with a registered extractor name (`names`, default the registry's),
+    followed by ``:`` or the end; after an option (``key=value``) any other piece continues that value. A value
+    piece that is itself an extractor name (a class called ``fer``) needs double quotes around the value
+    (``classes="happy,fer"``): commas inside quotes never split. Several ``--extractors`` options add up.
     """
+    if names is None:
+        from . import registry
+        names = registry.list_extractors()
+    names = set(names)
+    texts = [text] if isinstance(text, str) else list(text)
     out: list[str] = []
-    for piece in text.split(","):
-        p = piece.strip()
-        head = p.split(":", 1)[0]
-        if out and (not p or "=" in head or head.replace(".", "", 1).lstrip("+-").isdigit()):
-            out[-1] += "," + piece
-        elif p:
-            out.append(p)
+    for t in texts:
+        if t.count('"') % 2:
+            raise InputError(f"--extractors: unbalanced double quote in {t!r}")
+        pieces, cur, quoted = [], [], False
+        for ch in t:        # split on commas outside double quotes (csv's quoting needs quotes at field start)
+            if ch == '"':
+                quoted = not quoted
+            elif ch == "," and not quoted:
+                pieces.append("".join(cur))
+                cur = []
+            else:
+                cur.append(ch)
+        pieces.append("".join(cur))
+        first = True
+        for piece in pieces:
+            p = piece.strip()
+            head = p.split(":", 1)[0]
+            in_value = bool(out) and not first and "=" in out[-1].rsplit(":", 1)[-1]
+            if in_value and head not in names:
+                out[-1] += "," + p
+            elif p:
+                out.append(p)
+                first = False
     if not out:
         raise InputError("--extractors is empty")
     return out
@@ -96,7 +120,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     source = discover(data, a.layout, crops=a.crops, detector=det.to_dict())
     amp = a.amp if a.amp != "none" else None
     extractors = [create_extractor(s, a.device, a.allow_pickle, amp, a.channels_last, a.compile, a.runtime)
-                  for s in split_specs(a.extractors)]
+                  for s in split_specs(a.extractors or ["fer"])]
     summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
                   limit_videos=a.limit_videos, detector=det, progress=not a.quiet,
                   resize_on=a.resize_on)
@@ -127,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="extract features of every video into an HDF5 cache (resumable)")
     r.add_argument("--data", default=DEFAULT_DATA, help="data folder (or one video file)")
     r.add_argument("--out", default="cache/features.h5", help="HDF5 cache to create or extend")
-    r.add_argument("--extractors", default="fer", help="comma-separated extractor specs (python -m extract list)")
+    r.add_argument("--extractors", action="append", default=None,
+                   help="comma-separated extractor specs (python -m extract list; default fer); option values may "
+                        "hold commas (classes=a,b,c); may be repeated")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     r.add_argument("--batch", type=int, default=64)
     r.add_argument("--workers", type=int, default=None, help="decode processes (default: cores - 1, at most 8)")
