@@ -68,6 +68,22 @@ def split_specs(text: str | Sequence[str], names: Iterable[str] | None = None) -
     return out
 
 
+def _number(kind: type, low: float, high: float | None = None, high_open: bool = False):
+    """argparse type: a `kind` number in [low, high] (or [low, high)); argparse prints the one-line error."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if v < low or (high is not None and (v >= high if high_open else v > high)) or v != v:
+            rng = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
+        return v
+    parse.__name__ = kind.__name__      # argparse names the type in some messages
+    return parse
+
+
 def create_extractor(spec: str, device: str, allow_pickle: bool = False, amp: str | None = None,
                      channels_last: bool = False, compile: bool = False, runtime: str = "torch"):
     """Build one extractor through the registry; `allow_pickle` goes only to factories that take it, and
@@ -155,16 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated extractor specs (python -m extract list; default fer); option values may "
                         "hold commas (classes=a,b,c); may be repeated")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    r.add_argument("--batch", type=int, default=64)
-    r.add_argument("--workers", type=int, default=None, help="decode processes (default: cores - 1, at most 8)")
-    r.add_argument("--threads", type=int, default=0, help="torch CPU threads in the main process (0: default)")
+    r.add_argument("--batch", type=_number(int, 1), default=64, help="frames per forward pass (>= 1)")
+    r.add_argument("--workers", type=_number(int, 0), default=None, help="decode processes (default: cores - 1, at most 8; 0: decode in the main process)")
+    r.add_argument("--threads", type=_number(int, 0), default=0, help="torch CPU threads in the main process (0: default)")
     r.add_argument("--shard", default=None, help="i/n: extract shard i of n into <out>.shard-i-of-n.h5")
     r.add_argument("--layout", default="auto", choices=["auto", "affwild", "folders", "videos"])
     r.add_argument("--crops", default="auto", choices=["auto", "cropped", "cropped_aligned"],
                    help="Aff-Wild2 crop folder (auto: cropped, else cropped_aligned)")
-    r.add_argument("--limit-videos", type=int, default=None, help="only the first N videos (sorted by name)")
+    r.add_argument("--limit-videos", type=_number(int, 1), default=None, help="only the first N videos (sorted by name)")
     r.add_argument("--allow-pickle", action="store_true",
-                   help="allow loading whole pickled modules (.pt): runs code from the file, trusted files only")
+                   help="unpickle checkpoints that hold Python objects (whole pickled modules): this EXECUTES code "
+                        "stored in the file while loading it, before any check of its contents, so use it only for "
+                        "files from a source you trust (or convert them once with python -m extract convert)")
     r.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="autocast for torch models (changes the features; recorded in the cache)")
     r.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch models (GPU)")
@@ -173,9 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
                    help="run torch models through onnxruntime (exported in memory; ~2x faster B0 on a 2-core CPU; "
                         "needs the onnx extra)")
-    r.add_argument("--margin", type=float, default=0.2, help="videos: crop side = (1 + margin) x face box")
-    r.add_argument("--smooth", type=float, default=0.0, help="videos: box smoothing factor in [0, 1)")
-    r.add_argument("--detect-size", type=int, default=256, help="videos: long side seen by the face detector")
+    r.add_argument("--margin", type=_number(float, 0.0), default=0.2, help="videos: crop side = (1 + margin) x face box")
+    r.add_argument("--smooth", type=_number(float, 0.0, 1.0, high_open=True), default=0.0, help="videos: box smoothing factor in [0, 1)")
+    r.add_argument("--detect-size", type=_number(int, 32), default=256, help="videos: long side seen by the face detector")
     r.add_argument("--resize-on", default="auto", choices=["auto", "workers", "device"],
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")

@@ -166,12 +166,13 @@ def import_openface(csvs: Iterable[str | os.PathLike], store_path: str | os.Path
     if dup:
         raise InputError(f"two CSVs give the same video name {dup[0]!r} (video = file stem)",
                          next(c for c in csvs if c.stem == dup[0]))
+    data = [read_openface_csv(c, threshold, face_id=face_id, pose_gaze=pose_gaze) for c in csvs]
     with FeatureStore(store_path, mode="a") as store:
         w = store.writer(openface_info(threshold, name))
         wp = store.writer(openface_info(threshold, name, pose_gaze=True)) if pose_gaze else None
-        todo = [c for c in csvs if not w.has_video(c.stem) or (wp is not None and not wp.has_video(c.stem))]
-        data = [read_openface_csv(c, threshold, face_id=face_id, pose_gaze=pose_gaze) for c in todo]
-        for c, d in zip(todo, data):
+        todo = [(c, d) for c, d in zip(csvs, data)
+                if not w.has_video(c.stem) or (wp is not None and not wp.has_video(c.stem))]
+        for c, d in todo:
             write_openface(None if w.has_video(c.stem) else w, c.stem, d,
                            None if wp is None or wp.has_video(c.stem) else wp)
     return len(todo)

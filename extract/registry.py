@@ -98,6 +98,9 @@ def create(spec: str, **kw: Any) -> Extractor:
     if name not in _REGISTRY:
         raise InputError(f"unknown extractor {name!r} in spec {spec!r}; known: {', '.join(sorted(_REGISTRY))}")
     factory = _REGISTRY[name]
+    if not getattr(factory, "tensorflow_only", False):
+        from .base import torch_before_tensorflow
+        torch_before_tensorflow(strict=True)    # torch models may load triton: never after TensorFlow
     # options the factory declares as text keep their text (classes=1,2,3 are names, not numbers)
     raw = parse_spec(spec, typed=False)[2]
     for k, p in inspect.signature(factory).parameters.items():

