@@ -116,7 +116,7 @@ def pickled_globals(path: Path) -> list[str]:
     found: list[str] = []
     if zipfile.is_zipfile(path):
         try:
-            found = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+            found = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))   # a set: sort
         except Exception:       # a damaged archive: no globals to name
             found = []
     else:
@@ -141,7 +141,8 @@ def pickled_globals(path: Path) -> list[str]:
                 except Exception:   # end of the pickles (or not a pickle at all)
                     break
     found = list(dict.fromkeys(found))
-    return [g for g in found if not g.startswith(_TENSOR_PREFIXES)] + [g for g in found if g.startswith(_TENSOR_PREFIXES)]
+    tensor_kind = [g for g in found if g.startswith(_TENSOR_PREFIXES)]
+    return [g for g in found if g not in tensor_kind] + tensor_kind
 
 
 def load_weights(path: str | os.PathLike, allow_pickle: bool = False) -> Weights:

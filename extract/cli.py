@@ -172,13 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "hold commas (classes=a,b,c); may be repeated")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     r.add_argument("--batch", type=_number(int, 1), default=64, help="frames per forward pass (>= 1)")
-    r.add_argument("--workers", type=_number(int, 0), default=None, help="decode processes (default: cores - 1, at most 8; 0: decode in the main process)")
-    r.add_argument("--threads", type=_number(int, 0), default=0, help="torch CPU threads in the main process (0: default)")
+    r.add_argument("--workers", type=_number(int, 0), default=None,
+                   help="decode processes (default: cores - 1, at most 8; 0: decode in the main process)")
+    r.add_argument("--threads", type=_number(int, 0), default=0,
+                   help="torch CPU threads in the main process (0: default)")
     r.add_argument("--shard", default=None, help="i/n: extract shard i of n into <out>.shard-i-of-n.h5")
     r.add_argument("--layout", default="auto", choices=["auto", "affwild", "folders", "videos"])
     r.add_argument("--crops", default="auto", choices=["auto", "cropped", "cropped_aligned"],
                    help="Aff-Wild2 crop folder (auto: cropped, else cropped_aligned)")
-    r.add_argument("--limit-videos", type=_number(int, 1), default=None, help="only the first N videos (sorted by name)")
+    r.add_argument("--limit-videos", type=_number(int, 1), default=None,
+                   help="only the first N videos (sorted by name; N >= 1)")
     r.add_argument("--allow-pickle", action="store_true",
                    help="unpickle checkpoints that hold Python objects (whole pickled modules): this EXECUTES code "
                         "stored in the file while loading it, before any check of its contents, so use it only for "
@@ -191,9 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
                    help="run torch models through onnxruntime (exported in memory; ~2x faster B0 on a 2-core CPU; "
                         "needs the onnx extra)")
-    r.add_argument("--margin", type=_number(float, 0.0), default=0.2, help="videos: crop side = (1 + margin) x face box")
-    r.add_argument("--smooth", type=_number(float, 0.0, 1.0, high_open=True), default=0.0, help="videos: box smoothing factor in [0, 1)")
-    r.add_argument("--detect-size", type=_number(int, 32), default=256, help="videos: long side seen by the face detector")
+    r.add_argument("--margin", type=_number(float, 0.0), default=0.2,
+                   help="videos: crop side = (1 + margin) x face box")
+    r.add_argument("--smooth", type=_number(float, 0.0, 1.0, high_open=True), default=0.0,
+                   help="videos: box smoothing factor in [0, 1)")
+    r.add_argument("--detect-size", type=_number(int, 32), default=256,
+                   help="videos: long side seen by the face detector (>= 32)")
     r.add_argument("--resize-on", default="auto", choices=["auto", "workers", "device"],
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")

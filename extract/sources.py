@@ -210,10 +210,11 @@ def load_image(path: str, draft: int | None = None) -> tuple[np.ndarray | None, 
 
     PIL reads by content, not by extension, so PNG data behind ``.jpg`` decodes; CMYK, grey, palette and
     alpha images are converted to RGB (alpha dropped). 16-bit images become 8-bit by their high byte (16-bit
-    grey by hand: PIL would clip it to white); 32-bit integer and float images are rejected. Truncated files are *rejected* (PIL's default) rather than padded with
-    grey. Images with a side below :data:`MIN_SIDE` are rejected too: upscaling a 4x4 image gives a flat blob,
-    not a face. `draft` (off in the runner, to keep PIL's full-decode-then-resize result) lets the JPEG decoder
-downscale by 1/2..1/8 when the image is much larger than needed.
+    grey by hand: PIL would clip it to white); 32-bit integer and float images are rejected. Truncated files are
+    *rejected* (PIL's default) rather than padded with grey. Images with a side below :data:`MIN_SIDE` are
+    rejected too: upscaling a 4x4 image gives a flat blob, not a face. `draft` (off in the runner, to keep PIL's
+    full-decode-then-resize result) lets the JPEG decoder downscale by 1/2..1/8 when the image is much larger
+    than needed.
     """
     from PIL import Image, UnidentifiedImageError
     try:

@@ -376,6 +376,17 @@ def test_split_specs_keeps_commas_inside_options():
     from extract.cli import split_specs
     assert split_specs("fer, timm:m:w.pt:mean=0.5,0.5,0.5:std=1,1,1,enet_b2_8") == [
         "fer", "timm:m:w.pt:mean=0.5,0.5,0.5:std=1,1,1", "enet_b2_8"]
+    # class names are text: only a registered name after a comma starts a new spec
+    assert split_specs("fer,exported:m.pt2:size=112:classes=a,b,c") == ["fer", "exported:m.pt2:size=112:classes=a,b,c"]
+    assert split_specs("exported:m.pt2:classes=a,b,c:name=x,timm:y:w") == [
+        "exported:m.pt2:classes=a,b,c:name=x", "timm:y:w"]
+    assert split_specs('exported:m.pt2:classes="happy,fer",fer') == ["exported:m.pt2:classes=happy,fer", "fer"]
+    assert split_specs(["exported:m.pt2:classes=a,b", "fer"]) == ["exported:m.pt2:classes=a,b", "fer"]
+    assert split_specs("fer,nosuch") == ["fer", "nosuch"]          # refused later as an unknown extractor
+    with pytest.raises(InputError, match="unbalanced double quote"):
+        split_specs('exported:m.pt2:classes="a,b')
+    with pytest.raises(InputError, match="empty"):
+        split_specs(" , ")
 
 
 # ----------------------------------------------------------------------------------------------------------

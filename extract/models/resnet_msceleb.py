@@ -16,7 +16,7 @@ NAME = "resnet18_msceleb"
 
 
 @register(NAME)
-def make(path: str | None = None, allow_pickle: bool = False):
+def make(path: str | None = None, *, allow_pickle: bool = False):
     """resnet18_msceleb:path.pth -> 512-d embedding (no logits)."""
     # the published files are plain tensors (weights_only loads them); re-saved ones may hold pickled objects
     w = load_weights(find_checkpoint(NAME, path), allow_pickle=allow_pickle)
