@@ -108,6 +108,20 @@ def _not_run(tmp: Path, shared: Path, res: Result) -> None:
     assert not (tmp / "code_ran").exists(), "the checkpoint's code ran"
 
 
+def _quiet_run(folder: Path, out: Path) -> Result:
+    """The runner on `folder` with the pixel extractor; its expected warnings (masked frames) are not shown,
+    and the logger's level is restored for whoever logs next."""
+    from extract.runner import run
+    from extract.sources import discover
+    log = logging.getLogger("extract")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return api(lambda: run(discover(folder), [PixelExtractor()], out, workers=0, progress=False))
+    finally:
+        log.setLevel(level)
+
+
 def _run(tmp: Path, shared: Path, *args) -> Result:
     return cli(main, ["run", "--data", _data(shared), "--out", tmp / "c.h5", "--workers", "0", "--quiet", *args])
 
@@ -147,12 +161,9 @@ def _frame_modes(tmp: Path) -> dict[str, np.ndarray]:
 
 
 def _run_modes(tmp: Path, shared: Path) -> Result:
-    from extract.runner import run
-    from extract.sources import discover
     np.savez(tmp / "expected.npz", **{k: (v if isinstance(v, np.ndarray) else np.zeros(0)) for k, v in
                                       _frame_modes(tmp).items()})
-    logging.getLogger("extract").setLevel(logging.ERROR)    # the float frame's warning is expected
-    return api(lambda: run(discover(tmp / "modes"), [PixelExtractor()], tmp / "c.h5", workers=0, progress=False))
+    return _quiet_run(tmp / "modes", tmp / "c.h5")
 
 
 def _check_modes(tmp: Path, shared: Path, res: Result) -> None:
@@ -170,15 +181,12 @@ def _check_modes(tmp: Path, shared: Path, res: Result) -> None:
 
 
 def _corrupt_frame(tmp: Path, shared: Path) -> Result:
-    from extract.runner import run
-    from extract.sources import discover
     d = tmp / "f" / "v"
     d.mkdir(parents=True)
     from PIL import Image
     Image.new("RGB", (S, S), (9, 9, 9)).save(d / "1.png")
     (d / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    logging.getLogger("extract").setLevel(logging.ERROR)
-    return api(lambda: run(discover(tmp / "f"), [PixelExtractor()], tmp / "c.h5", workers=0, progress=False))
+    return _quiet_run(tmp / "f", tmp / "c.h5")
 
 
 def _check_corrupt(tmp: Path, shared: Path, res: Result) -> None:
