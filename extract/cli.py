@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import logging
 import sys
 from pathlib import Path
@@ -46,28 +45,12 @@ def split_specs(text: str) -> list[str]:
 
 def create_extractor(spec: str, device: str, allow_pickle: bool = False, amp: str | None = None,
                      channels_last: bool = False, compile: bool = False, runtime: str = "torch"):
-    """Build one extractor through the registry; `allow_pickle` goes only to factories that take it, and
-    `runtime="onnxruntime"` to torch models (others run as they are)."""
-    from . import registry
-    from .base import TorchExtractor
-    kw = {"device": device}
-    if amp:
-        kw["amp"] = amp
-    if channels_last:
-        kw["channels_last"] = True
-    if compile:
-        kw["compile"] = True
-    if allow_pickle:
-        registry.list_extractors()
-        name = registry.parse_spec(spec)[0]
-        factory = getattr(registry, "_REGISTRY", {}).get(name)
-        if factory is not None and "allow_pickle" in inspect.signature(factory).parameters:
-            kw["allow_pickle"] = True
-    ext = registry.create(spec, **kw)
-    if runtime == "onnxruntime" and isinstance(ext, TorchExtractor):
-        from .models.onnx_twin import from_torch
-        ext = from_torch(ext)
-    return ext
+    """Build one extractor through the factory (extract.factory.create: `allow_pickle` goes only to factories
+    that take it; `runtime="onnxruntime"` applies to torch networks, as the spec option does)."""
+    from . import factory
+    return factory.create(spec, allow_pickle=allow_pickle, device=device, amp=amp or None,
+                          channels_last=channels_last or None, compile=compile or None,
+                          runtime=runtime if runtime != "torch" else None)
 
 
 def _ensure_default_data(data: Path) -> None:
@@ -105,8 +88,8 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_list(a: argparse.Namespace) -> int:
-    from . import registry
-    for name in registry.list_extractors():
+    from . import factory
+    for name in factory.list_extractors():
         print(name)
     return 0
 
