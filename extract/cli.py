@@ -3,6 +3,7 @@
     python -m extract run --data DIR --out FILE --extractors fer[,spec2] --device cpu|cuda --batch 64
                           [--workers N] [--shard i/n] [--layout auto|affwild|folders|videos]
                           [--limit-videos N] [--allow-pickle] [--amp bf16|fp16] [--channels-last]
+                          [--engine local|ray] [--ray-address auto|HOST:PORT] [--gpus-per-worker G]
     python -m extract list
     python -m extract convert ...          (extract.convert)
     python -m extract openface CSV_DIR --out FILE
@@ -73,16 +74,38 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     shard = parse_shard(a.shard)
+    if a.engine == "ray" and shard is not None:
+        raise InputError("--shard and --engine ray exclude each other: the Ray engine spreads the videos over its "
+                         "workers itself (drop --shard)")
     data = Path(a.data)
     _ensure_default_data(data)
     det = DetectorConfig(margin=a.margin, smooth=a.smooth, detect_size=a.detect_size)
     source = discover(data, a.layout, crops=a.crops, detector=det.to_dict())
     amp = a.amp if a.amp != "none" else None
+    if a.engine == "ray":
+        return _run_ray(a, source, det, amp)
     extractors = [create_extractor(s, a.device, a.allow_pickle, amp, a.channels_last, a.compile, a.runtime)
                   for s in split_specs(a.extractors)]
     summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
                   limit_videos=a.limit_videos, detector=det, progress=not a.quiet,
                   resize_on=a.resize_on)
+    print(f"extract: {summary.line()}", file=sys.stderr)
+    return 0
+
+
+def _run_ray(a: argparse.Namespace, source, det, amp: str | None) -> int:
+    """--engine ray: the workers build the extractors themselves (extract.ray_engine)."""
+    from functools import partial
+
+    from . import ray_engine
+    from .runner import Settings
+    make = partial(ray_engine.build_all, create_extractor, split_specs(a.extractors), a.device, a.allow_pickle, amp,
+                   a.channels_last, a.compile, a.runtime)
+    settings = Settings(batch=a.batch, workers=a.workers, device=a.device, detector=det, progress=not a.quiet,
+                        resize_on=a.resize_on)
+    summary = ray_engine.run(source, make, a.out, settings=settings, address=a.ray_address,
+                             n_workers=a.ray_workers, gpus_per_worker=a.gpus_per_worker,
+                             limit_videos=a.limit_videos)
     print(f"extract: {summary.line()}", file=sys.stderr)
     return 0
 
@@ -137,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this machine; ray: a pool of Ray workers, one per GPU, each writing "
+                        "<out>.shard-i-of-n.h5 (needs the ray extra)")
+    r.add_argument("--ray-address", default=None,
+                   help="--engine ray: auto (the cluster this node joined) or HOST:PORT; default: start Ray here")
+    r.add_argument("--gpus-per-worker", type=float, default=1.0, help="--engine ray with CUDA: GPUs per worker")
+    r.add_argument("--ray-workers", type=int, default=None,
+                   help="--engine ray: number of workers (default: one per GPU on CUDA, one per CPU otherwise)")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list registered extractors")
     ls.set_defaults(func=cmd_list)
