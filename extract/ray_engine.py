@@ -94,7 +94,11 @@ def connect(address: str | None):
     ray = _import_ray(address)
     if ray.is_initialized():
         return ray
-    kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
+    # the workers import this checkout even where it is not installed (a no-op where it is)
+    env = {"PYTHONPATH": os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[1]),
+                                                      os.environ.get("PYTHONPATH", "")] if p)}
+    kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=True, configure_logging=False,
+                              runtime_env={"env_vars": env})
     if address is None:
         kw.update(object_store_memory=256 * 1024 ** 2)
     try:
@@ -235,10 +239,8 @@ def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathL
     d = _Driver(ray, n, out, videos, settings, summary=RaySummary(
         out=f"{shard_path(out, 1, n)} .. {shard_path(out, n, n).name}", workers=n))
     source_meta = Source(root=source.root, layout=source.layout, videos=[], description=source.description)
-    env = {"PYTHONPATH": os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[1]),
-                                                      os.environ.get("PYTHONPATH", "")] if p)}
     actor_cls = ray.remote(concurrency_groups={"poll": 1})(_worker_actor(ray))
-    actor_opts = dict(opts, max_restarts=0, max_concurrency=1, runtime_env={"env_vars": env})
+    actor_opts = dict(opts, max_restarts=0, max_concurrency=1)
     d.start = lambda slot: actor_cls.options(**actor_opts).remote(
         slot, n, str(out), source_meta, settings, make_extractors, per_cpu)
     try:
