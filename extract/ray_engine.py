@@ -52,11 +52,13 @@ POLL_S = 0.5                 # progress poll interval
 class RaySummary(Summary):
     workers: int = 0
     restarts: int = 0
+    start_s: float = 0.0                                 # connecting and starting the workers
     per_worker: dict = field(default_factory=dict)      # slot -> [videos, frames]
 
     def line(self) -> str:
         per = ", ".join(f"{s}: {v} videos/{f} frames" for s, (v, f) in sorted(self.per_worker.items()))
-        return (f"{super().line()}; {self.workers} Ray workers ({self.restarts} restarted): {per or 'none ran'}")
+        return (f"{super().line()}; {self.workers} Ray workers (started in {self.start_s:.1f} s, {self.restarts} "
+                f"restarted): {per or 'none ran'}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -245,6 +247,7 @@ def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathL
         slot, n, str(out), source_meta, settings, make_extractors, per_cpu)
     try:
         d.start_all()
+        d.summary.start_s = time.perf_counter() - t0
         done = committed(existing_files(out), d.names, videos)
         d.wanted = ~done
         todo = [k for k in range(len(videos)) if not done[k].all()]
