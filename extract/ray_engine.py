@@ -217,6 +217,10 @@ def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathL
     CPU. `on_start(actors)` is called with {slot: actor handle} once the workers are up (tests use it)."""
     t0 = time.perf_counter()
     settings = settings or Settings()
+    if n_workers is not None and n_workers < 1:
+        raise InputError(f"--ray-workers must be >= 1, got {n_workers}")
+    if settings.cuda and gpus_per_worker <= 0:
+        raise InputError(f"--gpus-per-worker must be > 0, got {gpus_per_worker}")
     out = Path(out)
     videos, _ = select_videos(source.videos, out, limit_videos, None)
     source = with_detector(source, settings.detector)
@@ -224,8 +228,6 @@ def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathL
     res = ray.cluster_resources()
     cpus, gpus = float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
     if settings.cuda:
-        if gpus_per_worker <= 0:
-            raise InputError(f"--gpus-per-worker must be > 0, got {gpus_per_worker}")
         n = n_workers or int(gpus // gpus_per_worker)
         if n < 1:
             raise InputError(f"--device {settings.device}: the Ray cluster has {gpus:g} GPUs, "
@@ -417,8 +419,8 @@ class _Driver:
                         continue
                     for k in ("videos", "frames", "no_face", "bad_files", "wait_s", "model_s", "write_s"):
                         setattr(summary, k, getattr(summary, k) + r[k])
-                    s.videos += r["videos"]
-                    s.frames += r["frames"]
+                    s.videos += int(r["videos"])
+                    s.frames += int(r["frames"])
                     bar.update(self._poll([s]))
                     bar.set_postfix_str(f"{summary.videos} videos", refresh=False)
         finally:
