@@ -45,3 +45,27 @@ def test_shards_and_the_planner_agree():
         assert [v.name for v in shard_videos(videos, i, 4)] == sorted(names[k] for k in bins[i - 1])
     sel, out = select_videos(videos, __import__("pathlib").Path("c/f.h5"), limit_videos=10, shard=(2, 3))
     assert out.name == "f.shard-2-of-3.h5" and {v.name for v in sel} <= set(names[:10])
+
+
+def test_ray_leases_take_whole_videos_and_an_idle_worker_takes_the_shortest_of_the_fullest_queue(tmp_path):
+    from extract.ray_engine import _Driver
+    from extract.runner import Settings
+    videos = [ImageVideo(f"v{k}", None, [None] * n) for k, n in enumerate([50, 40, 30, 20, 10, 5, 5])]
+    d = _Driver(None, 2, tmp_path / "c.h5", videos, Settings(progress=False), summary=None)
+    d.lease_frames = 35
+    d.slots[1].queue, d.slots[2].queue = [0, 3, 4, 5], [1, 2, 6]
+    assert d._next_lease(d.slots[1]) == [0]                  # one video reaches the lease size
+    assert d._next_lease(d.slots[2]) == [1]
+    assert d._next_lease(d.slots[1]) == [3, 4, 5]            # 20 + 10 + 5 >= 35
+    assert d._next_lease(d.slots[1]) == [2, 6]               # empty: the tail of the other queue
+    assert d.slots[2].queue == [] and d._next_lease(d.slots[2]) == []
+
+
+def test_ray_run_finds_every_shard_file_of_the_cache(tmp_path):
+    from extract.ray_engine import existing_files
+    out = tmp_path / "c.h5"
+    for name in ["c.shard-1-of-2.h5", "c.shard-2-of-2.h5.parts", "c.shard-1-of-3.h5", "c.h5", "other.shard-1-of-2.h5",
+                 "c.shard-x-of-2.h5"]:
+        (tmp_path / name).mkdir() if name.endswith(".parts") else (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in existing_files(out)] == ["c.h5", "c.shard-1-of-2.h5", "c.shard-1-of-3.h5",
+                                                     "c.shard-2-of-2.h5"]
