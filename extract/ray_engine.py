@@ -201,6 +201,8 @@ class _Slot:
     ref: Any = None
     restarts: int = 0
     alive: bool = True
+    starting: Any = None             # a replacement's ready() call, until it answers
+    started_at: float = 0.0
     frames_seen: int = 0             # the actor's counter at the last poll
     videos: int = 0
     frames: int = 0
@@ -261,9 +263,9 @@ def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathL
         if on_start is not None:
             on_start({s.index: s.actor for s in live})
         d.drive()
-        for s in d.slots.values():
-            if s.alive:
-                ray.get(s.actor.close.remote())     # compaction of each shard file, in parallel on the workers
+        # compaction of each shard file on its worker (a replacement still starting has nothing of its own; the
+        # segments it inherited stay readable and the next run compacts them)
+        ray.get([s.actor.close.remote() for s in d.slots.values() if s.alive and s.starting is None])
     finally:
         for s in d.slots.values():
             if s.actor is not None:
@@ -361,8 +363,28 @@ class _Driver:
         if s.restarts > RESTARTS:
             s.alive, s.actor = False, None
             return
+        # the replacement starts in the background (the others go on); it gets leases once it answers ready()
         s.actor = self.start(s.index)
-        self._ready(s)
+        s.starting, s.started_at = s.actor.ready.remote(), time.monotonic()
+
+    def _started(self, s: _Slot) -> None:
+        """A replacement's ready() answered: it takes leases from now on, or (it died again) is replaced."""
+        ref, s.starting = s.starting, None
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as e:
+            _raise_cause(e)
+        except self.ray.exceptions.RayActorError as e:
+            self._lost(s, e)
+
+    def _give_up_stuck(self) -> None:
+        """A replacement that cannot be placed (no GPU left, node gone) is given up; its queue is taken over."""
+        for s in self.slots.values():
+            if s.starting is not None and time.monotonic() - s.started_at > START_TIMEOUT_S:
+                log.warning("Ray worker %d could not restart within %.0f s; going on without it", s.index,
+                            START_TIMEOUT_S)
+                self.ray.kill(s.actor)
+                s.alive, s.actor, s.starting = False, None, None
 
     # -- scheduling -----------------------------------------------------------------------------------------
     def _queued(self, s: _Slot) -> int:
@@ -392,18 +414,25 @@ class _Driver:
         last_poll = 0.0
         try:
             while True:
+                self._give_up_stuck()
                 for s in self.slots.values():
-                    if s.alive and s.ref is None:
+                    if s.alive and s.ref is None and s.starting is None:
                         s.lease = self._next_lease(s)
                         if s.lease:
                             s.ref = s.actor.extract.remote([self.videos[k] for k in s.lease], self.wanted[s.lease])
                 busy = {s.ref: s for s in self.slots.values() if s.ref is not None}
-                if not busy:
-                    if any(s.queue for s in self.slots.values()):
+                starting = {s.starting: s for s in self.slots.values() if s.starting is not None}
+                queued = any(s.queue for s in self.slots.values())
+                if not busy and not (queued and starting):
+                    if queued:
                         raise InputError(f"every Ray worker died; committed videos are kept in "
                                          f"{self.out.stem}.shard-*.h5, rerun to resume")
                     break
-                ready, _ = ray.wait(list(busy), num_returns=1, timeout=POLL_S)
+                ready, _ = ray.wait(list(busy) + list(starting), num_returns=1, timeout=POLL_S)
+                for ref in ready:
+                    if ref in starting:
+                        self._started(starting[ref])
+                ready = [r for r in ready if r in busy]
                 if time.monotonic() - last_poll >= POLL_S:
                     last_poll = time.monotonic()
                     bar.update(self._poll([s for s in self.slots.values() if s.ref is not None]))
