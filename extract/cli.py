@@ -69,7 +69,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .runner import run
     from .sources import discover, parse_shard
 
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
+    if a.device.startswith("cuda") and a.engine != "ray" and not torch.cuda.is_available():  # Ray: the workers' GPUs
         raise InputError(f"--device {a.device}: no CUDA device is available here")
     if a.threads:
         torch.set_num_threads(a.threads)

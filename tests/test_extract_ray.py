@@ -165,3 +165,13 @@ def test_a_local_run_imports_nothing_of_ray(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_cuda_workers_on_a_cluster_without_gpus_is_one_line(cluster, tmp_path):
+    from extract import ray_engine
+    from features.errors import InputError
+    with pytest.raises(InputError, match="the Ray cluster has 0 GPUs"):
+        ray_engine.run(discover(cluster["root"]), functools.partial(tiny), tmp_path / "c.h5",
+                       settings=Settings(batch=8, workers=0, progress=False, device="cuda"))
+    assert not list(tmp_path.iterdir())
