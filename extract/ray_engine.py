@@ -179,6 +179,16 @@ def existing_files(out: Path) -> list[Path]:
     return sorted(found)
 
 
+def _ensure_file(path: Path) -> None:
+    """An empty cache file at `path` unless it has one or committed segments (written beside it, renamed)."""
+    from features.store import _atomic_replace, _new_file    # the store has no public "create empty" call
+    if path.exists() or FeatureStore.parts_dir(path).is_dir():
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    _new_file(tmp).close()
+    _atomic_replace(tmp, path)
+
+
 def committed(paths: Sequence[Path], names: Sequence[str], videos: Sequence[Any]) -> np.ndarray:
     """(videos, extractors) bool: already in one of `paths`."""
     done = np.zeros((len(videos), len(names)), bool)
@@ -270,10 +280,12 @@ def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathL
         for s in d.slots.values():
             if s.actor is not None:
                 ray.kill(s.actor)
-    # the files read as one cache (a video stored twice or mixed provenance would be refused here)
-    files = [p for p in existing_files(out) if p != out]
-    if files:
-        FeatureStore(files).close()
+    # every worker's file exists (a worker that committed nothing, or died before its first commit, leaves none),
+    # so that FeatureStore(shard_paths(out, n)) reads the run; then the files must read as one cache (a video
+    # stored twice or mixed provenance would be refused here)
+    for i in range(1, n + 1):
+        _ensure_file(shard_path(out, i, n))
+    FeatureStore([p for p in existing_files(out) if p != out]).close()
     d.summary.seconds = time.perf_counter() - t0
     return d.summary
 

@@ -69,3 +69,16 @@ def test_ray_run_finds_every_shard_file_of_the_cache(tmp_path):
         (tmp_path / name).mkdir() if name.endswith(".parts") else (tmp_path / name).write_bytes(b"")
     assert [p.name for p in existing_files(out)] == ["c.h5", "c.shard-1-of-2.h5", "c.shard-1-of-3.h5",
                                                      "c.shard-2-of-2.h5"]
+
+
+def test_a_ray_worker_that_committed_nothing_still_leaves_a_readable_file(tmp_path):
+    """Otherwise FeatureStore(shard_paths(out, n)) refuses the run ("feature cache does not exist")."""
+    from extract.ray_engine import _ensure_file
+    from features.store import FeatureStore
+    p = tmp_path / "c.shard-2-of-2.h5"
+    _ensure_file(p)
+    with FeatureStore([p]) as s:
+        assert s.extractors == []
+    before = p.stat().st_mtime_ns
+    _ensure_file(p)                       # an existing file is left alone
+    assert p.stat().st_mtime_ns == before
