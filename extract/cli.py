@@ -3,6 +3,7 @@
     python -m extract run --data DIR --out FILE --extractors fer[,spec2] --device cpu|cuda --batch 64
                           [--workers N] [--shard i/n] [--layout auto|affwild|folders|videos]
                           [--limit-videos N] [--allow-pickle] [--amp bf16|fp16] [--channels-last]
+                          [--engine local|ray] [--ray-address auto|HOST:PORT] [--gpus-per-worker G]
     python -m extract list
     python -m extract convert ...          (extract.convert)
     python -m extract openface CSV_DIR --out FILE
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import logging
 import sys
 from pathlib import Path
@@ -87,28 +87,12 @@ def _number(kind: type, low: float, high: float | None = None, high_open: bool =
 
 def create_extractor(spec: str, device: str, allow_pickle: bool = False, amp: str | None = None,
                      channels_last: bool = False, compile: bool = False, runtime: str = "torch"):
-    """Build one extractor through the registry; `allow_pickle` goes only to factories that take it, and
-    `runtime="onnxruntime"` to torch models (others run as they are)."""
-    from . import registry
-    from .base import TorchExtractor
-    kw = {"device": device}
-    if amp:
-        kw["amp"] = amp
-    if channels_last:
-        kw["channels_last"] = True
-    if compile:
-        kw["compile"] = True
-    if allow_pickle:
-        registry.list_extractors()
-        name = registry.parse_spec(spec)[0]
-        factory = getattr(registry, "_REGISTRY", {}).get(name)
-        if factory is not None and "allow_pickle" in inspect.signature(factory).parameters:
-            kw["allow_pickle"] = True
-    ext = registry.create(spec, **kw)
-    if runtime == "onnxruntime" and isinstance(ext, TorchExtractor):
-        from .models.onnx_twin import from_torch
-        ext = from_torch(ext)
-    return ext
+    """Build one extractor through the factory (extract.factory.create: `allow_pickle` goes only to factories
+    that take it; `runtime="onnxruntime"` applies to torch networks, as the spec option does)."""
+    from . import factory
+    return factory.create(spec, allow_pickle=allow_pickle, device=device, amp=amp or None,
+                          channels_last=channels_last or None, compile=compile or None,
+                          runtime=runtime if runtime != "torch" else None)
 
 
 def _ensure_default_data(data: Path) -> None:
@@ -126,16 +110,21 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .runner import run
     from .sources import discover, parse_shard
 
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
+    if a.device.startswith("cuda") and a.engine != "ray" and not torch.cuda.is_available():  # Ray: the workers' GPUs
         raise InputError(f"--device {a.device}: no CUDA device is available here")
     if a.threads:
         torch.set_num_threads(a.threads)
     shard = parse_shard(a.shard)
+    if a.engine == "ray" and shard is not None:
+        raise InputError("--shard and --engine ray exclude each other: the Ray engine spreads the videos over its "
+                         "workers itself (drop --shard)")
     data = Path(a.data)
     _ensure_default_data(data)
     det = DetectorConfig(margin=a.margin, smooth=a.smooth, detect_size=a.detect_size)
     source = discover(data, a.layout, crops=a.crops, detector=det.to_dict())
     amp = a.amp if a.amp != "none" else None
+    if a.engine == "ray":
+        return _run_ray(a, source, det, amp)
     extractors = [create_extractor(s, a.device, a.allow_pickle, amp, a.channels_last, a.compile, a.runtime)
                   for s in split_specs(a.extractors or ["fer"])]
     summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
@@ -145,9 +134,26 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _run_ray(a: argparse.Namespace, source, det, amp: str | None) -> int:
+    """--engine ray: the workers build the extractors themselves (extract.ray_engine)."""
+    from functools import partial
+
+    from . import ray_engine
+    from .runner import Settings
+    make = partial(ray_engine.build_all, create_extractor, split_specs(a.extractors), a.device, a.allow_pickle, amp,
+                   a.channels_last, a.compile, a.runtime)
+    settings = Settings(batch=a.batch, workers=a.workers, device=a.device, detector=det, progress=not a.quiet,
+                        resize_on=a.resize_on)
+    summary = ray_engine.run(source, make, a.out, settings=settings, address=a.ray_address,
+                             n_workers=a.ray_workers, gpus_per_worker=a.gpus_per_worker,
+                             limit_videos=a.limit_videos)
+    print(f"extract: {summary.line()}", file=sys.stderr)
+    return 0
+
+
 def cmd_list(a: argparse.Namespace) -> int:
-    from . import registry
-    for name in registry.list_extractors():
+    from . import factory
+    for name in factory.list_extractors():
         print(name)
     return 0
 
@@ -233,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this machine; ray: a pool of Ray workers, one per GPU, each writing "
+                        "<out>.shard-i-of-n.h5 (needs the ray extra)")
+    r.add_argument("--ray-address", default=None,
+                   help="--engine ray: auto (the cluster this node joined) or HOST:PORT; default: start Ray here")
+    r.add_argument("--gpus-per-worker", type=float, default=1.0, help="--engine ray with CUDA: GPUs per worker")
+    r.add_argument("--ray-workers", type=int, default=None,
+                   help="--engine ray: number of workers (default: one per GPU on CUDA, one per CPU otherwise)")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list registered extractors")
     ls.set_defaults(func=cmd_list)
