@@ -268,7 +268,7 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
         blend = BlendHead(task).fit(scores, va.y)
         scores["blend"] = blend.predict_proba(scores)
         fitted["blend"] = blend
-        blend.feature_set = " & ".join(members[m][1] for m in blend.params["members"])
+        blend.feature_set = " & ".join(members[m][1] for m in blend.members_)
         sm = smoothing(task, va.y, scores["blend"], va.video, ks)
         rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",
                          **_metrics(task, sm), seconds=round(time.perf_counter() - t, 1)))
@@ -318,7 +318,7 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
                                                if "thresholds" in final else {})},
                "heads": rows, "members": {m: {"head": k, "feature_set": fs} for m, (k, fs) in members.items()},
                "training": extra,
-               "blend": {"weights": dict(zip(fitted["blend"].params["members"], fitted["blend"].weights.tolist())),
+               "blend": {"weights": dict(zip(fitted["blend"].members_, fitted["blend"].weights.tolist())),
                          "search": fitted["blend"].search_method} if "blend" in fitted else None,
                "frames": {"train": len(tr.y), "val": len(va.y), "train_labelled": tr.n_labelled,
                           "val_labelled": va.n_labelled, "train_labelled_without_features": tr.n_missing,

@@ -1,0 +1,116 @@
+"""The scikit-learn estimator contract, for every head: clone, set_params, unfitted and wrong-width input
+refused, save -> load -> predict identical (LightAutoML's own round trip is in test_classify_lama.py)."""
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.exceptions import NotFittedError
+
+from classify.base import Head, load_head
+from classify.blend import BlendHead
+from classify.lama import LamaHead
+from classify.mlp import MLPHead
+from classify.rules import AFFECTNET8, LogitsRule, VAOnly
+from features.errors import InputError
+from features.synthetic import make_feature_data
+from features.tasks import EXPR
+
+TASK_Y = {"expr": "y_expr", "va": "y_va", "au": "y_au"}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_feature_data(1200, 16, 12, seed=3, noise=0.5)
+
+
+def xy(d, task, cols=None):
+    X = np.asarray(d.X, np.float32) if cols is None else np.asarray(d.X[:, :cols], np.float32)
+    return X, getattr(d, TASK_Y[task])
+
+
+# every head kind: (factory, task, feature columns); new heads are added here
+HEADS = {
+    "mlp": (lambda: MLPHead("expr", epochs=1, hidden=8), "expr", None),
+    "mlp-va": (lambda: MLPHead("va", epochs=1, batch=128), "va", None),
+    "logits": (lambda: LogitsRule("expr", class_names=AFFECTNET8, max_iter=5), "expr", 8),
+    "va_only": (lambda: VAOnly("va"), "va", 2),
+}
+
+
+def test_mlp_set_params_task_changes_the_resolved_defaults():
+    """The reference per-task values are resolved at fit time: set_params(task=...) does not keep EXPR's."""
+    h = MLPHead("expr")
+    assert h.get_params() == dict(task="expr", hidden=None, epochs=None, batch=None, lr=None, seed=0, verbose=0)
+    h.set_params(task="va")
+    assert h.task.name == "va" and h._resolved()["hidden"] == 0 and h._resolved()["batch"] == 1024
+    assert MLPHead("expr")._resolved()["hidden"] == 128
+
+
+def test_lama_stores_cpu_limit_as_given():
+    h = LamaHead("expr")
+    assert h.get_params()["cpu_limit"] is None
+    c = clone(h.set_params(cpu_limit=2, timeout=5))
+    assert c.cpu_limit == 2 and c.timeout == 5 and not hasattr(c, "model_")
+
+
+def test_blend_fit_leaves_its_params_alone():
+    y = np.array([0, 1, 2, 3] * 10)
+    good = np.eye(8)[y].astype(np.float32)
+    b = BlendHead("expr")
+    b.fit({"a": good, "b": np.full_like(good, 1 / 8)}, y)
+    assert b.get_params() == {"task": "expr", "members": None, "step": 0.1}
+    assert b.members_ == ["a", "b"] and np.isclose(sum(b.weights_), 1)
+    assert b.val_score_ == EXPR.score(y, good)
+    c = clone(b)
+    assert not hasattr(c, "weights_")
+    with pytest.raises(NotFittedError):
+        c.predict_proba({"a": good, "b": good})
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_clone_set_params_and_tags(name):
+    make, task, _ = HEADS[name]
+    h = make()
+    assert isinstance(h, Head)
+    c = clone(h)
+    assert type(c) is type(h) and c.get_params() == h.get_params() and c is not h
+    assert (is_regressor(h) if task == "va" else is_classifier(h))
+    p = h.get_params()
+    assert p["task"] == task
+    key = next((k for k in p if k not in ("task",) and isinstance(p[k], int) and not isinstance(p[k], bool)),
+               None)
+    if key is not None:
+        assert h.set_params(**{key: p[key] + 1}).get_params()[key] == p[key] + 1
+    with pytest.raises(ValueError):
+        h.set_params(no_such_parameter=1)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("name", list(HEADS))
+def test_unfitted_wrong_width_and_round_trip(name, data, tmp_path):
+    make, task, cols = HEADS[name]
+    X, y = xy(data, task, cols)
+    rows = dict(groups=data.video, frames=data.frame)
+    h = make()
+    with pytest.raises(NotFittedError):
+        h.predict_proba(X, **rows)
+    tr = data.video < 8
+    h.fit(X[tr], y[tr], X[~tr], y[~tr], groups=data.video[tr], frames=data.frame[tr],
+          groups_val=data.video[~tr], frames_val=data.frame[~tr])
+    assert h.n_features_in_ == X.shape[1]
+    vrows = dict(groups=data.video[~tr], frames=data.frame[~tr])
+    p = h.predict_proba(X[~tr], **vrows)
+    assert p.shape == (int((~tr).sum()), h.task.n_outputs) and np.isfinite(p).all()
+    with pytest.raises(InputError, match=f"X has {X.shape[1] + 1} features, but .* fitted with {X.shape[1]}"):
+        h.predict_proba(np.hstack([X[~tr], X[~tr, :1]]), **vrows)
+    h.feature_set = "ext/embedding"
+    h.save(tmp_path / name)
+    g = load_head(tmp_path / name, task=task)
+    as_json = lambda p: json.loads(json.dumps(p))        # head.json stores tuples as lists
+    assert type(g) is type(h) and as_json(g.get_params()) == as_json(h.get_params())
+    assert g.n_features_in_ == h.n_features_in_
+    np.testing.assert_allclose(g.predict_proba(X[~tr], **vrows), p, rtol=1e-5, atol=1e-6)
+    # a clone of a fitted head is unfitted
+    with pytest.raises(NotFittedError):
+        clone(h).predict_proba(X[~tr], **vrows)
