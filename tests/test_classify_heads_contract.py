@@ -9,9 +9,11 @@ from sklearn.exceptions import NotFittedError
 
 from classify.base import Head, load_head
 from classify.blend import BlendHead
+from classify.fusion import FusionMLPHead
 from classify.lama import LamaHead
 from classify.mlp import MLPHead
 from classify.rules import AFFECTNET8, LogitsRule, VAOnly
+from classify.temporal import TemporalHead
 from features.errors import InputError
 from features.synthetic import make_feature_data
 from features.tasks import EXPR
@@ -35,6 +37,9 @@ HEADS = {
     "mlp-va": (lambda: MLPHead("va", epochs=1, batch=128), "va", None),
     "logits": (lambda: LogitsRule("expr", class_names=AFFECTNET8, max_iter=5), "expr", 8),
     "va_only": (lambda: VAOnly("va"), "va", 2),
+    "fusion_mlp": (lambda: FusionMLPHead("au", blocks=[10, 6], epochs=1, sampling="mlros"), "au", None),
+    "temporal": (lambda: TemporalHead("va", window=16, width=16, heads_n=2, layers=1, epochs=1), "va", None),
+    "temporal-gru": (lambda: TemporalHead("expr", window=16, width=16, arch="gru", epochs=1), "expr", None),
 }
 
 
