@@ -86,8 +86,8 @@ class MLPHead(Head):
         """The parameters with the task's reference values for those left at None (read at fit time, so
         set_params(task=...) changes them too)."""
         d = DEFAULTS[self.task.name]
-        return {k: d[k] if getattr(self, k) is None else getattr(self, k) for k in ("hidden", "epochs", "batch", "lr")} \
-            | {"seed": self.seed, "verbose": self.verbose}
+        out = {k: d[k] if getattr(self, k) is None else getattr(self, k) for k in ("hidden", "epochs", "batch", "lr")}
+        return out | {"seed": self.seed, "verbose": self.verbose}
 
     # -- model ------------------------------------------------------------------------------------------------
     def _build(self, n_in: int, mean=None, var=None):

@@ -29,7 +29,7 @@ from postprocess.submission import read_sample_list
 from postprocess.sweep import best_k, sweep_k
 from postprocess.thresholds import tune_thresholds
 
-from . import featuresets
+from . import catalog, featuresets
 from .base import Head, check_finite
 from .blend import BlendHead
 from .lama import LAMA_MAX_ROWS, LamaHead
@@ -86,7 +86,7 @@ def merge_splits(a: Split, b: Split) -> Split:
                  missing_reasons={})
 
 
-LEARNED = ("mlp", "lama")
+LEARNED = ("mlp", "lama") + catalog.KINDS
 RULES = ("logits", "va_only")
 DEFAULT_KS = range(0, 201, 2)
 
@@ -123,7 +123,8 @@ def plan_members(task: Task, store: FeatureStore, heads: list[str], features: li
     defaults = featuresets.default_sets(store, task.name)
     members: dict[str, tuple[str, str]] = {}
     for k in kinds:
-        sets = explicit.get(k) or (bare if k in LEARNED else []) or [defaults.get(k, "")]
+        sets = explicit.get(k) or (bare if k in LEARNED else []) or [defaults.get(k, defaults["mlp"] if k in
+                                                                               catalog.KINDS else "")]
         sets = list(dict.fromkeys(s for s in sets if s))
         if not sets:
             raise InputError(f"head {k!r}: the cache offers no feature set for it; pass {k}=<set> "
@@ -148,6 +149,8 @@ def make_head(kind: str, task: Task, store: FeatureStore, feature_set: str, opts
                           seed=opts.get("seed", 0))
     if kind == "va_only":
         return VAOnly(task)
+    if kind in catalog.KINDS:
+        return catalog.make(kind, task, store, feature_set, opts)
     raise InputError(f"unknown head {kind!r}; choose from {', '.join(LEARNED + RULES)}, blend")
 
 
@@ -227,6 +230,7 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
         raise InputError("feature cache not found (run `python -m extract run` first)", cache)
     store = FeatureStore(cache)
     members = plan_members(task, store, heads, list(features or []))
+    catalog.check_options(task, [k for k, _ in members.values()], opts)
     used = list(dict.fromkeys(fs for _, fs in members.values()))
     run_dir = _unique_dir(Path(runs_dir), task, name)
     test_videos = read_test_list(test) if test is not None else None
@@ -248,8 +252,9 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
         t = time.perf_counter()
         head = make_head(kind, task, store, fs, opts, run_dir)
         head.feature_set = fs
-        head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y)
-        scores[mname] = head.predict_proba(va.X[fs])
+        head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y, groups=fit_on.video, frames=fit_on.frame,
+                 groups_val=va.video, frames_val=va.frame)
+        scores[mname] = head.predict_proba(va.X[fs], groups=va.video, frames=va.frame)
         fitted[mname] = head
         sm = smoothing(task, va.y, scores[mname], va.video, ks)
         rows.append(dict(method=mname, feature_set=fs, ensemble="no", **_metrics(task, sm),
@@ -293,7 +298,8 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
             s = np.full((len(idx), task.n_outputs), np.nan, np.float32)
             if face.any():
                 check_finite(Xt[fs][face], f"{cache}: test features {fs}")
-                s[face] = fitted[mname].predict_proba(Xt[fs][face])
+                s[face] = fitted[mname].predict_proba(Xt[fs][face], groups=idx["video"].to_numpy()[face],
+                                                      frames=idx["frame"].to_numpy()[face])
             ts[mname] = s
         if final_name == "blend":
             ts["blend"] = fitted["blend"].predict_proba(ts)
