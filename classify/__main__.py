@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="LightAutoML trains on a class-stratified sample of this many rows (0: all rows)")
     ap.add_argument("--cpus", type=int, default=None, help="LightAutoML cpu_limit (default: all cores)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kfold", type=int, default=None,
+                    help="video-level k-fold on train + val (e.g. 5): per-fold metrics, fold models averaged")
     g = ap.add_argument_group("fusion_mlp and temporal heads")
     g.add_argument("--loss", default=None, help="training loss: ce, ce_dice (EXPR); bce, focal, asl (AU); ccc, "
                                                 "mse_ccc (VA); default: the reference's (ce / bce / ccc)")
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             parse_k(a.k), dict(epochs=a.epochs, hidden=a.hidden, batch=a.batch, lr=a.lr,
                                lama_timeout=a.lama_timeout, lama_max_rows=a.lama_max_rows, cpus=a.cpus,
                                seed=a.seed, loss=a.loss, sampling=a.sampling, width=a.width, window=a.window,
-                               stride=a.stride, layers=a.layers, heads_n=a.heads_n, arch=a.arch), test=a.test)
+                               stride=a.stride, layers=a.layers, heads_n=a.heads_n, arch=a.arch, kfold=a.kfold),
+            test=a.test)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

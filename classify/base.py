@@ -115,7 +115,8 @@ class Head(BaseEstimator):
         """The fitted attributes that are plain values (n_features_in_, classes_, weights_, ...) as JSON, so a
         loaded head is fitted exactly as the saved one."""
         state = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()
-                 if k.endswith("_") and not k.startswith("_") and _plain(v)}
+                 if k.endswith("_") and not k.startswith("_") and k not in getattr(self, "_not_saved", ())
+                 and _plain(v)}
         (path / "fitted.json").write_text(json.dumps(state, default=lambda o: o.item()))
 
     def _load_fitted(self, path: Path) -> None:

@@ -29,9 +29,10 @@ def _keras():
     global _TF_READY
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        # torch imported after TensorFlow segfaults (measured: torch 2.14 + TF in one process); the torch heads
-        # (temporal, fusion MLP) share the process with this one, so torch goes first
-        import torch  # noqa: F401
+        # torch (and its lazily imported compiler stack, which the optimizers load: torch._dynamo -> triton)
+        # imported after TensorFlow segfaults (measured: torch 2.14 + TF in one process); the torch heads
+        # (temporal, fusion MLP) share the process with this one, so they go first
+        import torch._dynamo  # noqa: F401
     except ImportError:
         pass
     import tensorflow as tf

@@ -29,7 +29,7 @@ from postprocess.submission import read_sample_list
 from postprocess.sweep import best_k, sweep_k
 from postprocess.thresholds import tune_thresholds
 
-from . import catalog, featuresets
+from . import catalog, featuresets, kfold
 from .base import Head, check_finite
 from .blend import BlendHead
 from .lama import LAMA_MAX_ROWS, LamaHead
@@ -243,6 +243,10 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
             f"features{f' {sp.missing_reasons}' if sp.n_missing else ''}")
     log(f"  loaded in {time.perf_counter() - t0:.1f} s")
     fit_on = merge_splits(tr, va) if train_val else tr
+    n_folds = opts.get("kfold")
+    if n_folds:
+        fit_on = merge_splits(tr, va)
+        kfold.check_folds(fit_on.video, n_folds)
     run_dir.mkdir(parents=True)
 
     scores: dict[str, np.ndarray] = {}
@@ -252,13 +256,24 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
         t = time.perf_counter()
         head = make_head(kind, task, store, fs, opts, run_dir)
         head.feature_set = fs
-        head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y, groups=fit_on.video, frames=fit_on.frame,
-                 groups_val=va.video, frames_val=va.frame)
-        scores[mname] = head.predict_proba(va.X[fs], groups=va.video, frames=va.frame)
+        if n_folds:
+            # fold models on train + val grouped by video; the validation rows' scores are out-of-fold
+            head = kfold.KFoldHead(task, estimator=head, n_splits=n_folds)
+            head.feature_set = fs
+            head.fit(fit_on.X[fs], fit_on.y, groups=fit_on.video, frames=fit_on.frame)
+            scores[mname] = head.oof_[len(tr.y):]
+        else:
+            head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y, groups=fit_on.video, frames=fit_on.frame,
+                     groups_val=va.video, frames_val=va.frame)
+            scores[mname] = head.predict_proba(va.X[fs], groups=va.video, frames=va.frame)
         fitted[mname] = head
         sm = smoothing(task, va.y, scores[mname], va.video, ks)
-        rows.append(dict(method=mname, feature_set=fs, ensemble="no", **_metrics(task, sm),
-                         seconds=round(time.perf_counter() - t, 1)))
+        rows.append(dict(method=mname, feature_set=fs, ensemble=f"mean of {n_folds} folds" if n_folds else "no",
+                         **_metrics(task, sm), seconds=round(time.perf_counter() - t, 1)))
+        for i, (f_score, n_vid) in enumerate(zip(getattr(head, "fold_scores_", []),
+                                                 getattr(head, "fold_videos_", []))):
+            rows.append(dict(method=f"{mname} fold {i + 1}/{n_folds} ({n_vid} held-out videos)", feature_set=fs,
+                             ensemble="no", metric_raw=round(f_score, 4), k="", metric_smoothed=""))
         if getattr(head, "history", None):
             extra[mname] = {"val_metric_by_epoch": head.history, "best_epoch": head.best_epoch}
         sample, n_fit = "", getattr(head, "rows_used", None)
@@ -267,7 +282,7 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
             extra.setdefault(mname, {})["train_rows"] = n_fit
         log(f"  {mname} on {fs}: {task.metric_name} {sm['metric_raw']:.4f} frame-level, "
             f"{sm['metric_smoothed']:.4f} smoothed (k={sm['k']}) [{time.perf_counter() - t:.1f} s{sample}]")
-    final_name = max(rows, key=lambda r: r["metric_raw"])["method"]
+    final_name = max((r for r in rows if r["method"] in scores), key=lambda r: r["metric_raw"])["method"]
     if "blend" in heads and len(scores) > 1:
         t = time.perf_counter()
         blend = BlendHead(task).fit(scores, va.y)

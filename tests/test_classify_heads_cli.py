@@ -104,3 +104,26 @@ def test_cli_bad_options_one_line(world, capsys, argv, expect):
                "--epochs", "1", *argv]])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and expect in err[0], err
+
+
+def test_cli_kfold_rows_per_fold_and_ensemble(world, capsys):
+    root, cache, labels = world
+    rc = main([str(a) for a in [
+        "--task", "va", "--cache", cache, "--labels", labels, "--heads", "fusion_mlp", "--features", "a/embedding",
+        "--runs-dir", root / "runs", "--name", "kf", "--epochs", "2", "--kfold", "3", "--k", "0:4:2"]])
+    assert rc == 0, capsys.readouterr().err
+    run_dir = root / "runs" / "va" / "kf"
+    m = json.loads((run_dir / "metrics.json").read_text())
+    folds = [r for r in m["heads"] if " fold " in r["method"]]
+    assert len(folds) == 3 and all(-1 <= r["metric_raw"] <= 1 for r in folds)
+    assert sum(int(r["method"].split("(")[1].split()[0]) for r in folds) == 10     # every video held out once
+    assert m["heads"][0]["ensemble"] == "mean of 3 folds" and m["final"] == "fusion_mlp"
+    h = load_head(run_dir / "heads" / "fusion_mlp", task="va")
+    assert len(h.estimators_) == 3
+    assert np.allclose(h.fold_scores_, [r["metric_raw"] for r in folds], atol=1e-4)
+    assert "fold 1/3" in (run_dir / "results.md").read_text()
+    rc = main([str(a) for a in ["--task", "va", "--cache", cache, "--labels", labels, "--heads", "fusion_mlp",
+                                "--runs-dir", root / "runs", "--kfold", "11"]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: k-fold: 10 videos for 11 folds (folds are split by video); use --kfold 10 "
+                               "or fewer"]
