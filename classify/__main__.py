@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--labels", default="data/synthetic", help="Aff-Wild2 annotation root, default %(default)s")
     ap.add_argument("--heads", default="mlp,lama,blend",
                     help="comma-separated: mlp, lama, fusion_mlp (torch MLP on affine-fused extractors), temporal "
-                         "(Transformer/GRU over windows of a video), logits (EXPR rule), va_only (VA rule), blend")
+                         "(Transformer/GRU over windows of a video), bagging (EXPR: bagged fusion MLPs + meta-vote), "
+                         "polarity (VA: extreme-region gate + ridge), logits (EXPR rule), va_only (VA rule), blend")
     ap.add_argument("--features", default="",
                     help="comma-separated feature sets, e.g. enet_b0_8_va_mtl/embedding (for mlp and lama) or "
                          "lama=enet_b0_8_va_mtl/logits+va (one head); default: the reference choices")
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stride", type=int, default=None, help="temporal: window step (window/2)")
     g.add_argument("--layers", type=int, default=None, help="temporal: encoder layers (2)")
     g.add_argument("--heads-n", type=int, default=None, help="temporal: attention heads (4)")
+    g.add_argument("--bags", type=int, default=None, help="bagging: sub-classifiers (5)")
+    g.add_argument("--vote", default=None, help="bagging meta-rule: majority (default) or priority:<class>,... "
+                                                "(the first class voted by >= 1/3 of the sub-classifiers wins)")
     g.add_argument("--arch", default=None, choices=["transformer", "gru"], help="temporal: encoder (transformer)")
     return ap
 
@@ -71,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             parse_k(a.k), dict(epochs=a.epochs, hidden=a.hidden, batch=a.batch, lr=a.lr,
                                lama_timeout=a.lama_timeout, lama_max_rows=a.lama_max_rows, cpus=a.cpus,
                                seed=a.seed, loss=a.loss, sampling=a.sampling, width=a.width, window=a.window,
-                               stride=a.stride, layers=a.layers, heads_n=a.heads_n, arch=a.arch, kfold=a.kfold),
+                               stride=a.stride, layers=a.layers, heads_n=a.heads_n, arch=a.arch, kfold=a.kfold,
+                               bags=a.bags, vote=a.vote),
             test=a.test)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -127,3 +127,27 @@ def test_cli_kfold_rows_per_fold_and_ensemble(world, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == ["error: k-fold: 10 videos for 11 folds (folds are split by video); use --kfold 10 "
                                "or fewer"]
+
+
+def test_cli_bagging_polarity_and_sampling(world, capsys):
+    root, cache, labels = world
+    common = ["--cache", cache, "--labels", labels, "--runs-dir", root / "runs", "--epochs", "1", "--k", "0"]
+    rc = main([str(a) for a in ["--task", "expr", "--heads", "bagging", "--bags", "2", "--vote",
+                                "priority:Other,Fear", "--name", "bag", *common]])
+    assert rc == 0, capsys.readouterr().err
+    h = load_head(root / "runs" / "expr" / "bag" / "heads" / "bagging", task="expr")
+    assert len(h.estimators_) == 2 and h.rule == "priority" and h.priority_ == [7, 3]
+    rc = main([str(a) for a in ["--task", "va", "--heads", "polarity,fusion_mlp,blend", "--name", "pol", *common]])
+    assert rc == 0, capsys.readouterr().err
+    m = json.loads((root / "runs" / "va" / "pol" / "metrics.json").read_text())
+    assert {r["method"].split(" ")[0] for r in m["heads"]} == {"polarity", "fusion_mlp", "blend"}
+    rc = main([str(a) for a in ["--task", "au", "--heads", "fusion_mlp", "--sampling", "mlros", "--loss", "asl",
+                                "--name", "au", *common]])
+    assert rc == 0, capsys.readouterr().err
+    for argv, expect in ((["--task", "va", "--heads", "bagging"], "the bagging head (meta-vote) is for --task expr"),
+                         (["--task", "expr", "--heads", "bagging", "--vote", "priority:Joy"],
+                          "priority class 'Joy' is not one of"),
+                         (["--task", "expr", "--heads", "polarity"], "the polarity gate is for --task va")):
+        rc = main([str(a) for a in [*argv, *common]])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and expect in err[0], err

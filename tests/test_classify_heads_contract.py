@@ -8,11 +8,13 @@ from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.exceptions import NotFittedError
 
 from classify.base import Head, load_head
+from classify.bagging import BaggingHead
 from classify.blend import BlendHead
 from classify.fusion import FusionMLPHead
 from classify.kfold import KFoldHead
 from classify.lama import LamaHead
 from classify.mlp import MLPHead
+from classify.polarity import PolarityGateHead
 from classify.rules import AFFECTNET8, LogitsRule, VAOnly
 from classify.temporal import TemporalHead
 from features.errors import InputError
@@ -41,6 +43,9 @@ HEADS = {
     "fusion_mlp": (lambda: FusionMLPHead("au", blocks=[10, 6], epochs=1, sampling="mlros"), "au", None),
     "temporal": (lambda: TemporalHead("va", window=16, width=16, heads_n=2, layers=1, epochs=1), "va", None),
     "kfold": (lambda: KFoldHead("expr", estimator=FusionMLPHead("au", epochs=1), n_splits=3), "expr", None),
+    "bagging": (lambda: BaggingHead("expr", estimator=FusionMLPHead("expr", epochs=1), n_estimators=2,
+                                    rule="priority", priority=["Other"]), "expr", None),
+    "polarity": (lambda: PolarityGateHead("va", threshold=0.3), "va", None),
     "temporal-gru": (lambda: TemporalHead("expr", window=16, width=16, arch="gru", epochs=1), "expr", None),
 }
 
