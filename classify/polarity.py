@@ -5,8 +5,8 @@ Per dimension: a multinomial logistic gate over the three regions, and one ridge
 that region's rows (the whole set's regressor stands in for a region with too few rows); the prediction is the
 gate-weighted mixture Σ_r P(r | x) · f_r(x), so a confident gate pulls values to the ±1 regions that a single
 least-squares regressor shrinks towards the mean. Arousal sees the standardised features plus the valence
-prediction and its magnitude. Fitted with scikit-learn on a sample of at most `max_rows` rows; predicted and saved as plain arrays
-(no pickle).
+prediction and its magnitude. Fitted with scikit-learn on a sample of at most `max_rows` rows; predicted and
+saved as plain arrays (no pickle).
 """
 from __future__ import annotations
 

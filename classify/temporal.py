@@ -2,12 +2,14 @@
 video, as in the ABAW systems that beat frozen features + box filter.
 
 Rows -> per video a time line from its first to its last frame (frames without a row, e.g. no face, are holes);
-windows of `window` positions every `stride` (the last one aligned with the video's end; a video shorter than a
-window is one padded window); never across videos. Network: standardise -> affine fusion (one linear map per
-extractor to `width`, classify.fusion) -> sinusoidal positional encoding -> encoder (holes and padding masked in
-attention) -> per-position output layer. The loss (classify.losses, by name) runs over the positions that hold a
-row. Predictions of overlapping windows are averaged per frame; frames without a row get none here (the run fills
-them afterwards, as for every head).
+windows of `window` positions, never across videos (the last one aligned with the video's end; a video shorter
+than a window is one padded window). Training windows do not overlap (`train_stride`, default `window`) and start
+at a new random offset every epoch, so each frame is seen once per epoch, in new contexts; prediction windows
+overlap (`stride`, default window/2) and their scores are averaged per frame. Network: standardise -> affine
+fusion (one linear map per extractor to `width`, classify.fusion) -> sinusoidal positional encoding -> encoder
+(holes and padding masked in attention) -> per-position output layer. The loss (classify.losses, by name) runs
+over the positions that hold a row. Frames without a row get no score here (the run fills them afterwards, as
+for every head).
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ from .torchnet import TorchHead, check_blocks, labels_tensor, output_activation,
 ARCHS = ("transformer", "gru")
 
 
-def make_windows(groups, frames, window: int, stride: int) -> tuple[np.ndarray, int]:
-    """(n_windows, window) row indices (-1: no row at that position) and the longest video's time line."""
+def make_windows(groups, frames, window: int, stride: int, offset: int = 0) -> tuple[np.ndarray, int]:
+    """(n_windows, window) row indices (-1: no row at that position) and the longest video's time line. Windows
+    start at 0, then at offset, offset + stride, ...; the last one ends with the video."""
     groups = np.asarray(groups)
     frames = np.asarray(frames, np.int64)
     if len(groups) != len(frames):
@@ -47,9 +50,8 @@ def make_windows(groups, frames, window: int, stride: int) -> tuple[np.ndarray, 
         longest = max(longest, length)
         line = np.full(max(length, window), -1, np.int64)
         line[pos] = rows
-        starts = list(range(0, max(length - window, 0) + 1, stride))
-        if length > window and starts[-1] != length - window:
-            starts.append(length - window)
+        last = max(length - window, 0)
+        starts = sorted({0, *range(min(offset, last), last + 1, stride), last})
         w = np.lib.stride_tricks.sliding_window_view(line, window)[starts]
         out.append(w[(w >= 0).any(1)])            # a window inside a long hole has nothing to learn or predict
     return (np.concatenate(out) if out else np.empty((0, window), np.int64)), longest
@@ -102,13 +104,15 @@ class TemporalHead(TorchHead):
     numbers of the rows in fit and predict)."""
     kind = "temporal"
 
-    def __init__(self, task, window: int = 64, stride: int | None = None, layers: int = 2, width: int = 64,
+    def __init__(self, task, window: int = 64, stride: int | None = None, train_stride: int | None = None,
+                 layers: int = 2, width: int = 64,
                  heads_n: int = 4, arch: str = "transformer", dropout: float = 0.1, blocks=None,
                  loss: str | None = None, epochs: int = 10, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                  threads: int | None = None, verbose: int = 0):
         super().__init__(task)
         self.window = window
         self.stride = stride          # None: window // 2
+        self.train_stride = train_stride    # None: window
         self.layers = layers
         self.width = width
         self.heads_n = heads_n
@@ -188,7 +192,10 @@ class TemporalHead(TorchHead):
         self._rows(groups, frames, len(X), "training")
         self.blocks_ = check_blocks(self.blocks, X.shape[1], "temporal head")
         T, stride = int(self.window), self._stride()
-        windows, longest = make_windows(groups, frames, T, stride)
+        t_stride = int(self.train_stride or T)
+        if not 1 <= t_stride <= T:
+            raise InputError(f"temporal head: train_stride must be in 1..window (got {t_stride})")
+        windows, longest = make_windows(groups, frames, T, t_stride)
         if longest < T:
             raise InputError(f"temporal head: --window {T} is longer than every training video (the longest "
                              f"spans {longest} frames); choose --window <= {longest}")
@@ -204,9 +211,11 @@ class TemporalHead(TorchHead):
         loss_fn = make_loss(loss_name, self.task, y)
 
         def batches(epoch):
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(windows))
+            rng = np.random.default_rng([self.seed, epoch])
+            ws = windows if epoch == 0 else make_windows(groups, frames, T, t_stride, int(rng.integers(t_stride)))[0]
+            order = rng.permutation(len(ws))
             for i in range(math.ceil(len(order) / self.batch)):
-                idx = windows[order[i * self.batch:(i + 1) * self.batch]]
+                idx = ws[order[i * self.batch:(i + 1) * self.batch]]
                 xb, mask, safe = self._gather(X, idx)
                 yield xb, labels_tensor(self.task.kind, y[safe]), mask
 

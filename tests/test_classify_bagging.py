@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import classify  # noqa: E402,F401  (sets the OpenMP wait policy before torch loads)
 pytest.importorskip("torch")
 
 from classify.bagging import BaggingHead, meta_vote, parse_priority  # noqa: E402

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import classify  # noqa: E402,F401  (sets the OpenMP wait policy before torch loads)
 pytest.importorskip("torch")
 
 from classify.__main__ import main  # noqa: E402

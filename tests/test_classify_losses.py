@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+import classify  # noqa: E402,F401  (sets the OpenMP wait policy before torch loads)
 torch = pytest.importorskip("torch")
 
 from classify.losses import LOSSES, check_loss, make_loss  # noqa: E402

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+import classify  # noqa: E402,F401  (sets the OpenMP wait policy before torch loads)
 pytest.importorskip("torch")
 
 from classify.fusion import FusionMLPHead  # noqa: E402
