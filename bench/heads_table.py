@@ -7,11 +7,12 @@ Sets:
   (a: 40 columns, b: 24) so that fusion has something to fuse;
 - `motion`: EXPR whose label is the direction of an AU's motion (onset / offset,
   `classify.synthetic_motion`), which no per-frame head can learn;
-- `rendered` (with --rendered): the rendered synthetic Aff-Wild2 set through `python -m extract run` with the
+- `rendered` (in --sets): the rendered synthetic Aff-Wild2 set through `python -m extract run` with the
   offline default extractor (fer), as `make demo` does.
 
-`python bench/heads_table.py [--out DIR] [--frames N] [--epochs E] [--rendered]` prints a markdown table (metric
-at frame level and after the box filter with k chosen on validation) and writes it to DIR/heads_table.md.
+`python bench/heads_table.py [--out DIR] [--frames N] [--epochs E] [--sets features,motion,rendered]` prints a
+markdown table (metric at frame level and after the box filter with k chosen on validation) and writes it to
+DIR/<time stamp>/heads_table.md.
 """
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=24000, help="frames of the feature-level set")
     ap.add_argument("--epochs", type=int, default=10, help="epochs of the torch heads")
     ap.add_argument("--window", type=int, default=32)
-    ap.add_argument("--rendered", action="store_true", help="also the rendered synthetic set (extraction)")
+    ap.add_argument("--sets", default="features,motion", help="comma-separated: features, motion, rendered "
+                                                              "(rendered runs the extraction first)")
     a = ap.parse_args(argv)
     out = (ROOT / a.out) if not Path(a.out).is_absolute() else Path(a.out)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -95,24 +97,29 @@ def main(argv=None) -> int:
     out.mkdir(parents=True)
     rows = []
 
+    sets = a.sets.split(",")
     from features.synthetic import make_feature_data
-    d = make_feature_data(a.frames, 64, 40, seed=0, noise=1.0)
-    cache, lab = write_world(out / "features", d.X, d.video, d.frame, {VA: d.y_va, EXPR: d.y_expr, AU: d.y_au},
-                             {"a": slice(0, 40), "b": slice(40, 64)}, n_train=28)
-    print("features set:", flush=True)
-    for task in ("va", "expr", "au"):
-        for r in run_heads(cache, lab, task, PLAN, out / "features" / "runs", a.epochs, a.window):
-            rows.append(dict(set="features", **r))
+    if "features" in sets:
+        d = make_feature_data(a.frames, 64, 40, seed=0, noise=1.0)
+        cache, lab = write_world(out / "features", d.X, d.video, d.frame,
+                                 {VA: d.y_va, EXPR: d.y_expr, AU: d.y_au}, {"a": slice(0, 40), "b": slice(40, 64)},
+                                 n_train=28)
+        print("features set:", flush=True)
+        for task in ("va", "expr", "au"):
+            for r in run_heads(cache, lab, task, PLAN, out / "features" / "runs", a.epochs, a.window):
+                rows.append(dict(set="features", **r))
 
-    from classify.synthetic_motion import make_motion_data
-    m = make_motion_data(40, 300, n_features=8, seed=0, drop=0.05)
-    cache, lab = write_world(out / "motion", m.X, m.video, m.frame, {EXPR: m.y}, {"a": slice(0, 8)}, n_train=28)
-    print("motion set:", flush=True)
-    for r in run_heads(cache, lab, "expr", [p for p in PLAN if "+" not in p[2]] +
-                       [("fusion MLP a", "fusion_mlp", "a/embedding")], out / "motion" / "runs", a.epochs, a.window):
-        rows.append(dict(set="motion", **r))
+    if "motion" in sets:
+        from classify.synthetic_motion import make_motion_data
+        m = make_motion_data(40, 300, n_features=8, seed=0, drop=0.05)
+        cache, lab = write_world(out / "motion", m.X, m.video, m.frame, {EXPR: m.y}, {"a": slice(0, 8)},
+                                 n_train=28)
+        print("motion set:", flush=True)
+        plan = [p for p in PLAN if "+" not in p[2]] + [("fusion MLP a", "fusion_mlp", "a/embedding")]
+        for r in run_heads(cache, lab, "expr", plan, out / "motion" / "runs", a.epochs, a.window):
+            rows.append(dict(set="motion", **r))
 
-    if a.rendered:
+    if "rendered" in sets:
         from features.synthetic import make_affwild
         data, cache = out / "rendered", out / "rendered" / "cache.h5"
         make_affwild(data, n_train=6, n_val=3, n_frames=300, size=112, seed=0)
@@ -127,9 +134,10 @@ def main(argv=None) -> int:
             for r in run_heads(cache, data, task, plan, data / "runs", a.epochs, a.window):
                 rows.append(dict(set="rendered", **r))
 
-    head = "| set | task | head | features | metric (frames) | k | metric (smoothed) | s |\n|---|---|---|---|---|---|---|---|\n"
-    md = head + "".join(f"| {r['set']} | {r['task']} | {r['head']} | {r['features']} | {r['frames']:.4f} | {r['k']} | "
-                        f"{r['smoothed']:.4f} | {r['seconds']} |\n" for r in rows)
+    md = ("| set | task | head | features | metric (frames) | k | metric (smoothed) | s |\n"
+          "|---|---|---|---|---|---|---|---|\n")
+    md += "".join(f"| {r['set']} | {r['task']} | {r['head']} | {r['features']} | {r['frames']:.4f} | {r['k']} | "
+                  f"{r['smoothed']:.4f} | {r['seconds']} |\n" for r in rows)
     (out / "heads_table.md").write_text(md)
     (out / "heads_table.json").write_text(json.dumps(rows, indent=1))
     print("\n" + md)
