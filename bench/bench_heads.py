@@ -1,7 +1,8 @@
 """The temporal head at Aff-Wild2 scale: EXPR on feature-level synthetic data (~585 k train + ~281 k validation
 frames x 1290 float16 features, as the EXPR split with MT-EmotiEffNet embedding + logits + VA), on 2 cores.
 
-Runs in a child process so its peak memory (ru_maxrss) is its own. Reports: training time for the default
+Runs in a child process so its peak memory (ru_maxrss) is its own (also given without the ~1 GB of torch and
+its imports, which does not grow with the data: at a reduced --scale it would dominate the ratio). Reports: training time for the default
 epochs (best epoch on validation, so each epoch also predicts the validation set), prediction speed (frames/s
 over the validation set, overlapping windows averaged) and peak memory against the float32 feature matrix.
 
@@ -32,14 +33,22 @@ def _peak_gb() -> float:
 
 def child(scale: float, epochs: int | None, threads: int) -> dict:
     sys.path.insert(0, str(ROOT))
+    import classify  # noqa: F401  (OpenMP wait policy before torch loads)
     from classify.temporal import TemporalHead
     from features.synthetic import make_feature_data
+    # torch and its lazily loaded parts (optimizer -> compiler stack) imported before timing: a one-off cost of
+    # ~10 s that does not grow with the data
+    w = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    TemporalHead("expr", window=8, epochs=1, threads=threads).fit(w, np.arange(64) % 8, groups=np.zeros(64),
+                                                                   frames=np.arange(64))
+    base_gb = _peak_gb()
     n_tr, n_va = int(N_TRAIN * scale), int(N_VAL * scale)
     t = time.perf_counter()
     d = make_feature_data(n_tr + n_va, N_FEATURES, n_videos=max(30, int(900 * scale)), seed=0)
     cut = int(np.searchsorted(d.video, d.video[n_tr]))
     tr, va = slice(0, cut), slice(cut, len(d.X))
     data_s = time.perf_counter() - t
+    data_gb = _peak_gb()                       # the generator's own temporaries are in this peak
     f32_gb = len(d.X) * N_FEATURES * 4 / 2 ** 30
     kw = {} if epochs is None else {"epochs": epochs}
     h = TemporalHead("expr", threads=threads, **kw)
@@ -55,8 +64,9 @@ def child(scale: float, epochs: int | None, threads: int) -> dict:
             "epochs": h.epochs, "best_epoch": h.best_epoch_, "threads": threads, "data_s": round(data_s, 1),
             "fit_s": round(fit_s, 1), "fit_s_full_scale_estimate": round(fit_s / scale, 1),
             "predict_frames_per_s": round((len(d.X) - cut) / pred_s), "P_EXPR_val": round(EXPR.score(
-                d.y_expr[va], p), 4), "peak_gb": round(_peak_gb(), 2), "float32_matrix_gb": round(f32_gb, 2),
-            "peak_over_f32": round(_peak_gb() / f32_gb, 2)}
+                d.y_expr[va], p), 4), "peak_gb": round(_peak_gb(), 2), "imports_gb": round(base_gb, 2), "after_data_gb": round(data_gb, 2),
+            "float32_matrix_gb": round(f32_gb, 2), "peak_over_f32": round(_peak_gb() / f32_gb, 2),
+            "data_and_training_over_f32": round((_peak_gb() - base_gb) / f32_gb, 2)}
 
 
 def main(argv=None) -> int:
@@ -77,6 +87,7 @@ def main(argv=None) -> int:
     row = json.loads(r.stdout.strip().splitlines()[-1])
     row["goals"] = {"fit_under_15_min": row["fit_s_full_scale_estimate"] < GOAL_S,
                     "peak_under_2.5x_f32": row["peak_over_f32"] < GOAL_MEM,
+                    "peak_minus_imports_under_2.5x_f32": row["data_and_training_over_f32"] < GOAL_MEM,
                     "predict_50k_fps": row["predict_frames_per_s"] >= GOAL_FPS}
     print(json.dumps(row, indent=1))
     return 0

@@ -84,8 +84,14 @@ def _net(n_in: int, blocks: list[int], n_out: int, regression: bool, window: int
                                   dropout=dropout if layers > 1 else 0.0)
             self.out = nn.Linear(width if arch == "transformer" else 2 * (width // 2), n_out)
 
+        def embed(self, x):
+            """The per-frame part (standardise, fuse): computed once per row when predicting."""
+            return self.mix(self.fusion(self.std(x)))
+
         def forward(self, x, mask):
-            h = self.mix(self.fusion(self.std(x)))
+            return self.encode(self.embed(x), mask)
+
+        def encode(self, h, mask):
             h = h * mask[..., None]                       # holes carry nothing (the GRU has no attention mask)
             h = self.drop(h + self.pe[:h.shape[1]])
             if arch == "transformer":
@@ -171,12 +177,16 @@ class TemporalHead(TorchHead):
         import torch
         sums = torch.zeros((n, self.task.n_outputs), dtype=torch.float32)
         cnt = torch.zeros(n, dtype=torch.float32)
-        step = max(1, 8192 // int(self.window)) * 8
+        step = max(1, 8192 // int(self.window))        # ~8k positions per encoder call: the fastest measured
         with torch.inference_mode():
+            # each row's embedding once (overlapping windows would repeat it), then windows of embeddings
+            H = torch.cat([self.net_.embed(torch.from_numpy(np.asarray(X[a:a + 16384], np.float32)))
+                           for a in range(0, n, 16384)])
             for a in range(0, len(windows), step):
                 idx = windows[a:a + step]
-                xb, mask, _ = self._gather(X, idx)
-                s = output_activation(self.task.kind, self.net_(xb, mask))
+                mask = torch.from_numpy(idx >= 0)
+                hb = H[torch.from_numpy(np.where(idx >= 0, idx, 0))]
+                s = output_activation(self.task.kind, self.net_.encode(hb, mask))
                 rows = torch.from_numpy(idx[idx >= 0])
                 sums.index_add_(0, rows, s[mask])
                 cnt.index_add_(0, rows, torch.ones(len(rows)))
