@@ -1,10 +1,11 @@
 """The temporal head at Aff-Wild2 scale: EXPR on feature-level synthetic data (~585 k train + ~281 k validation
 frames x 1290 float16 features, as the EXPR split with MT-EmotiEffNet embedding + logits + VA), on 2 cores.
 
-Runs in a child process so its peak memory (ru_maxrss) is its own (also given without the ~1 GB of torch and
-its imports, which does not grow with the data: at a reduced --scale it would dominate the ratio). Reports: training time for the default
-epochs (best epoch on validation, so each epoch also predicts the validation set), prediction speed (frames/s
-over the validation set, overlapping windows averaged) and peak memory against the float32 feature matrix.
+Runs in a child process so its peak memory (ru_maxrss) is its own (also given without the ~1 GB of torch and its
+imports, which does not grow with the data: at a reduced --scale it would dominate the ratio). Reports: training
+time for the default epochs (best epoch on validation, so each epoch also predicts the validation set),
+prediction speed (frames/s over the validation set, overlapping windows averaged) and peak memory against the
+float32 feature matrix.
 
 Goals: training < 15 min; peak memory < 2.5 x the float32 feature matrix; prediction >= 50,000 frames/s.
 `python bench/bench_heads.py [--scale 0.05] [--epochs N]` prints one JSON row; the scale shrinks frames and
@@ -64,7 +65,8 @@ def child(scale: float, epochs: int | None, threads: int) -> dict:
             "epochs": h.epochs, "best_epoch": h.best_epoch_, "threads": threads, "data_s": round(data_s, 1),
             "fit_s": round(fit_s, 1), "fit_s_full_scale_estimate": round(fit_s / scale, 1),
             "predict_frames_per_s": round((len(d.X) - cut) / pred_s), "P_EXPR_val": round(EXPR.score(
-                d.y_expr[va], p), 4), "peak_gb": round(_peak_gb(), 2), "imports_gb": round(base_gb, 2), "after_data_gb": round(data_gb, 2),
+                d.y_expr[va], p), 4), "peak_gb": round(_peak_gb(), 2), "imports_gb": round(base_gb, 2),
+            "after_data_gb": round(data_gb, 2),
             "float32_matrix_gb": round(f32_gb, 2), "peak_over_f32": round(_peak_gb() / f32_gb, 2),
             "data_and_training_over_f32": round((_peak_gb() - base_gb) / f32_gb, 2)}
 

@@ -66,7 +66,6 @@ def test_prediction_does_not_depend_on_row_order_and_averages_windows():
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.slow
 def test_temporal_head_learns_motion_that_per_frame_heads_cannot():
     """Onset vs offset of a synthetic AU: the per-frame MLP stays near chance between the two (its 3-class macro
     F1 about 0.5); the transformer over 32-frame windows gets well above it. Measured: temporal 0.69, per-frame

@@ -5,14 +5,12 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 
 import classify  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 
 NB = Path(__file__).resolve().parents[1] / "examples" / "experiment_on_cache.ipynb"
 
 
-@pytest.mark.slow
 def test_notebook_runs(monkeypatch, capsys):
     nb = json.loads(NB.read_text())
     try:
