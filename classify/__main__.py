@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lama-timeout", type=int, default=60, help="seconds for LightAutoML")
     ap.add_argument("--lama-max-rows", type=int, default=LAMA_MAX_ROWS,
                     help="LightAutoML trains on a class-stratified sample of this many rows (0: all rows)")
-    ap.add_argument("--cpus", type=int, default=None, help="LightAutoML cpu_limit (default: all cores)")
+    ap.add_argument("--cpus", type=int, default=None,
+                    help="LightAutoML cpu_limit (default: all cores) and the torch heads' threads (default: 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kfold", type=int, default=None,
                     help="video-level k-fold on train + val (e.g. 5): per-fold metrics, fold models averaged")

@@ -54,6 +54,13 @@ def check_options(task: Task, kinds: list[str], opts: dict) -> None:
         raise InputError(f"--sampling {opts['sampling']} is for --task au")
 
 
+def check_data(kinds: list[str], opts: dict, video, frame) -> None:
+    """Checks that need the training rows, made before the run folder exists."""
+    if "temporal" in kinds:
+        from .temporal import TemporalHead, check_window, longest_span
+        check_window(int(opts.get("window") or TemporalHead("expr").window), longest_span(video, frame))
+
+
 def make(kind: str, task: Task, store: FeatureStore, feature_set: str, opts: dict) -> Head:
     from .fusion import FusionMLPHead, blocks_for, check_same_frames
     blocks = blocks_for(store, feature_set)

@@ -247,6 +247,7 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
     if n_folds:
         fit_on = merge_splits(tr, va)
         kfold.check_folds(fit_on.video, n_folds)
+    catalog.check_data([k for k, _ in members.values()], opts, fit_on.video, fit_on.frame)
     run_dir.mkdir(parents=True)
 
     scores: dict[str, np.ndarray] = {}

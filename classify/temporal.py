@@ -57,6 +57,19 @@ def make_windows(groups, frames, window: int, stride: int, offset: int = 0) -> t
     return (np.concatenate(out) if out else np.empty((0, window), np.int64)), longest
 
 
+def longest_span(groups, frames) -> int:
+    """Frames from the first to the last row of the longest video."""
+    f = pd.Series(np.asarray(frames, np.int64))
+    g = f.groupby(pd.factorize(np.asarray(groups))[0])
+    return int((g.max() - g.min()).max()) + 1 if len(f) else 0
+
+
+def check_window(window: int, longest: int) -> None:
+    if longest < window:
+        raise InputError(f"temporal head: --window {window} is longer than every training video (the longest "
+                         f"spans {longest} frames); choose --window <= {longest}")
+
+
 def _net(n_in: int, blocks: list[int], n_out: int, regression: bool, window: int, width: int, layers: int,
          heads_n: int, arch: str, dropout: float):
     import torch
@@ -206,9 +219,7 @@ class TemporalHead(TorchHead):
         if not 1 <= t_stride <= T:
             raise InputError(f"temporal head: train_stride must be in 1..window (got {t_stride})")
         windows, longest = make_windows(groups, frames, T, t_stride)
-        if longest < T:
-            raise InputError(f"temporal head: --window {T} is longer than every training video (the longest "
-                             f"spans {longest} frames); choose --window <= {longest}")
+        check_window(T, longest)
         val_windows = None
         if X_val is not None and len(X_val):
             self._rows(groups_val, frames_val, len(X_val), "validation")

@@ -67,18 +67,19 @@ def test_prediction_does_not_depend_on_row_order_and_averages_windows():
 
 
 def test_temporal_head_learns_motion_that_per_frame_heads_cannot():
-    """Onset vs offset of a synthetic AU: the per-frame MLP stays near chance between the two (its 3-class macro
-    F1 about 0.5); the transformer over 32-frame windows gets well above it. Measured: temporal 0.69, per-frame
-    0.48 (6 epochs, seed 0); asserted gap >= 0.12."""
+    """Onset vs offset of a synthetic AU: the per-frame MLP stays near chance between the two; the transformer
+    over 32-frame windows gets well above it. Measured (10 epochs, seed 0): 3-class macro F1 temporal 0.71 vs
+    per-frame 0.48; accuracy on the moving frames 0.81 vs 0.41 (chance between onset and offset: 0.5). Asserted
+    gaps: F1 >= 0.12, moving-frame accuracy >= 0.25."""
     d = make_motion_data(24, 300, seed=0, drop=0.1)
     tr = d.video < 16
-    h = TemporalHead("expr", window=32, epochs=6, width=32, layers=1, heads_n=4, lr=3e-3)
+    h = TemporalHead("expr", window=32, epochs=10, width=32, layers=1, heads_n=4, lr=3e-3)
     h.fit(d.X[tr], d.y[tr], groups=d.video[tr], frames=d.frame[tr])
     pt = h.predict_proba(d.X[~tr], groups=d.video[~tr], frames=d.frame[~tr]).argmax(1)
-    pf = FusionMLPHead("expr", epochs=6).fit(d.X[tr], d.y[tr]).predict_proba(d.X[~tr]).argmax(1)
+    pf = FusionMLPHead("expr", epochs=10).fit(d.X[tr], d.y[tr]).predict_proba(d.X[~tr]).argmax(1)
     f1 = lambda p: f1_score(d.y[~tr], p, labels=[0, ONSET, OFFSET], average="macro")
     # onset/offset confusions: the per-frame head mixes them up, the temporal head does not
     moving = np.isin(d.y[~tr], [ONSET, OFFSET])
     acc = lambda p: (p[moving] == d.y[~tr][moving]).mean()
     assert f1(pt) >= f1(pf) + 0.12, (f1(pt), f1(pf))
-    assert acc(pt) >= acc(pf) + 0.15, (acc(pt), acc(pf))
+    assert acc(pt) >= acc(pf) + 0.25, (acc(pt), acc(pf))
