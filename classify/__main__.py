@@ -50,14 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kfold", type=int, default=None,
                     help="video-level k-fold on train + val (e.g. 5): per-fold metrics, fold models averaged")
-    g = ap.add_argument_group("fusion_mlp and temporal heads")
+    g = ap.add_argument_group("fusion_mlp, temporal and bagging heads")
     g.add_argument("--loss", default=None, help="training loss: ce, ce_dice (EXPR); bce, focal, asl (AU); ccc, "
                                                 "mse_ccc (VA); default: the reference's (ce / bce / ccc)")
     g.add_argument("--sampling", default=None, choices=["none", "mlros", "balanced"],
                    help="AU training rows: ML-ROS oversampling of rare AUs or balanced batches (fusion_mlp)")
     g.add_argument("--width", type=int, default=None, help="common width of each extractor's affine map (64)")
     g.add_argument("--window", type=int, default=None, help="temporal: frames per window (64)")
-    g.add_argument("--stride", type=int, default=None, help="temporal: window step (window/2)")
+    g.add_argument("--stride", type=int, default=None, help="temporal: step of the prediction windows, whose scores "
+                                                                  "are averaged (window/2; training windows do not overlap)")
     g.add_argument("--layers", type=int, default=None, help="temporal: encoder layers (2)")
     g.add_argument("--heads-n", type=int, default=None, help="temporal: attention heads (4)")
     g.add_argument("--bags", type=int, default=None, help="bagging: sub-classifiers (5)")
