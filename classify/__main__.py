@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AU training rows: ML-ROS oversampling of rare AUs or balanced batches (fusion_mlp)")
     g.add_argument("--width", type=int, default=None, help="common width of each extractor's affine map (64)")
     g.add_argument("--window", type=int, default=None, help="temporal: frames per window (64)")
-    g.add_argument("--stride", type=int, default=None, help="temporal: step of the prediction windows, whose scores "
-                                                                  "are averaged (window/2; training windows do not overlap)")
+    g.add_argument("--stride", type=int, default=None,
+                   help="temporal: step of the prediction windows, whose scores are averaged (window/2; training "
+                        "windows do not overlap)")
     g.add_argument("--layers", type=int, default=None, help="temporal: encoder layers (2)")
     g.add_argument("--heads-n", type=int, default=None, help="temporal: attention heads (4)")
     g.add_argument("--bags", type=int, default=None, help="bagging: sub-classifiers (5)")
