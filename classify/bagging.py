@@ -136,4 +136,5 @@ class BaggingHead(Head):
 
     def _load(self, path: Path):
         self._load_fitted(path)
-        self.estimators_ = [load_head(path / f"bag{i}", task=self._task) for i in range(int(self.n_estimators))]
+        self.estimators_ = [load_head(path / f"bag{i}", task=self._task,
+                                    allow_pickle=getattr(self, "_allow_pickle", False)) for i in range(int(self.n_estimators))]

@@ -27,7 +27,9 @@ from features.tasks import Task, get_task
 HEAD_KINDS: dict[str, type["Head"]] = {}
 # where each saved kind is defined, so a fresh process can load any head without importing them all first
 KIND_MODULES = {"mlp": "classify.mlp", "lama": "classify.lama", "logits": "classify.rules",
-                "va_only": "classify.rules", "blend": "classify.blend"}
+                "va_only": "classify.rules", "blend": "classify.blend", "fusion_mlp": "classify.fusion",
+                "temporal": "classify.temporal", "bagging": "classify.bagging", "polarity": "classify.polarity",
+                "kfold": "classify.kfold"}
 
 
 def register(cls: type["Head"]) -> type["Head"]:
@@ -191,6 +193,7 @@ def load_head(path: str | os.PathLike, task: str | Task | None = None, allow_pic
                              f"refusing to load it", f)
     head = cls(saved_task, **(meta.get("params") or {}))
     head.feature_set = meta.get("feature_set")
+    head._allow_pickle = allow_pickle      # what composite heads (k-fold, bagging) pass to their members
     head._load(path)
     return head
 

@@ -22,9 +22,6 @@ from .base import Head
 from .losses import check_loss
 
 KINDS = ("fusion_mlp", "temporal", "bagging", "polarity")
-# head kind -> the module that registers it (for loading a saved head in a fresh process)
-MODULES = {"fusion_mlp": "classify.fusion", "temporal": "classify.temporal", "bagging": "classify.bagging",
-           "polarity": "classify.polarity", "kfold": "classify.kfold"}
 TORCH_OPTS = ("loss", "epochs", "batch", "lr", "width")
 
 

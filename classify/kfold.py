@@ -106,4 +106,5 @@ class KFoldHead(Head):
 
     def _load(self, path: Path):
         self._load_fitted(path)
-        self.estimators_ = [load_head(path / f"fold{i}", task=self._task) for i in range(len(self.fold_scores_))]
+        self.estimators_ = [load_head(path / f"fold{i}", task=self._task,
+                                    allow_pickle=getattr(self, "_allow_pickle", False)) for i in range(len(self.fold_scores_))]

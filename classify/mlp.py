@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from features.import_order import torch_before_tensorflow
+
 from .base import Head, register
 
 _TF_READY = False
@@ -28,13 +30,9 @@ def _keras():
     """Import TensorFlow/Keras once, with thread counts that respect the machine."""
     global _TF_READY
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        # torch (and its lazily imported compiler stack, which the optimizers load: torch._dynamo -> triton)
-        # imported after TensorFlow segfaults (measured: torch 2.14 + TF in one process); the torch heads
-        # (temporal, fusion MLP) share the process with this one, so they go first
-        import torch._dynamo  # noqa: F401
-    except ImportError:
-        pass
+    # the torch heads (temporal, fusion MLP) share the process with this one, and torch's optimizers load
+    # torch._dynamo -> triton, which crashes the process when TensorFlow came first
+    torch_before_tensorflow()
     import tensorflow as tf
     import keras
     if not _TF_READY:

@@ -16,6 +16,15 @@ from features.store import ExtractorInfo, FeatureStore
 keras = pytest.importorskip("keras")
 
 
+def fitted_model(h, n_in):
+    """The network `fit` builds (one epoch on random rows of the task's label shape)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, n_in)).astype(np.float32)
+    y = {"va": lambda: rng.uniform(-1, 1, (64, 2)), "expr": lambda: np.arange(64) % 8,
+         "au": lambda: (rng.random((64, 12)) < 0.5).astype(int)}[h.task.name]()
+    return h.set_params(epochs=1).fit(X, y).model_
+
+
 def dense_layers(model):
     return [(layer.units, layer.activation.__name__) for layer in model.layers
             if isinstance(layer, keras.layers.Dense)]
@@ -35,8 +44,8 @@ def test_va_head_is_one_tanh_layer_on_logits_plus_va(tmp_path):
                                    va=np.zeros((2, 2), np.float32))
         assert default_sets(s, "va")["mlp"] == "enet/logits+va"          # 8 logits + 2 VA = 10 inputs
     h = MLPHead("va")
-    assert h.params["batch"] == 1024 and h.params["lr"] == 1e-3 and h.params["hidden"] == 0
-    model = h._build(10)
+    assert h._resolved()["batch"] == 1024 and h._resolved()["lr"] == 1e-3 and h._resolved()["hidden"] == 0
+    model = fitted_model(h, 10)
     assert model.input_shape == (None, 10)
     assert dense_layers(model) == [(2, "tanh")]
     assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == 10 * 2 + 2   # one Dense(2) only
@@ -53,8 +62,8 @@ def test_va_loss_is_one_minus_mean_ccc():
 
 def test_expr_head_layers_optimizer_and_batch(monkeypatch):
     h = MLPHead("expr")
-    assert h.params["hidden"] == 128 and h.params["batch"] == 256 and h.params["lr"] == 1e-3
-    model = h._build(24)
+    assert h._resolved()["hidden"] == 128 and h._resolved()["batch"] == 256 and h._resolved()["lr"] == 1e-3
+    model = fitted_model(h, 24)
     assert dense_layers(model) == [(128, "relu"), (8, "softmax")]
     made = []
     real = keras.optimizers.Adam
@@ -84,8 +93,8 @@ def test_expr_class_weights_and_weighted_cross_entropy():
 
 def test_au_head_layers_and_weighted_bce():
     h = MLPHead("au")
-    assert h.params["hidden"] == 128 and h.params["batch"] == 256 and h.params["lr"] == 1e-3
-    assert dense_layers(h._build(24)) == [(128, "relu"), (12, "sigmoid")]
+    assert h._resolved()["hidden"] == 128 and h._resolved()["batch"] == 256 and h._resolved()["lr"] == 1e-3
+    assert dense_layers(fitted_model(h, 24)) == [(128, "relu"), (12, "sigmoid")]
     rng = np.random.default_rng(2)
     y = (rng.random((8, 12)) < np.linspace(0.15, 0.85, 12)).astype(np.int64)
     y[0], y[1] = 1, 0                                       # every AU has positives and negatives

@@ -77,7 +77,7 @@ def test_lama_pickle_with_matching_sha_loads_with_the_flag_only(tmp_path):
                         params={"timeout": 5, "cpu_limit": 1, "cv": 2, "seed": 0, "log_file": None,
                                 "max_rows": 100})
     h = load_head(head, allow_pickle=True)
-    assert h.kind == "lama" and h.model == (head / "lama.pkl").read_bytes()
+    assert h.kind == "lama" and h.model_ == (head / "lama.pkl").read_bytes()
     assert not marker.exists()
 
 
@@ -95,16 +95,17 @@ def test_logits_rule_saves_its_mlp_as_json_and_npz(tmp_path):
     X, y = expr_logits_data()
     y[::5] = 7                                            # enough Other rows for the gate
     h = LogitsRule("expr", hidden=8, max_iter=30).fit(X, y)
-    assert h.other is not None
+    assert h.other_ is not None
     h.save(tmp_path / "h")
     files = sorted(p.name for p in (tmp_path / "h").iterdir())
-    assert files == ["head.json", "other.json", "other.npz"]
+    assert files == ["fitted.json", "head.json", "other.json", "other.npz"]
     meta = json.loads((tmp_path / "h" / "head.json").read_text())
     assert meta["sha256"]["other.npz"] == sha256(tmp_path / "h" / "other.npz")
+    assert meta["sha256"]["fitted.json"] == sha256(tmp_path / "h" / "fitted.json")
     back = load_head(tmp_path / "h", task="expr")          # no flag needed: nothing is unpickled
     np.testing.assert_array_equal(back.predict_proba(X), h.predict_proba(X))
-    np.testing.assert_array_equal(back.other.predict(X), h.other.predict(X))
-    assert back.other.get_params() == h.other.get_params()
+    np.testing.assert_array_equal(back.other_.predict(X), h.other_.predict(X))
+    assert back.other_.get_params() == h.other_.get_params()
 
 
 def test_changed_npz_is_refused(tmp_path):
@@ -137,7 +138,7 @@ def test_head_loads_in_a_fresh_process(tmp_path, kind):
         h = LogitsRule("expr", hidden=4, max_iter=20).fit(X, y)
     else:
         X = np.random.default_rng(0).uniform(-1.5, 1.5, (50, 2)).astype(np.float32)
-        h = VAOnly("va")
+        h = VAOnly("va").fit(X)
     h.save(tmp_path / "h")
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "p.npy", h.predict_proba(X))
