@@ -1,7 +1,8 @@
 """Command line: ``python -m extract {run,list,convert,openface}``.
 
     python -m extract run --data DIR --out FILE --extractors fer[,spec2] --device cpu|cuda --batch 64
-                          [--workers N] [--shard i/n] [--layout auto|affwild|folders|videos]
+                          [--workers N] [--shard i/n] [--layout auto|affwild|folders|images|videos]
+                          [--detect auto|on|off] [--detector auto|mtcnn|haar] [--faces largest|all]
                           [--limit-videos N] [--allow-pickle] [--amp bf16|fp16] [--channels-last]
     python -m extract list
     python -m extract convert ...          (extract.convert)
@@ -82,7 +83,7 @@ def _ensure_default_data(data: Path) -> None:
 
 def cmd_run(a: argparse.Namespace) -> int:
     import torch
-    from .faces import DetectorConfig
+    from .faces import DetectorConfig, resolve
     from .runner import run
     from .sources import discover, parse_shard
 
@@ -93,8 +94,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     shard = parse_shard(a.shard)
     data = Path(a.data)
     _ensure_default_data(data)
-    det = DetectorConfig(margin=a.margin, smooth=a.smooth, detect_size=a.detect_size)
+    det = DetectorConfig(detector=a.detector, detect=a.detect, faces=a.faces, margin=a.margin, smooth=a.smooth,
+                         detect_size=a.detect_size)
     source = discover(data, a.layout, crops=a.crops, detector=det.to_dict())
+    det = resolve(det, source.layout)       # before the models load: a bad combination stops at once
     amp = a.amp if a.amp != "none" else None
     extractors = [create_extractor(s, a.device, a.allow_pickle, amp, a.channels_last, a.compile, a.runtime)
                   for s in split_specs(a.extractors)]
@@ -162,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=None, help="decode processes (default: cores - 1, at most 8)")
     r.add_argument("--threads", type=int, default=0, help="torch CPU threads in the main process (0: default)")
     r.add_argument("--shard", default=None, help="i/n: extract shard i of n into <out>.shard-i-of-n.h5")
-    r.add_argument("--layout", default="auto", choices=["auto", "affwild", "folders", "videos"])
+    r.add_argument("--layout", default="auto", choices=["auto", "affwild", "folders", "images", "videos"],
+                   help="images: a flat folder of photos, one item per photo named by its file stem (auto picks it "
+                        "for a folder of images without sub-folders)")
     r.add_argument("--crops", default="auto", choices=["auto", "cropped", "cropped_aligned"],
                    help="Aff-Wild2 crop folder (auto: cropped, else cropped_aligned)")
     r.add_argument("--limit-videos", type=int, default=None, help="only the first N videos (sorted by name)")
@@ -176,9 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
                    help="run torch models through onnxruntime (exported in memory; ~2x faster B0 on a 2-core CPU; "
                         "needs the onnx extra)")
-    r.add_argument("--margin", type=float, default=0.2, help="videos: crop side = (1 + margin) x face box")
-    r.add_argument("--smooth", type=float, default=0.0, help="videos: box smoothing factor in [0, 1)")
-    r.add_argument("--detect-size", type=int, default=256, help="videos: long side seen by the face detector")
+    r.add_argument("--detect", default="auto", choices=["auto", "on", "off"],
+                   help="face detection (auto: on for videos and --layout images, off for Aff-Wild2 crops and "
+                        "--layout folders); off: whole frames go to the models")
+    r.add_argument("--detector", default="auto", choices=["auto", "mtcnn", "haar"],
+                   help="auto: MTCNN when its weights are in the weights cache (make setup), else Haar")
+    r.add_argument("--faces", default="largest", choices=["largest", "all"],
+                   help="all (--layout images): one row per face, frame = face number, largest first")
+    r.add_argument("--margin", type=float, default=0.2, help="detection: crop side = (1 + margin) x face box")
+    r.add_argument("--smooth", type=float, default=0.0, help="detection: box smoothing factor in [0, 1)")
+    r.add_argument("--detect-size", type=int, default=256, help="detection: long side seen by the face detector")
     r.add_argument("--resize-on", default="auto", choices=["auto", "workers", "device"],
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")

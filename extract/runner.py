@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,16 +34,17 @@ from features.errors import InputError
 from features.store import FeatureStore
 
 from .base import TorchExtractor
-from .faces import DetectorConfig, face_crops
+from .facechunks import FaceChunks
+from .faces import DetectorConfig, resolve as resolve_detector
 from .resize import on_device_exact, resize_bilinear
-from .sources import ImageVideo, Source, VideoFile, load_image, resize_square, shard_path, shard_videos
+from .sources import ImageVideo, Source, load_image, resize_square, shard_path, shard_videos
 
 log = logging.getLogger(__name__)
 
 try:    # the runner needs torch; keep `import extract.runner` working for listing/help without it
-    from torch.utils.data import Dataset as _Dataset, IterableDataset as _IterableDataset
+    from torch.utils.data import Dataset as _Dataset
 except ImportError:  # pragma: no cover
-    _Dataset = _IterableDataset = object
+    _Dataset = object
 
 #: Provenance of how frames became model input; a group made from other frames/preprocessing is refused.
 PIXELS = {"resize": "PIL bilinear to input_size x input_size (aspect ratio not kept)", "min_side": 16,
@@ -158,48 +159,6 @@ class ImageBatches(_Dataset):
         return out
 
 
-class VideoChunks(_IterableDataset):
-    """Iterable dataset over video files: each worker decodes whole videos (sequential decode + detection)
-    and yields chunks of up to `batch` frames; the chunk with a video's last frame carries ``ends``."""
-
-    def __init__(self, videos: Sequence[VideoFile], vids: Sequence[int], sizes: Sequence[int], batch: int,
-                 detector: DetectorConfig):
-        self.paths = [str(v.path) for v in videos]
-        self.vids, self.sizes, self.batch, self.detector = list(vids), list(sizes), int(batch), detector
-
-    def __iter__(self) -> Iterator[dict]:
-        import torch
-        info = torch.utils.data.get_worker_info()
-        k, n = (info.id, info.num_workers) if info else (0, 1)
-        for path, vi in list(zip(self.paths, self.vids))[k::n]:
-            frames, oks, crops = [], [], []
-            count = 0
-
-            def chunk(end: bool) -> dict:
-                m = len(frames)
-                pix = {s: torch.zeros((m, s, s, 3), dtype=torch.uint8) for s in self.sizes}
-                for r, c in enumerate(crops):
-                    if c is not None:
-                        for s in self.sizes:
-                            pix[s].numpy()[r] = c[s]
-                return {"video": np.full(m, vi, np.int64), "frame": np.array(frames, np.int64).reshape(m),
-                        "ok": np.array(oks, bool).reshape(m),
-                        "pix": pix, "bad": [], "ends": {vi: count} if end else {}}
-            try:
-                for found, crop in face_crops(path, self.sizes, self.detector):
-                    count += 1
-                    frames.append(count)
-                    oks.append(found)
-                    crops.append(crop)
-                    if len(frames) == self.batch:
-                        yield chunk(False)
-                        frames, oks, crops = [], [], []
-            except InputError as e:
-                yield {"error": str(e)}     # one line; the main process raises it
-                return
-            yield chunk(True)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # the main loop
 
@@ -248,6 +207,12 @@ def _launch(ext, x, rows: np.ndarray, ok: np.ndarray, outputs: dict[str, int]) -
     return finish
 
 
+def _detects(source: Source, detector: DetectorConfig) -> bool:
+    """Whether frames go through FaceChunks (decoded with face detection, or video files): their row counts
+    are known only once decoded."""
+    return source.layout == "videos" or detector.detect == "on"
+
+
 def _source_provenance(source: Source) -> dict:
     return {**source.description, **PIXELS}
 
@@ -291,8 +256,8 @@ def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, ba
     if shard is not None:
         videos = shard_videos(videos, *shard)
         out = shard_path(out, *shard)
-    detector = detector or DetectorConfig()
-    if source.layout == "videos":
+    detector = resolve_detector(detector, source.layout)
+    if _detects(source, detector) or source.layout == "images":
         source = dataclasses.replace(source, description={**source.description, "detector": detector.to_dict()})
     prov = _source_provenance(source)
     summary = Summary(out=str(out))
@@ -342,8 +307,9 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
         return
     sizes = sorted({int(e.input_size) for e in extractors})
     size_of = [int(e.input_size) for e in extractors]
-    if source.layout == "videos":
-        ds = VideoChunks([videos[k] for k in todo], todo, sizes, batch, detector)
+    faces_found_here = _detects(source, detector)
+    if faces_found_here:
+        ds = FaceChunks([videos[k] for k in todo], todo, sizes, batch, detector)
         n_workers = min(workers, len(todo))
     else:
         ds = ImageBatches([videos[k] for k in todo], todo, sizes, batch, device_resize)
@@ -351,14 +317,14 @@ def _extract(store, source, videos, extractors, out, prov, summary, batch, worke
     # OpenCV's thread pool does not survive fork(): a forked worker that calls cv2 after the parent has used it
     # deadlocks. Video workers (cv2 detection) therefore start from a fresh forkserver process; image workers
     # use PIL only and fork (cheaper start).
-    ctx = "forkserver" if source.layout == "videos" and n_workers else None
+    ctx = "forkserver" if faces_found_here and n_workers else None
     loader = torch.utils.data.DataLoader(
         ds, batch_size=None, collate_fn=_as_is, num_workers=n_workers, pin_memory=cuda,
         worker_init_fn=_worker_init, prefetch_factor=4 if n_workers else None, persistent_workers=False,
         multiprocessing_context=ctx)
 
     pending: dict[int, _Pending] = {
-        k: _Pending(videos[k].n_frames if isinstance(videos[k], ImageVideo) else None) for k in todo}
+        k: _Pending(None if faces_found_here else videos[k].n_frames) for k in todo}
     total = sum(max(videos[k].n_frames, 0) for k in todo)
     bar = tqdm(total=total or None, unit="frame", disable=not progress, dynamic_ncols=True,
                desc=out.name, smoothing=0.1)
