@@ -49,11 +49,7 @@ class DetectorConfig:
     max_gap: int = 5                # smoothing restarts after this many frames without a face
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        if d["detector"] != "haar":        # Haar's own settings mean nothing to another detector
-            for k in ("cascade", "scale_factor", "min_neighbors"):
-                d.pop(k)
-        return d
+        return asdict(self)
 
 
 def resolve(cfg: DetectorConfig | None, layout: str) -> DetectorConfig:
