@@ -69,8 +69,10 @@ def resolve(cfg: DetectorConfig | None, layout: str) -> DetectorConfig:
     if cfg.margin < 0 or cfg.detect_size < 32:
         raise InputError(f"--margin must be >= 0 and --detect-size >= 32, got {cfg.margin} and {cfg.detect_size}")
     detector = cfg.detector
+    from .mtcnn import weight_files
+    if detector == "mtcnn" and detect == "on":
+        weight_files()          # absent: one line now, not once the models are loaded
     if detector == "auto":
-        from .mtcnn import weight_files
         try:
             weight_files()
             detector = "mtcnn"
