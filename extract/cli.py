@@ -19,7 +19,7 @@ import inspect
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from features.errors import InputError
 
@@ -27,23 +27,63 @@ log = logging.getLogger("extract")
 DEFAULT_DATA = "data/synthetic"
 
 
-def split_specs(text: str) -> list[str]:
-    """``fer,timm:x:w.pt:mean=0.5,0.5,0.5`` -> specs; a comma starts a new spec only before a name.
+def split_specs(text: str | Sequence[str], names: Iterable[str] | None = None) -> list[str]:
+    """``fer,exported:m.pt2:classes=a,b,c,timm:x:w.pt:mean=0.5,0.5,0.5`` -> one string per spec.
 
-    Option values may hold commas (``mean=0.5,0.5,0.5``), so a comma-separated piece that does not look like
-    the start of a spec (it contains '=' before any ':' or is a bare number) is glued to the previous spec.
+    Option values may hold commas (``mean=0.5,0.5,0.5``, ``classes=a,b,c``), so a comma starts a new spec
+    only when the text after it begins with a registered extractor name (`names`, default the registry's),
+    followed by ``:`` or the end; after an option (``key=value``) any other piece continues that value. A value
+    piece that is itself an extractor name (a class called ``fer``) needs double quotes around the value
+    (``classes="happy,fer"``): commas inside quotes never split. Several ``--extractors`` options add up.
     """
+    if names is None:
+        from . import registry
+        names = registry.list_extractors()
+    names = set(names)
+    texts = [text] if isinstance(text, str) else list(text)
     out: list[str] = []
-    for piece in text.split(","):
-        p = piece.strip()
-        head = p.split(":", 1)[0]
-        if out and (not p or "=" in head or head.replace(".", "", 1).lstrip("+-").isdigit()):
-            out[-1] += "," + piece
-        elif p:
-            out.append(p)
+    for t in texts:
+        if t.count('"') % 2:
+            raise InputError(f"--extractors: unbalanced double quote in {t!r}")
+        pieces, cur, quoted = [], [], False
+        for ch in t:        # split on commas outside double quotes (csv's quoting needs quotes at field start)
+            if ch == '"':
+                quoted = not quoted
+            elif ch == "," and not quoted:
+                pieces.append("".join(cur))
+                cur = []
+            else:
+                cur.append(ch)
+        pieces.append("".join(cur))
+        first = True
+        for piece in pieces:
+            p = piece.strip()
+            head = p.split(":", 1)[0]
+            in_value = bool(out) and not first and "=" in out[-1].rsplit(":", 1)[-1]
+            if in_value and head not in names:
+                out[-1] += "," + p
+            elif p:
+                out.append(p)
+                first = False
     if not out:
         raise InputError("--extractors is empty")
     return out
+
+
+def _number(kind: type, low: float, high: float | None = None, high_open: bool = False):
+    """argparse type: a `kind` number in [low, high] (or [low, high)); argparse prints the one-line error."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if v < low or (high is not None and (v >= high if high_open else v > high)) or v != v:
+            rng = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
+        return v
+    parse.__name__ = kind.__name__      # argparse names the type in some messages
+    return parse
 
 
 def create_extractor(spec: str, device: str, allow_pickle: bool = False, amp: str | None = None,
@@ -100,7 +140,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     det = resolve(det, source.layout)       # before the models load: a bad combination stops at once
     amp = a.amp if a.amp != "none" else None
     extractors = [create_extractor(s, a.device, a.allow_pickle, amp, a.channels_last, a.compile, a.runtime)
-                  for s in split_specs(a.extractors)]
+                  for s in split_specs(a.extractors or ["fer"])]
     summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
                   limit_videos=a.limit_videos, detector=det, progress=not a.quiet,
                   resize_on=a.resize_on)
@@ -159,20 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="extract features of every video into an HDF5 cache (resumable)")
     r.add_argument("--data", default=DEFAULT_DATA, help="data folder (or one video file)")
     r.add_argument("--out", default="cache/features.h5", help="HDF5 cache to create or extend")
-    r.add_argument("--extractors", default="fer", help="comma-separated extractor specs (python -m extract list)")
+    r.add_argument("--extractors", action="append", default=None,
+                   help="comma-separated extractor specs (python -m extract list; default fer); option values may "
+                        "hold commas (classes=a,b,c); may be repeated")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    r.add_argument("--batch", type=int, default=64)
-    r.add_argument("--workers", type=int, default=None, help="decode processes (default: cores - 1, at most 8)")
-    r.add_argument("--threads", type=int, default=0, help="torch CPU threads in the main process (0: default)")
+    r.add_argument("--batch", type=_number(int, 1), default=64, help="frames per forward pass (>= 1)")
+    r.add_argument("--workers", type=_number(int, 0), default=None,
+                   help="decode processes (default: cores - 1, at most 8; 0: decode in the main process)")
+    r.add_argument("--threads", type=_number(int, 0), default=0,
+                   help="torch CPU threads in the main process (0: default)")
     r.add_argument("--shard", default=None, help="i/n: extract shard i of n into <out>.shard-i-of-n.h5")
     r.add_argument("--layout", default="auto", choices=["auto", "affwild", "folders", "images", "videos"],
                    help="images: a flat folder of photos, one item per photo named by its file stem (auto picks it "
                         "for a folder of images without sub-folders)")
     r.add_argument("--crops", default="auto", choices=["auto", "cropped", "cropped_aligned"],
                    help="Aff-Wild2 crop folder (auto: cropped, else cropped_aligned)")
-    r.add_argument("--limit-videos", type=int, default=None, help="only the first N videos (sorted by name)")
+    r.add_argument("--limit-videos", type=_number(int, 1), default=None,
+                   help="only the first N videos (sorted by name; N >= 1)")
     r.add_argument("--allow-pickle", action="store_true",
-                   help="allow loading whole pickled modules (.pt): runs code from the file, trusted files only")
+                   help="unpickle checkpoints that hold Python objects (whole pickled modules): this EXECUTES code "
+                        "stored in the file while loading it, before any check of its contents, so use it only for "
+                        "files from a source you trust (or convert them once with python -m extract convert)")
     r.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="autocast for torch models (changes the features; recorded in the cache)")
     r.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch models (GPU)")
@@ -188,9 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: MTCNN when its weights are in the weights cache (make setup), else Haar")
     r.add_argument("--faces", default="largest", choices=["largest", "all"],
                    help="all (--layout images): one row per face, frame = face number, largest first")
-    r.add_argument("--margin", type=float, default=0.2, help="detection: crop side = (1 + margin) x face box")
-    r.add_argument("--smooth", type=float, default=0.0, help="detection: box smoothing factor in [0, 1)")
-    r.add_argument("--detect-size", type=int, default=256, help="detection: long side seen by the face detector")
+    r.add_argument("--margin", type=_number(float, 0.0), default=0.2,
+                   help="detection: crop side = (1 + margin) x face box")
+    r.add_argument("--smooth", type=_number(float, 0.0, 1.0, high_open=True), default=0.0,
+                   help="detection: box smoothing factor in [0, 1)")
+    r.add_argument("--detect-size", type=_number(int, 32), default=256,
+                   help="detection: long side seen by the face detector (>= 32)")
     r.add_argument("--resize-on", default="auto", choices=["auto", "workers", "device"],
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")

@@ -68,8 +68,8 @@ def _value(text: str) -> Any:
     return text
 
 
-def parse_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
-    """'name:arg:key=value' -> (name, [arg], {key: value})."""
+def parse_spec(spec: str, typed: bool = True) -> tuple[str, list[str], dict[str, Any]]:
+    """'name:arg:key=value' -> (name, [arg], {key: value}); `typed=False` keeps every value as its text."""
     fields = spec.strip().split(":")
     # re-join Windows drive letters ("C:\\x" split into "C", "\\x")
     joined: list[str] = []
@@ -85,7 +85,7 @@ def parse_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
     for f in rest:
         if "=" in f and not f.startswith(("/", ".", "~")):
             k, v = f.split("=", 1)
-            opts[k.strip()] = _value(v.strip())
+            opts[k.strip()] = _value(v.strip()) if typed else v.strip()
         elif f:
             args.append(f)
     return name, args, opts
@@ -95,10 +95,18 @@ def create(spec: str, **kw: Any) -> Extractor:
     """Build an extractor from a spec string; keyword arguments override the spec's options."""
     _load_families()
     name, args, opts = parse_spec(spec)
-    opts.update({k: v for k, v in kw.items() if v is not None})
     if name not in _REGISTRY:
         raise InputError(f"unknown extractor {name!r} in spec {spec!r}; known: {', '.join(sorted(_REGISTRY))}")
     factory = _REGISTRY[name]
+    if not getattr(factory, "tensorflow_only", False):
+        from .base import torch_before_tensorflow
+        torch_before_tensorflow(strict=True)    # torch models may load triton: never after TensorFlow
+    # options the factory declares as text keep their text (classes=1,2,3 are names, not numbers)
+    raw = parse_spec(spec, typed=False)[2]
+    for k, p in inspect.signature(factory).parameters.items():
+        if k in opts and str(p.annotation).replace(" ", "") in ("str", "str|None", "Optional[str]"):
+            opts[k] = raw[k]
+    opts.update({k: v for k, v in kw.items() if v is not None})
     common = {k: opts.pop(k) for k in _COMMON if k in opts}
     params = inspect.signature(factory).parameters
     takes_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())

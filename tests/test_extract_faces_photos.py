@@ -147,9 +147,8 @@ def test_photo_folder_largest_face_one_row_per_photo(tmp_path):
     run(src, [TinyExtractor()], tmp_path / "c.h5", batch=3, workers=0, progress=False)
     got = rows(tmp_path / "c.h5")
     assert got["noface"] == [(1, False)]
-    for name in ("group", "palette", "alpha"):
+    for name in ("group", "palette", "alpha", "grey16"):
         assert got[name] == [(1, True)], name
-    assert [r[0] for r in got["grey16"]] == [1]        # decoded (16-bit) and one row
     prov = FeatureStore(tmp_path / "c.h5").info("tiny").extra["source"]
     assert prov["layout"] == "images" and prov["detector"]["detector"] == "mtcnn"
     assert prov["detector"]["detect"] == "on" and prov["detector"]["faces"] == "largest"
