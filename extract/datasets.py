@@ -1,7 +1,7 @@
 """The runner's two torch Datasets: what the decode worker processes do.
 
-``ImageBatches`` (map-style) serves batches of the flat frame list of image-folder videos; ``VideoChunks``
-(iterable) decodes whole video files (face detection and cropping) and yields chunks of up to `batch` frames.
+``ImageBatches`` (map-style) serves batches of the flat frame list of image-folder videos (crops given);
+``FaceChunks`` (iterable) serves frames whose faces are found during extraction (see its docstring).
 Both yield dicts: ``video``, ``frame``, ``ok`` (numpy), ``pix`` (size -> uint8 tensor), optionally ``raw``
 (decoded crops of one shape, resized later on the device), ``bad`` (unreadable files) and ``ends`` (video index
 -> frame count, in the chunk that holds a video's last frame), or ``{"error": line}``.
@@ -16,7 +16,7 @@ import numpy as np
 
 from features.errors import InputError
 
-from .faces import DetectorConfig, face_crops
+from .faces import DetectorConfig, decode_video, frame_crops
 from .resize import on_device_exact
 from .sources import ImageVideo, VideoFile, load_image, resize_square
 
@@ -110,43 +110,78 @@ class ImageBatches(_Dataset):
         return out
 
 
-class VideoChunks(_IterableDataset):
-    """Iterable dataset over video files: each worker decodes whole videos (sequential decode + detection)
-    and yields chunks of up to `batch` frames; the chunk with a video's last frame carries ``ends``."""
+class FaceChunks(_IterableDataset):
+    """Frames whose faces are found during extraction: video files, and image layouts with ``--detect on``.
 
-    def __init__(self, videos: Sequence[VideoFile], vids: Sequence[int], sizes: Sequence[int], batch: int,
-                 detector: DetectorConfig):
-        self.paths = [str(v.path) for v in videos]
-        self.vids, self.sizes, self.batch, self.detector = list(vids), list(sizes), int(batch), detector
+    Each worker takes every n-th item (a video file, or the images of one folder or one photo), decodes its
+    frames in order, detects faces (:func:`extract.faces.frame_crops`) and yields chunks of up to `batch` rows
+    that may span items; the chunk holding (or following) an item's last row carries ``ends[item] = its row
+    count``, since that count is known only once its frames are decoded (a video's header may be wrong; a photo
+    has as many rows as faces with ``--faces all``).
+
+    Rows: one per frame (frame = 1-based position), or with ``faces == "all"`` one per face of a photo
+    (frame = face number, largest first). A frame or photo without a face, or whose image cannot be decoded, is
+    one row with ``face=False``.
+    """
+    def __init__(self, videos: Sequence[ImageVideo | VideoFile], vids: Sequence[int], sizes: Sequence[int],
+                 batch: int, detector: DetectorConfig):
+        self.items = [("video", str(v.path)) if isinstance(v, VideoFile) else ("images", list(v.paths))
+                      for v in videos]
+        self.vids, self.sizes, self.batch, self.cfg = list(vids), list(sizes), int(batch), detector
 
     def __iter__(self) -> Iterator[dict]:
         import torch
         info = torch.utils.data.get_worker_info()
         k, n = (info.id, info.num_workers) if info else (0, 1)
-        for path, vi in list(zip(self.paths, self.vids))[k::n]:
-            frames, oks, crops = [], [], []
-            count = 0
+        detect, every = self.cfg.detect != "off", self.cfg.faces == "all"
+        rows: list[tuple[int, int, dict | None]] = []      # (item id, frame, crops or None)
+        bad: list[tuple[str, str]] = []
+        ends: dict[int, int] = {}
 
-            def chunk(end: bool) -> dict:
-                m = len(frames)
-                pix = {s: torch.zeros((m, s, s, 3), dtype=torch.uint8) for s in self.sizes}
-                for r, c in enumerate(crops):
-                    if c is not None:
-                        for s in self.sizes:
-                            pix[s].numpy()[r] = c[s]
-                return {"video": np.full(m, vi, np.int64), "frame": np.array(frames, np.int64).reshape(m),
-                        "ok": np.array(oks, bool).reshape(m),
-                        "pix": pix, "bad": [], "ends": {vi: count} if end else {}}
+        def flush() -> dict:
+            m = len(rows)
+            pix = {s: torch.zeros((m, s, s, 3), dtype=torch.uint8) for s in self.sizes}
+            views = {s: p.numpy() for s, p in pix.items()}       # fill through numpy views
+            for r, (_, _, c) in enumerate(rows):
+                if c is not None:
+                    for s in self.sizes:
+                        views[s][r] = c[s]
+            out = {"video": np.array([r[0] for r in rows], np.int64).reshape(m),
+                   "frame": np.array([r[1] for r in rows], np.int64).reshape(m),
+                   "ok": np.array([r[2] is not None for r in rows], bool).reshape(m),
+                   "pix": pix, "bad": list(bad), "ends": dict(ends)}
+            rows.clear(), bad.clear(), ends.clear()
+            return out
+
+        for (kind, what), vi in list(zip(self.items, self.vids))[k::n]:
+            count = 0
+            frames = decode_video(what) if kind == "video" else self._images(what, bad)
             try:
-                for found, crop in face_crops(path, self.sizes, self.detector):
+                for f, crops in enumerate(frame_crops(frames, self.sizes, self.cfg, detect, every), 1):
+                    if every:       # a photo: one row per face, numbered 1.. (largest first)
+                        for j, c in enumerate(crops or [None], 1):
+                            rows.append((vi, j, c))
+                            count += 1
+                            if len(rows) == self.batch:
+                                yield flush()
+                        continue
+                    rows.append((vi, f, crops[0] if crops else None))
                     count += 1
-                    frames.append(count)
-                    oks.append(found)
-                    crops.append(crop)
-                    if len(frames) == self.batch:
-                        yield chunk(False)
-                        frames, oks, crops = [], [], []
+                    if len(rows) == self.batch:
+                        yield flush()
             except InputError as e:
                 yield {"error": str(e)}     # one line; the main process raises it
                 return
-            yield chunk(True)
+            ends[vi] = count
+        if rows or ends or bad:
+            yield flush()
+
+    @staticmethod
+    def _images(paths: list[str | None], bad: list) -> Iterator[np.ndarray | None]:
+        for p in paths:
+            img = None
+            if p:
+                img, why = load_image(p)
+                if img is None:
+                    bad.append((p, why))
+            yield img

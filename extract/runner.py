@@ -40,8 +40,8 @@ from features.store import FeatureStore
 
 from .base import TorchExtractor
 from .committer import Committer
-from .datasets import ImageBatches, VideoChunks, _as_is, _worker_init
-from .faces import DetectorConfig
+from .datasets import FaceChunks, ImageBatches, _as_is, _worker_init
+from .faces import DetectorConfig, resolve as resolve_detector
 from .planning import select_videos
 from .resize import resize_bilinear
 from .sources import ImageVideo, Source
@@ -174,9 +174,16 @@ def check_names(extractors: Sequence[Any]) -> None:
                          f"give one another name (spec option name=...)")
 
 
+def detects(source: Source, detector: DetectorConfig) -> bool:
+    """Whether frames go through FaceChunks (decoded with face detection, or video files): their row counts
+    are known only once decoded."""
+    return source.layout == "videos" or detector.detect == "on"
+
+
 def with_detector(source: Source, detector: DetectorConfig) -> Source:
-    """Video files: the face detector's settings become part of the source's provenance."""
-    if source.layout == "videos":
+    """Video files, photo folders and detected crops: the face detector's settings become part of the
+    source's provenance."""
+    if detects(source, detector) or source.layout == "images":
         source = dataclasses.replace(source, description={**source.description, "detector": detector.to_dict()})
     return source
 
@@ -194,8 +201,8 @@ def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, ba
     one shape no larger than the input; others still resize in the workers) or "auto" (device on CUDA).
     """
     t0 = time.perf_counter()
-    settings = Settings(batch=batch, workers=workers, device=device, detector=detector or DetectorConfig(),
-                        progress=progress, resize_on=resize_on)
+    settings = Settings(batch=batch, workers=workers, device=device,
+                        detector=resolve_detector(detector, source.layout), progress=progress, resize_on=resize_on)
     check_names(extractors)
     videos, out = select_videos(source.videos, Path(out), limit_videos, shard)
     source = with_detector(source, settings.detector)
@@ -260,8 +267,9 @@ def create_loader(source: Source, videos: Sequence[Any], todo: Sequence[int], si
     """The decode pipeline over `videos[todo]`: a torch DataLoader of batches (images) or chunks (video files)."""
     import torch
     batch, workers = settings.batch, settings.n_workers
-    if source.layout == "videos":
-        ds = VideoChunks([videos[k] for k in todo], todo, sizes, batch, settings.detector)
+    found_here = detects(source, settings.detector)
+    if found_here:
+        ds = FaceChunks([videos[k] for k in todo], todo, sizes, batch, settings.detector)
         n_workers = min(workers, len(todo))
     else:
         ds = ImageBatches([videos[k] for k in todo], todo, sizes, batch, settings.device_resize)
@@ -269,7 +277,7 @@ def create_loader(source: Source, videos: Sequence[Any], todo: Sequence[int], si
     # OpenCV's thread pool does not survive fork(): a forked worker that calls cv2 after the parent has used it
     # deadlocks. Video workers (cv2 detection) therefore start from a fresh forkserver process; image workers
     # use PIL only and fork (cheaper start).
-    ctx = "forkserver" if source.layout == "videos" and n_workers else None
+    ctx = "forkserver" if found_here and n_workers else None
     return torch.utils.data.DataLoader(
         ds, batch_size=None, collate_fn=_as_is, num_workers=n_workers, pin_memory=settings.cuda,
         worker_init_fn=_worker_init, prefetch_factor=4 if n_workers else None, persistent_workers=False,
@@ -333,7 +341,8 @@ def extract_into(store: FeatureStore, source: Source, videos: Sequence[Any], ext
         total = sum(max(videos[k].n_frames, 0) for k in todo)
         bar = tqdm(total=total or None, unit="frame", disable=not settings.progress, dynamic_ncols=True,
                    desc=out.name, smoothing=0.1)
-    committer = Committer(videos, todo, needs, writers, out, summary, bar)
+    committer = Committer(videos, todo, needs, writers, out, summary, bar,
+                          known_lengths=not detects(source, settings.detector))
 
     def launch(chunk: dict) -> list:
         for path, why in chunk["bad"]:

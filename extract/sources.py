@@ -1,4 +1,5 @@
-"""Where frames come from: Aff-Wild2 crop folders, any folder of images per video, or video files.
+"""Where frames come from: Aff-Wild2 crop folders, any folder of images per video, a folder of photos, or video
+files.
 
 A source lists *videos*; each video knows its frames (1-based numbers) and where their pixels are. Nothing is
 decoded here except in :func:`load_image` (robust single-image decode used by the runner's workers) and
@@ -10,7 +11,13 @@ Layouts (``--layout``):
   max(largest JPEG number, longest annotation of it under ``<root>/*_Challenge/*/<video>.txt``) frames;
   numbers with no crop become rows with ``face=False``.
 - ``folders``: ``<root>/<video>/<any image names>``, sorted by name; frame = position (1-based).
+- ``images``: ``<root>/<photo>.jpg`` (png, gif, bmp, webp, tif; no sub-folders needed): each photo is one item
+  named by its file stem. Its rows are its faces: frame = face number (1 = the largest face; only 1 unless
+  ``--faces all``); a photo without a face is one row, frame 1, ``face=False``.
 - ``videos``: ``<root>/*.mp4`` (and other containers), or one video file; frame = decode order (1-based).
+
+``auto`` picks ``videos`` when the folder holds a video file, ``affwild`` when it has a crop folder,
+``images`` when it holds images and no sub-folder, else ``folders``.
 """
 from __future__ import annotations
 
@@ -30,10 +37,10 @@ from features.errors import InputError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 CROP_FOLDERS = ("cropped", "cropped_aligned")
-LAYOUTS = ("auto", "affwild", "folders", "videos")
+LAYOUTS = ("auto", "affwild", "folders", "images", "videos")
 #: Images with a side below this many pixels carry no usable face; they are masked (face=False), not upscaled.
 MIN_SIDE = 16
 _NUMBERED = re.compile(r"^(\d+)\.jpe?g$", re.IGNORECASE)
@@ -148,6 +155,22 @@ def folder_videos(root: str | os.PathLike) -> Source:
     return Source(root, "folders", videos, {"layout": "folders"})
 
 
+def image_files(root: str | os.PathLike) -> Source:
+    """One item per photo in `root` (not its sub-folders), named by its file stem; see the module docstring."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("photo folder does not exist (--layout images takes a folder of images)", root)
+    files = _image_files(root)
+    stems = [Path(f).stem for f in files]
+    seen: dict[str, str] = {}
+    for f, st in zip(files, stems):
+        if st in seen:   # one item per name: two photos would write one cache entry
+            raise InputError(f"two photos share the name {st!r} ({seen[st]}, {f}); rename one", root)
+        seen[st] = f
+    videos: list[Video] = [ImageVideo(st, root, [str(root / f)]) for f, st in zip(files, stems)]
+    return Source(root, "images", videos, {"layout": "images", "frame": "face number (1 = largest face)"})
+
+
 def _video_frames_estimate(path: Path) -> int:
     """Frame count from the container header (0 when absent); used only to balance shards."""
     import av
@@ -189,16 +212,25 @@ def discover(data: str | os.PathLike, layout: str = "auto", crops: str = "auto",
             layout = "videos"
         elif any((data / c).is_dir() for c in CROP_FOLDERS):
             layout = "affwild"
+        elif data.is_dir() and _image_files(data) and not any(e.is_dir() for e in os.scandir(data)):
+            layout = "images"
         else:
             layout = "folders"
     if layout == "affwild":
         src = affwild_videos(data, crops)
     elif layout == "folders":
         src = folder_videos(data)
+    elif layout == "images":
+        src = image_files(data)
     else:
         src = video_files(data, detector)
     if not src.videos:
-        raise InputError(f"no videos found (layout {layout})", data)
+        if layout == "images":
+            raise InputError("no images found (layout images: jpg, png, gif, bmp, webp, tif directly in the "
+                             "folder)", data)
+        hint = "; the images lie directly in the folder: use --layout images" \
+            if layout == "folders" and data.is_dir() and _image_files(data) else ""
+        raise InputError(f"no videos found (layout {layout}){hint}", data)
     return src
 
 

