@@ -409,6 +409,7 @@ class Prediction:
     timelines: list[Path]
     post: Post
     seconds: float
+    filled: np.ndarray | None = None         # per-frame scores, gaps filled (the table's rows, before smoothing)
 
     def line(self) -> str:
         n_v = self.table["video"].nunique()
@@ -471,7 +472,7 @@ def predict(cache: str | os.PathLike, out: str | os.PathLike, run: str | os.Path
     if not rates:
         log("  time is empty: the cache does not record frame rates; pass --fps N or --source <video file or "
             "folder>")
-    return Prediction(table, out, pngs, post, time.perf_counter() - t0)
+    return Prediction(table, out, pngs, post, time.perf_counter() - t0, filled)
 
 
 def run_extractors(run: str | os.PathLike) -> list[str]:
