@@ -13,11 +13,16 @@ from typing import Callable, Sequence
 from .errors import InputError
 
 INTERRUPTED = "interrupted"
+PACKAGES = ("features", "extract", "classify", "postprocess")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """One format for every command's log lines (stderr); a second call changes nothing."""
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    """One format for every command's log lines (stderr): our packages at `level`, other libraries' loggers at
+    WARNING (their INFO chatter is not ours to print). A second call changes nothing."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in PACKAGES:
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(level)
 
 
 def error_line(e: BaseException) -> str:
