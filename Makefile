@@ -64,7 +64,8 @@ sweep: setup
 # its metrics.json; EXTRACTORS=... to give specs with checkpoint paths), then apply the run. Without a run:
 # PREDICT_ARGS="--pretrained fer" (extracts with fer).
 predict: setup
-	@test -n "$(VIDEO)" || { echo "usage: make predict VIDEO=clip.mp4|folder RUN=runs/expr/<name> [PRED=out.csv]" >&2; exit 2; }
+	@test -n "$(VIDEO)" || { echo "usage: make predict VIDEO=clip.mp4|folder RUN=runs/expr/<name> [PRED=out.csv]" >&2; \
+		exit 2; }
 	exts="$(if $(filter command line,$(origin EXTRACTORS)),$(EXTRACTORS),$$($(PY) -m classify predict \
 		$(if $(filter --pretrained%,$(PREDICT_ARGS)),$(PREDICT_ARGS),--run $(RUN)) --print-extractors))" && \
 	$(PY) -m extract run --data $(VIDEO) --cache $(PRED_CACHE) --extractors "$$exts" --device $(DEVICE) \

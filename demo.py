@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         # the VA head is one tanh layer trained with batches of 1024: on a few thousand frames it needs more
         # epochs than the reference's default to see enough steps
         epochs = ["--epochs", "150"] if task == "va" else []
-        sh([py, "-m", "classify", "train", "--task", task, "--cache", cache, "--data", data, "--heads", "mlp,lama,blend",
+        sh([py, "-m", "classify", "train", "--task", task, "--cache", cache, "--data", data,
+            "--heads", "mlp,lama,blend",
             "--name", name, "--runs-dir", out / "runs", "--lama-timeout", str(a.lama_timeout), *epochs], log)
         runs[task] = out / "runs" / task / name
         done(f"classify {task}")

@@ -230,16 +230,43 @@ def _chunks(store: FeatureStore, extractor: str, videos: list[str], rows: int) -
 
 
 def score_run(store: FeatureStore, lr: LoadedRun, videos: list[str], chunk_rows: int = CHUNK_ROWS) -> Scored:
-    """The final head's scores on every frame of `videos`, a chunk of videos at a time (the feature matrix of a
-    chunk is the only large array)."""
-    from .run import load_frames
-    exts = list(dict.fromkeys(k.split("/")[0] for fs in lr.feature_sets for k in featuresets.resolve(store, fs)))
+    """The final head's scores on every frame of `videos`, a chunk of videos at a time (a chunk's features are
+    the only large arrays). Every cached row is scored, as stored (float16 embeddings go to the MLP as they
+    are; it converts a block at a time): frames without a face hold zero features, and scoring them costs
+    less than copying the face rows out; their scores are then set to NaN, for gap filling."""
+    from postprocess.timeline import full_timeline, spread
+    keys = {fs: featuresets.resolve(store, fs) for fs in lr.feature_sets}
+    outs: dict[str, list[str]] = {}
+    for ks in keys.values():
+        for key in ks:
+            e, o = key.split("/")
+            if o not in outs.setdefault(e, []):
+                outs[e].append(o)
+    exts = list(outs)
+    final = lr.heads[lr.final]
     parts = []
     for chunk in _chunks(store, exts[0], videos, chunk_rows):
-        fr = load_frames(store, lr.task, chunk, lr.feature_sets, log=lambda *a: None, what="predict")
-        member = {m: fr.predict(lr.heads[m], fs, f"{store.paths[0]}: predict") for m, fs in lr.members.items()}
-        raw = lr.heads[lr.final].predict_proba(member) if lr.heads[lr.final].kind == "blend" else member[lr.final]
-        parts.append((fr.video, fr.frame, fr.face, raw))
+        blk = store.read(chunk, exts, outputs=outs)
+        face = blk.index["face"].to_numpy(bool)
+        member = {}
+        for m, fs in lr.members.items():
+            head = lr.heads[m]
+            X = blk.arrays[keys[fs][0]] if len(keys[fs]) == 1 else blk.matrix(keys[fs])
+            if X.dtype != np.float32 and head.kind != "mlp":
+                X = X.astype(np.float32)
+            sc = np.asarray(head.predict_proba(X), np.float32)
+            bad = face & ~np.isfinite(sc).all(axis=1)
+            if bad.any():
+                raise InputError(f"features {fs}: {int(bad.sum())} frames with a face hold NaN or infinite "
+                                 f"values (first: video {blk.index['video'].iloc[int(np.argmax(bad))]!r}, "
+                                 f"frame {int(blk.index['frame'].iloc[int(np.argmax(bad))])})", store.paths[0])
+            sc[~face] = np.nan
+            member[m] = sc
+        raw = final.predict_proba(member) if final.kind == "blend" else member[lr.final]
+        video, frame, pos = full_timeline(blk.index["video"].to_numpy(str), blk.index["frame"].to_numpy(np.int64),
+                                          f"{store.paths[0]}")
+        n = len(video)
+        parts.append((video, frame, spread(pos, n, face, False), spread(pos, n, raw, np.nan)))
     return Scored(lr.task, *(np.concatenate([p[i] for p in parts]) for i in range(4)))
 
 
@@ -410,6 +437,7 @@ class Prediction:
     post: Post
     seconds: float
     filled: np.ndarray | None = None         # per-frame scores, gaps filled (the table's rows, before smoothing)
+    stages: dict = field(default_factory=dict)   # seconds per stage
 
     def line(self) -> str:
         n_v = self.table["video"].nunique()
@@ -434,7 +462,15 @@ def predict(cache: str | os.PathLike, out: str | os.PathLike, run: str | os.Path
     if k is not None:
         k = check_k(k, "--k")
     out = check_out(out, force)
+    stages, t = {}, time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        stages[name] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+
     lr = load_run(run, allow_pickle) if run is not None else None
+    lap("load run")
     store = FeatureStore(cache_files(cache))
     if lr is not None:
         if lr.provenance:
@@ -450,6 +486,7 @@ def predict(cache: str | os.PathLike, out: str | os.PathLike, run: str | os.Path
         pretrained_classes(store, pretrained)
     chosen = choose_videos(store, exts, videos)
     rates = frame_rates(source, chosen)
+    lap("check cache")
     if fps is not None:
         rates = {v: float(fps) for v in chosen}
     if lr is not None:
@@ -465,14 +502,18 @@ def predict(cache: str | os.PathLike, out: str | os.PathLike, run: str | os.Path
             post = Post(int(round(DEFAULT_FPS_K * known[0])), None, "mean", f"half a second at {known[0]:g} frames/s")
         else:
             post = Post(FALLBACK_K, None, "mean", "the default for an unknown or mixed frame rate")
+    lap("score")
     filled, smoothed, decision = postprocess(sc, post, log)
+    lap("fill, smooth, decide")
     table = build_table(sc, smoothed, decision, rates)
     write_table(table, out)
+    lap("write")
     pngs = [] if timelines == 0 else plot_timelines(sc, filled, smoothed, out, post.k, timelines)
+    lap("timelines")
     if not rates:
         log("  time is empty: the cache does not record frame rates; pass --fps N or --source <video file or "
             "folder>")
-    return Prediction(table, out, pngs, post, time.perf_counter() - t0, filled)
+    return Prediction(table, out, pngs, post, time.perf_counter() - t0, filled, stages)
 
 
 def run_extractors(run: str | os.PathLike) -> list[str]:

@@ -27,22 +27,23 @@ def w(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(w, tmp_path_factory):
-    """An EXPR run whose final head is a blend (logits rule + MLP), and an AU run (MLP on two feature sets +
-    blend) with AU thresholds."""
+    """An EXPR run whose final head is a blend (logits rule + MLP), an AU run (MLP on two feature sets + blend)
+    with AU thresholds, and a VA run (the pre-trained VA outputs)."""
     d = tmp_path_factory.mktemp("runs")
     opts = {"epochs": 3}
     expr = run("expr", w / "features.h5", w / "labels", ["logits", "mlp", "blend"], name="e", runs_dir=d,
                ks=[0, 2, 4, 8], opts=opts, **QUIET)
     au = run("au", w / "features.h5", w / "labels", ["mlp", "blend"], ["enet/embedding", "enet/logits"],
              name="a", runs_dir=d, ks=[0, 3, 6], opts=opts, **QUIET)
-    return {"expr": expr, "au": au}
+    va = run("va", w / "features.h5", w / "labels", ["va_only"], name="v", runs_dir=d, ks=[0, 5], **QUIET)
+    return {"expr": expr, "au": au, "va": va}
 
 
 def _val_videos(run_dir):
     return list(dict.fromkeys(load_scores(run_dir / "scores.h5", "val").video.tolist()))
 
 
-@pytest.mark.parametrize("task", ["expr", "au"])
+@pytest.mark.parametrize("task", ["expr", "au", "va"])
 def test_predict_reproduces_the_runs_postprocessed_validation_scores(w, runs, tmp_path, task):
     rd = runs[task]
     lr = load_run(rd)
@@ -66,7 +67,7 @@ def test_predict_reproduces_the_runs_postprocessed_validation_scores(w, runs, tm
         on = got[[f"{n}_on" for n in cols]].to_numpy(np.int64)
         assert (on == (want[got["row"].to_numpy()] >= thr)).all()
         assert lr.post.thresholds == pytest.approx(list(thr))
-    else:
+    elif task == "expr":
         assert (got["label"].astype(str).to_numpy()
                 == np.asarray(t.labels)[want[got["row"].to_numpy()].argmax(1)]).all()
 
