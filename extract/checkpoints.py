@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import re
+import pickletools
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def require_file(path: str | os.PathLike, what: str = "checkpoint") -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError(f"{what} not found", p)
+    if p.stat().st_size == 0:
+        raise InputError(f"{what} is an empty file (0 bytes): an interrupted download or copy?", p)
     return p
 
 
@@ -101,6 +104,47 @@ def _module_cfg(module) -> dict:
     return out
 
 
+_STRING_OPS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING")
+#: what torch's weights_only unpickler rebuilds tensors with; listed last when naming a file's globals
+_TENSOR_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.", "_codecs.")
+
+
+def pickled_globals(path: Path) -> list[str]:
+    """The globals (``module.name``) a checkpoint's pickles would import, found WITHOUT unpickling: torch's own
+    scan for zip checkpoints, the pickle opcode listing for plain and legacy files. Code-running ones first."""
+    import torch
+    found: list[str] = []
+    if zipfile.is_zipfile(path):
+        try:
+            found = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))   # a set: sort
+        except Exception:       # a damaged archive: no globals to name
+            found = []
+    else:
+        with open(path, "rb") as f:
+            for _ in range(8):      # legacy torch files are several pickles in a row, then raw storage bytes
+                strings: list[str] = []
+                memo: dict[int, str] = {}
+                try:
+                    for op, arg, _ in pickletools.genops(f):
+                        if op.name in _STRING_OPS:
+                            strings.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
+                        elif op.name == "MEMOIZE" and strings:
+                            memo[len(memo)] = strings[-1]
+                        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+                            memo[int(arg)] = strings[-1]
+                        elif op.name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
+                            strings.append(memo[int(arg)])
+                        elif op.name in ("GLOBAL", "INST"):
+                            found.append(str(arg).replace(" ", "."))
+                        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                            found.append(f"{strings[-2]}.{strings[-1]}")
+                except Exception:   # end of the pickles (or not a pickle at all)
+                    break
+    found = list(dict.fromkeys(found))
+    tensor_kind = [g for g in found if g.startswith(_TENSOR_PREFIXES)]
+    return [g for g in found if g not in tensor_kind] + tensor_kind
+
+
 def load_weights(path: str | os.PathLike, allow_pickle: bool = False) -> Weights:
     """Load a checkpoint as tensors. Safetensors and plain state_dicts load safely; a whole pickled module
     needs ``allow_pickle=True`` (and only its state_dict is kept: the module itself is never called)."""
@@ -119,15 +163,18 @@ def load_weights(path: str | os.PathLike, allow_pickle: bool = False) -> Weights
         return Weights(sd, p, digest, "safetensors", meta)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if not found:   # weights_only refused no class: a corrupt or foreign file
+    except pickle.UnpicklingError:
+        # torch's safe loader refused the file (its wording changes between versions, so look at the file, not
+        # the message): it names globals to import -> it holds Python objects; none -> not a torch checkpoint
+        names = pickled_globals(p)
+        if not names:
             raise InputError("cannot read checkpoint (corrupt, or not a torch file)", p) from None
         if not allow_pickle:
+            shown = ", ".join(names[:3]) + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
             raise InputError(
-                f"holds pickled Python objects ({found.group(1)}), which can run code when loaded; "
-                "if you trust it, pass allow_pickle (spec option allow_pickle=1, or --allow-pickle), or convert "
-                f"it once: python -m extract.convert {p} {p.with_suffix('.safetensors')} --allow-pickle", p) from None
+                f"holds pickled Python objects ({shown}) that run code when loaded; only if you trust its source, "
+                "pass --allow-pickle (spec option allow_pickle=1), or convert it once: python -m extract.convert "
+                f"{p} {p.with_suffix('.safetensors')} --allow-pickle", p) from None
         try:
             obj = torch.load(p, map_location="cpu", weights_only=False)
         except Exception as e2:
@@ -135,8 +182,18 @@ def load_weights(path: str | os.PathLike, allow_pickle: bool = False) -> Weights
         if isinstance(obj, torch.nn.Module):
             return Weights(obj.state_dict(), p, digest, "pickled-module", _module_cfg(obj))
         return Weights(strip_prefix(_unwrap(obj, p)), p, digest, "pickled")
+    except EOFError:
+        raise InputError("checkpoint ends too early (truncated: an interrupted download or copy?)", p) from None
     except Exception as e:
-        raise InputError(f"cannot read checkpoint: {type(e).__name__}: {e}", p) from None
+        with open(p, "rb") as f:
+            head = f.read(2)
+        what = ("a damaged torch zip checkpoint (truncated or corrupted)" if head == b"PK" else
+                "a damaged pickle (truncated or corrupted)" if head[:1] == b"\x80" else
+                "not a torch checkpoint (neither a zip archive nor a pickle; safetensors files must end in "
+                ".safetensors, ONNX files in .onnx)")
+        msg = (str(e).splitlines() or [""])[0].strip()
+        raise InputError(f"cannot read checkpoint: {what}" + (f" ({type(e).__name__}: {msg[:120]})" if msg else ""),
+                         p) from None
     return Weights(strip_prefix(_unwrap(obj, p)), p, digest, "state_dict")
 
 

@@ -3,6 +3,7 @@
     python -m extract run --data DIR --cache FILE --extractors fer[,spec2] --device cpu|cuda --batch 64
                           [--workers N] [--shard i/n] [--layout auto|affwild|folders|videos]
                           [--limit-videos N] [--allow-pickle] [--amp bf16|fp16] [--channels-last]
+                          [--engine local|ray] [--ray-address auto|HOST:PORT] [--gpus-per-worker G]
     python -m extract list
     python -m extract convert ...          (extract.convert)
     python -m extract openface CSV_DIR --out FILE
@@ -14,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from features.errors import InputError
 
@@ -26,49 +26,73 @@ log = logging.getLogger("extract")
 DEFAULT_DATA = "data/synthetic"
 
 
-def split_specs(text: str) -> list[str]:
-    """``fer,timm:x:w.pt:mean=0.5,0.5,0.5`` -> specs; a comma starts a new spec only before a name.
+def split_specs(text: str | Sequence[str], names: Iterable[str] | None = None) -> list[str]:
+    """``fer,exported:m.pt2:classes=a,b,c,timm:x:w.pt:mean=0.5,0.5,0.5`` -> one string per spec.
 
-    Option values may hold commas (``mean=0.5,0.5,0.5``), so a comma-separated piece that does not look like
-    the start of a spec (it contains '=' before any ':' or is a bare number) is glued to the previous spec.
+    Option values may hold commas (``mean=0.5,0.5,0.5``, ``classes=a,b,c``), so a comma starts a new spec
+    only when the text after it begins with a registered extractor name (`names`, default the registry's),
+    followed by ``:`` or the end; after an option (``key=value``) any other piece continues that value. A value
+    piece that is itself an extractor name (a class called ``fer``) needs double quotes around the value
+    (``classes="happy,fer"``): commas inside quotes never split. Several ``--extractors`` options add up.
     """
+    if names is None:
+        from . import registry
+        names = registry.list_extractors()
+    names = set(names)
+    texts = [text] if isinstance(text, str) else list(text)
     out: list[str] = []
-    for piece in text.split(","):
-        p = piece.strip()
-        head = p.split(":", 1)[0]
-        if out and (not p or "=" in head or head.replace(".", "", 1).lstrip("+-").isdigit()):
-            out[-1] += "," + piece
-        elif p:
-            out.append(p)
+    for t in texts:
+        if t.count('"') % 2:
+            raise InputError(f"--extractors: unbalanced double quote in {t!r}")
+        pieces, cur, quoted = [], [], False
+        for ch in t:        # split on commas outside double quotes (csv's quoting needs quotes at field start)
+            if ch == '"':
+                quoted = not quoted
+            elif ch == "," and not quoted:
+                pieces.append("".join(cur))
+                cur = []
+            else:
+                cur.append(ch)
+        pieces.append("".join(cur))
+        first = True
+        for piece in pieces:
+            p = piece.strip()
+            head = p.split(":", 1)[0]
+            in_value = bool(out) and not first and "=" in out[-1].rsplit(":", 1)[-1]
+            if in_value and head not in names:
+                out[-1] += "," + p
+            elif p:
+                out.append(p)
+                first = False
     if not out:
         raise InputError("--extractors is empty")
     return out
 
 
+def _number(kind: type, low: float, high: float | None = None, high_open: bool = False):
+    """argparse type: a `kind` number in [low, high] (or [low, high)); argparse prints the one-line error."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if v < low or (high is not None and (v >= high if high_open else v > high)) or v != v:
+            rng = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
+        return v
+    parse.__name__ = kind.__name__      # argparse names the type in some messages
+    return parse
+
+
 def create_extractor(spec: str, device: str, allow_pickle: bool = False, amp: str | None = None,
                      channels_last: bool = False, compile: bool = False, runtime: str = "torch"):
-    """Build one extractor through the registry; `allow_pickle` goes only to factories that take it, and
-    `runtime="onnxruntime"` to torch models (others run as they are)."""
-    from . import registry
-    from .base import TorchExtractor
-    kw = {"device": device}
-    if amp:
-        kw["amp"] = amp
-    if channels_last:
-        kw["channels_last"] = True
-    if compile:
-        kw["compile"] = True
-    if allow_pickle:
-        registry.list_extractors()
-        name = registry.parse_spec(spec)[0]
-        factory = getattr(registry, "_REGISTRY", {}).get(name)
-        if factory is not None and "allow_pickle" in inspect.signature(factory).parameters:
-            kw["allow_pickle"] = True
-    ext = registry.create(spec, **kw)
-    if runtime == "onnxruntime" and isinstance(ext, TorchExtractor):
-        from .models.onnx_twin import from_torch
-        ext = from_torch(ext)
-    return ext
+    """Build one extractor through the factory (extract.factory.create: `allow_pickle` goes only to factories
+    that take it; `runtime="onnxruntime"` applies to torch networks, as the spec option does)."""
+    from . import factory
+    return factory.create(spec, allow_pickle=allow_pickle, device=device, amp=amp or None,
+                          channels_last=channels_last or None, compile=compile or None,
+                          runtime=runtime if runtime != "torch" else None)
 
 
 def _ensure_default_data(data: Path) -> None:
@@ -86,18 +110,23 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .runner import run
     from .sources import discover, parse_shard
 
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
+    if a.device.startswith("cuda") and a.engine != "ray" and not torch.cuda.is_available():  # Ray: the workers' GPUs
         raise InputError(f"--device {a.device}: no CUDA device is available here")
     if a.threads:
         torch.set_num_threads(a.threads)
     shard = parse_shard(a.shard)
+    if a.engine == "ray" and shard is not None:
+        raise InputError("--shard and --engine ray exclude each other: the Ray engine spreads the videos over its "
+                         "workers itself (drop --shard)")
     data = Path(a.data)
     _ensure_default_data(data)
     det = DetectorConfig(margin=a.margin, smooth=a.smooth, detect_size=a.detect_size)
     source = discover(data, a.layout, crops=a.crops, detector=det.to_dict())
     amp = a.amp if a.amp != "none" else None
+    if a.engine == "ray":
+        return _run_ray(a, source, det, amp)
     extractors = [create_extractor(s, a.device, a.allow_pickle, amp, a.channels_last, a.compile, a.runtime)
-                  for s in split_specs(a.extractors)]
+                  for s in split_specs(a.extractors or ["fer"])]
     summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
                   limit_videos=a.limit_videos, detector=det, progress=not a.quiet,
                   resize_on=a.resize_on)
@@ -105,9 +134,26 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _run_ray(a: argparse.Namespace, source, det, amp: str | None) -> int:
+    """--engine ray: the workers build the extractors themselves (extract.ray_engine)."""
+    from functools import partial
+
+    from . import ray_engine
+    from .runner import Settings
+    make = partial(ray_engine.build_all, create_extractor, split_specs(a.extractors), a.device, a.allow_pickle, amp,
+                   a.channels_last, a.compile, a.runtime)
+    settings = Settings(batch=a.batch, workers=a.workers, device=a.device, detector=det, progress=not a.quiet,
+                        resize_on=a.resize_on)
+    summary = ray_engine.run(source, make, a.out, settings=settings, address=a.ray_address,
+                             n_workers=a.ray_workers, gpus_per_worker=a.gpus_per_worker,
+                             limit_videos=a.limit_videos)
+    print(f"extract: {summary.line()}", file=sys.stderr)
+    return 0
+
+
 def cmd_list(a: argparse.Namespace) -> int:
-    from . import registry
-    for name in registry.list_extractors():
+    from . import factory
+    for name in factory.list_extractors():
         print(name)
     return 0
 
@@ -157,18 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", default=DEFAULT_DATA, help="data folder (or one video file)")
     r.add_argument("--cache", "--out", dest="out", default="cache/features.h5",
                    help="HDF5 cache to create or extend (--out is the same flag)")
-    r.add_argument("--extractors", default="fer", help="comma-separated extractor specs (python -m extract list)")
+    r.add_argument("--extractors", action="append", default=None,
+                   help="comma-separated extractor specs (python -m extract list; default fer); option values may "
+                        "hold commas (classes=a,b,c); may be repeated")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    r.add_argument("--batch", type=int, default=64)
-    r.add_argument("--workers", type=int, default=None, help="decode processes (default: cores - 1, at most 8)")
-    r.add_argument("--threads", type=int, default=0, help="torch CPU threads in the main process (0: default)")
+    r.add_argument("--batch", type=_number(int, 1), default=64, help="frames per forward pass (>= 1)")
+    r.add_argument("--workers", type=_number(int, 0), default=None,
+                   help="decode processes (default: cores - 1, at most 8; 0: decode in the main process)")
+    r.add_argument("--threads", type=_number(int, 0), default=0,
+                   help="torch CPU threads in the main process (0: default)")
     r.add_argument("--shard", default=None, help="i/n: extract shard i of n into <out>.shard-i-of-n.h5")
     r.add_argument("--layout", default="auto", choices=["auto", "affwild", "folders", "videos"])
     r.add_argument("--crops", default="auto", choices=["auto", "cropped", "cropped_aligned"],
                    help="Aff-Wild2 crop folder (auto: cropped, else cropped_aligned)")
-    r.add_argument("--limit-videos", type=int, default=None, help="only the first N videos (sorted by name)")
+    r.add_argument("--limit-videos", type=_number(int, 1), default=None,
+                   help="only the first N videos (sorted by name; N >= 1)")
     r.add_argument("--allow-pickle", action="store_true",
-                   help="allow loading whole pickled modules (.pt): runs code from the file, trusted files only")
+                   help="unpickle checkpoints that hold Python objects (whole pickled modules): this EXECUTES code "
+                        "stored in the file while loading it, before any check of its contents, so use it only for "
+                        "files from a source you trust (or convert them once with python -m extract convert)")
     r.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="autocast for torch models (changes the features; recorded in the cache)")
     r.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch models (GPU)")
@@ -177,13 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
                    help="run torch models through onnxruntime (exported in memory; ~2x faster B0 on a 2-core CPU; "
                         "needs the onnx extra)")
-    r.add_argument("--margin", type=float, default=0.2, help="videos: crop side = (1 + margin) x face box")
-    r.add_argument("--smooth", type=float, default=0.0, help="videos: box smoothing factor in [0, 1)")
-    r.add_argument("--detect-size", type=int, default=256, help="videos: long side seen by the face detector")
+    r.add_argument("--margin", type=_number(float, 0.0), default=0.2,
+                   help="videos: crop side = (1 + margin) x face box")
+    r.add_argument("--smooth", type=_number(float, 0.0, 1.0, high_open=True), default=0.0,
+                   help="videos: box smoothing factor in [0, 1)")
+    r.add_argument("--detect-size", type=_number(int, 32), default=256,
+                   help="videos: long side seen by the face detector (>= 32)")
     r.add_argument("--resize-on", default="auto", choices=["auto", "workers", "device"],
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this machine; ray: a pool of Ray workers, one per GPU, each writing "
+                        "<out>.shard-i-of-n.h5 (needs the ray extra)")
+    r.add_argument("--ray-address", default=None,
+                   help="--engine ray: auto (the cluster this node joined) or HOST:PORT; default: start Ray here")
+    r.add_argument("--gpus-per-worker", type=float, default=1.0, help="--engine ray with CUDA: GPUs per worker")
+    r.add_argument("--ray-workers", type=int, default=None,
+                   help="--engine ray: number of workers (default: one per GPU on CUDA, one per CPU otherwise)")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list registered extractors")
     ls.set_defaults(func=cmd_list)

@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("src", help="checkpoint to read (.pt/.pth state_dict or pickled module, .safetensors)")
     ap.add_argument("dst", help="safetensors file to write")
     ap.add_argument("--allow-pickle", action="store_true",
-                    help="unpickle a whole-module checkpoint (runs code from the file: only for files you trust)")
+                    help="unpickle a checkpoint that holds Python objects (a whole pickled module): this EXECUTES "
+                         "code stored in the file while loading it, before any check of its contents; only for "
+                         "files from a source you trust")
     ap.add_argument("--arch", help="timm architecture (default: from the checkpoint)")
     ap.add_argument("--force", action="store_true", help="replace an existing output file")
     a = ap.parse_args(argv)

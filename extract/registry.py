@@ -1,44 +1,21 @@
-"""Extractor registry: names map to factories; a one-line spec string picks the model and its weights.
+"""Extractor registry (a leaf: it imports no model family): names map to factories.
 
-Spec syntax (one string per extractor, as given to ``python -m extract run --extractors``)::
-
-    NAME[:ARG]...[:KEY=VALUE]...
-
-Fields are separated by ``:``; a field with ``=`` is an option, any other field is a positional argument
-(a checkpoint path, a timm model name). Option values are typed as bool (true/false/yes/no/on/off), int,
-float, a comma list of numbers (``mean=0.5,0.5,0.5``), else text. Examples::
-
-    fer                                              offline default (fer's mini-Xception)
-    enet_b0_8_va_mtl:ckpt/enet_b0_8_va_mtl.safetensors
-    enet_b0_8_best_vgaf:ckpt/enet_b0_8_best_vgaf.pt:allow_pickle=1   whole pickled module (explicit opt-in)
-    resnet18_msceleb:ckpt/resnet18_msceleb.pth
-    timm:convnext_tiny:weights.safetensors:size=224:name=convnext
-    exported:poster.pt2:size=224:mean=0.485,0.456,0.406:std=0.229,0.224,0.225:name=posterpp
-
-Options every extractor takes: ``name`` (the HDF5 group name; default the registry name), ``amp``
-(bf16|fp16, torch models), ``channels_last`` (torch models), ``compile`` (torch.compile, torch models),
-``runtime`` (torch | onnxruntime: a torch model exported in memory and run by onnxruntime), ``device``.
-When a checkpoint is left out, ``<name>.safetensors`` (then ``.pt``/``.pth``) is looked up in
-$AFFECT_FEATURES_HOME or ~/.cache/affect-features/.
+Each family in extract.models registers its factories with :func:`register` when imported; extract.factory
+imports every family and builds extractors from spec strings (``registry.create`` etc. still work: they are
+looked up in extract.factory on first use).
 """
 from __future__ import annotations
 
-import inspect
-import re
 from typing import Any, Callable
 
 from features.errors import InputError
 
-from .base import Extractor
-
-_REGISTRY: dict[str, Callable[..., Extractor]] = {}
-_COMMON = ("name", "amp", "channels_last", "compile", "runtime", "device")
-_NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_REGISTRY: dict[str, Callable[..., Any]] = {}
 
 
-def register(name: str) -> Callable[[Callable[..., Extractor]], Callable[..., Extractor]]:
+def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: ``@register("enet_b0_8_va_mtl") def make(path=None, **opts) -> Extractor``."""
-    def deco(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
+    def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY and _REGISTRY[name] is not factory:
             raise ValueError(f"extractor {name!r} registered twice")
         _REGISTRY[name] = factory
@@ -46,85 +23,16 @@ def register(name: str) -> Callable[[Callable[..., Extractor]], Callable[..., Ex
     return deco
 
 
-def _load_families() -> None:
-    from . import models  # noqa: F401  (importing registers the families)
-
-
-def list_extractors() -> list[str]:
-    _load_families()
-    return sorted(_REGISTRY)
-
-
-def _value(text: str) -> Any:
-    low = text.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if _NUM.match(text):
-        return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
-    if "," in text and all(_NUM.match(p.strip()) for p in text.split(",")):
-        return tuple(float(p) for p in text.split(","))
-    return text
-
-
-def parse_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
-    """'name:arg:key=value' -> (name, [arg], {key: value})."""
-    fields = spec.strip().split(":")
-    # re-join Windows drive letters ("C:\\x" split into "C", "\\x")
-    joined: list[str] = []
-    for f in fields:
-        if joined and len(joined[-1]) == 1 and joined[-1].isalpha() and f[:1] in ("\\", "/") and len(joined) > 1:
-            joined[-1] += ":" + f
-        else:
-            joined.append(f)
-    name, rest = joined[0], joined[1:]
-    if not name:
-        raise InputError(f"empty extractor name in spec {spec!r}")
-    args, opts = [], {}
-    for f in rest:
-        if "=" in f and not f.startswith(("/", ".", "~")):
-            k, v = f.split("=", 1)
-            opts[k.strip()] = _value(v.strip())
-        elif f:
-            args.append(f)
-    return name, args, opts
-
-
-def create(spec: str, **kw: Any) -> Extractor:
-    """Build an extractor from a spec string; keyword arguments override the spec's options."""
-    _load_families()
-    name, args, opts = parse_spec(spec)
-    opts.update({k: v for k, v in kw.items() if v is not None})
+def entrypoint(name: str, spec: str | None = None) -> Callable[..., Any]:
+    """The factory registered as `name` (families must be imported: extract.factory does it)."""
     if name not in _REGISTRY:
-        raise InputError(f"unknown extractor {name!r} in spec {spec!r}; known: {', '.join(sorted(_REGISTRY))}")
-    factory = _REGISTRY[name]
-    common = {k: opts.pop(k) for k in _COMMON if k in opts}
-    params = inspect.signature(factory).parameters
-    takes_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    named = [p for p, v in params.items() if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
-    unknown = [k for k in opts if k not in named]
-    if unknown and not takes_kw:
-        raise InputError(f"extractor {name!r}: unknown option(s) {', '.join(unknown)}; "
-                         f"it takes {', '.join(list(named) + list(_COMMON))}")
-    positional = [v for v in params.values() if v.kind in (v.POSITIONAL_ONLY, v.POSITIONAL_OR_KEYWORD)]
-    if len(args) > len(positional) and not any(v.kind is v.VAR_POSITIONAL for v in params.values()):
-        raise InputError(f"extractor {name!r}: too many fields in spec {spec!r} "
-                         f"(takes {', '.join(p.name for p in positional) or 'none'})")
-    ext = factory(*args, **opts)
-    if common.get("name"):
-        ext.name = str(common["name"])
-    if "/" in ext.name:
-        raise InputError(f"extractor name {ext.name!r} must not contain '/'")
-    if common.get("device"):
-        ext.to(str(common["device"]))
-    if common.get("amp") or common.get("channels_last") or common.get("compile"):
-        ext.configure(amp=common.get("amp") or None, channels_last=bool(common.get("channels_last")),
-                      compile=bool(common.get("compile")))
-    runtime = str(common.get("runtime") or "torch")
-    if runtime not in ("torch", "onnxruntime"):
-        raise InputError(f"extractor {name!r}: runtime must be torch or onnxruntime, got {runtime!r}")
-    if runtime == "onnxruntime":
-        from .models.onnx_twin import from_torch
-        ext = from_torch(ext)
-    return ext
+        raise InputError(f"unknown extractor {name!r} in spec {spec or name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def __getattr__(name: str) -> Any:
+    # the factory's public names, for callers of ``registry.create(...)``; imported on use (not a cycle)
+    if name in ("create", "parse_spec", "apply_runtime", "list_extractors"):
+        from . import factory
+        return getattr(factory, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

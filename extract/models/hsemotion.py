@@ -64,7 +64,7 @@ def make(name: str, path: str | None = None, allow_pickle: bool = False):
 
 
 def _register(name: str) -> None:
-    def factory(path: str | None = None, allow_pickle: bool = False):
+    def factory(path: str | None = None, *, allow_pickle: bool = False):
         return make(name, path, allow_pickle)
     factory.__doc__ = f"{name}: EmotiEffNet {VARIANTS[name].arch}, {VARIANTS[name].input_size} px"
     register(name)(factory)

@@ -16,9 +16,10 @@ NAME = "resnet18_msceleb"
 
 
 @register(NAME)
-def make(path: str | None = None):
+def make(path: str | None = None, *, allow_pickle: bool = False):
     """resnet18_msceleb:path.pth -> 512-d embedding (no logits)."""
-    w = load_weights(find_checkpoint(NAME, path))   # weights_only: these files are plain tensors
+    # the published files are plain tensors (weights_only loads them); re-saved ones may hold pickled objects
+    w = load_weights(find_checkpoint(NAME, path), allow_pickle=allow_pickle)
     sd = {k: v for k, v in strip_prefix(w.state_dict).items() if not k.startswith("fc.")}
     if "conv1.weight" not in sd:
         raise InputError(f"{NAME}: not a torchvision-style resnet18 state_dict (no conv1.weight; keys like "

@@ -100,7 +100,7 @@ def timm_extractor(name: str, arch: str, w: Weights, *, expect_classes: int | No
 
 @register("timm")
 def make_timm(model: str, weights: str, size: int | None = None, mean: Sequence[float] | None = None,
-              std: Sequence[float] | None = None, classes: str | None = None, allow_pickle: bool = False):
+              std: Sequence[float] | None = None, classes: str | None = None, *, allow_pickle: bool = False):
     """`timm:<model>:<weights>`: a timm architecture with a local safetensors / state_dict file."""
     w = load_weights(weights, allow_pickle=allow_pickle)
     names = tuple(c.strip() for c in classes.split(",")) if classes else ()

@@ -1,0 +1,152 @@
+"""The runner's two torch Datasets: what the decode worker processes do.
+
+``ImageBatches`` (map-style) serves batches of the flat frame list of image-folder videos; ``VideoChunks``
+(iterable) decodes whole video files (face detection and cropping) and yields chunks of up to `batch` frames.
+Both yield dicts: ``video``, ``frame``, ``ok`` (numpy), ``pix`` (size -> uint8 tensor), optionally ``raw``
+(decoded crops of one shape, resized later on the device), ``bad`` (unreadable files) and ``ends`` (video index
+-> frame count, in the chunk that holds a video's last frame), or ``{"error": line}``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from features.errors import InputError
+
+from .faces import DetectorConfig, face_crops
+from .resize import on_device_exact
+from .sources import ImageVideo, VideoFile, load_image, resize_square
+
+try:    # the runner needs torch; keep `import extract.runner` working for listing/help without it
+    from torch.utils.data import Dataset as _Dataset, IterableDataset as _IterableDataset
+except ImportError:  # pragma: no cover
+    _Dataset = _IterableDataset = object
+
+
+# ----------------------------------------------------------------------------------------------------------
+# decoding in worker processes
+
+def _as_is(item: dict) -> dict:
+    """The loader's collate function: keep numpy metadata as numpy. The default turns every array into a
+    tensor, and each tensor then crosses from the worker through its own file descriptor handshake (~1 ms);
+    only the pixels need shared memory."""
+    return item
+
+
+def _worker_init(_: int) -> None:
+    # decode workers are many; keep each single-threaded so they do not fight over cores
+    import torch
+    torch.set_num_threads(1)
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+class ImageBatches(_Dataset):
+    """Map-style dataset: item i = batch i of the flat frame list of all pending image videos (in order)."""
+
+    def __init__(self, videos: Sequence[ImageVideo], vids: Sequence[int], sizes: Sequence[int], batch: int,
+                 device_resize: bool = False):
+        self.sizes, self.batch, self.device_resize = list(sizes), int(batch), bool(device_resize)
+        # Paths as compact numpy byte strings (folder id + file name): no per-item Python objects, so forked
+        # workers do not copy the list page by page through reference counting.
+        self.folders = [str(v.folder) for v in videos]
+        names, vid, frame, fold = [], [], [], []
+        for k, (v, vi) in enumerate(zip(videos, vids)):
+            names += [os.path.basename(p).encode() if p else b"" for p in v.paths]
+            vid.append(np.full(v.n_frames, vi, np.int64))
+            frame.append(np.arange(1, v.n_frames + 1, dtype=np.int64))
+            fold.append(np.full(v.n_frames, k, np.int32))
+        self.names = np.array(names, dtype="S") if names else np.zeros(0, "S1")
+        self.vid = np.concatenate(vid) if vid else np.zeros(0, np.int64)
+        self.frame = np.concatenate(frame) if frame else np.zeros(0, np.int64)
+        self.fold = np.concatenate(fold) if fold else np.zeros(0, np.int32)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.vid) / self.batch)
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+        sl = slice(i * self.batch, min((i + 1) * self.batch, len(self.vid)))
+        n = sl.stop - sl.start
+        imgs: list = [None] * n
+        bad = []
+        for r, (name, k) in enumerate(zip(self.names[sl], self.fold[sl])):
+            if not name:
+                continue            # no crop for this frame (no face found by the data set's own detector)
+            path = os.path.join(self.folders[k], name.decode())
+            img, why = load_image(path)
+            if img is None:
+                bad.append((path, why))
+                continue
+            imgs[r] = img
+        ok = np.array([im is not None for im in imgs], bool)
+        out = {"video": self.vid[sl], "frame": self.frame[sl], "ok": ok, "pix": {}, "bad": bad, "ends": {}}
+        shapes = {im.shape for im in imgs if im is not None}
+        here = self.sizes
+        if self.device_resize and len(shapes) == 1:
+            shape = next(iter(shapes))
+            here = [s for s in self.sizes if not on_device_exact(shape[:2], s)]
+            if len(here) < len(self.sizes):
+                # every crop has one shape (Aff-Wild2's aligned crops are all 112x112): ship the decoded
+                # pixels; the main process resizes them up on the model's device (extract.resize: same pixels
+                # as PIL). Downscales (e.g. a 64 px model beside a 224 px one) are still done here.
+                raw = torch.zeros((n, *shape), dtype=torch.uint8)
+                view = raw.numpy()
+                for r in np.flatnonzero(ok):
+                    view[r] = imgs[r]
+                out["raw"] = raw
+        for s in here:
+            pix = torch.zeros((n, s, s, 3), dtype=torch.uint8)
+            view = pix.numpy()                             # fill through a numpy view (no per-row tensors)
+            for r in np.flatnonzero(ok):
+                view[r] = resize_square(imgs[r], s)
+            out["pix"][s] = pix
+        return out
+
+
+class VideoChunks(_IterableDataset):
+    """Iterable dataset over video files: each worker decodes whole videos (sequential decode + detection)
+    and yields chunks of up to `batch` frames; the chunk with a video's last frame carries ``ends``."""
+
+    def __init__(self, videos: Sequence[VideoFile], vids: Sequence[int], sizes: Sequence[int], batch: int,
+                 detector: DetectorConfig):
+        self.paths = [str(v.path) for v in videos]
+        self.vids, self.sizes, self.batch, self.detector = list(vids), list(sizes), int(batch), detector
+
+    def __iter__(self) -> Iterator[dict]:
+        import torch
+        info = torch.utils.data.get_worker_info()
+        k, n = (info.id, info.num_workers) if info else (0, 1)
+        for path, vi in list(zip(self.paths, self.vids))[k::n]:
+            frames, oks, crops = [], [], []
+            count = 0
+
+            def chunk(end: bool) -> dict:
+                m = len(frames)
+                pix = {s: torch.zeros((m, s, s, 3), dtype=torch.uint8) for s in self.sizes}
+                for r, c in enumerate(crops):
+                    if c is not None:
+                        for s in self.sizes:
+                            pix[s].numpy()[r] = c[s]
+                return {"video": np.full(m, vi, np.int64), "frame": np.array(frames, np.int64).reshape(m),
+                        "ok": np.array(oks, bool).reshape(m),
+                        "pix": pix, "bad": [], "ends": {vi: count} if end else {}}
+            try:
+                for found, crop in face_crops(path, self.sizes, self.detector):
+                    count += 1
+                    frames.append(count)
+                    oks.append(found)
+                    crops.append(crop)
+                    if len(frames) == self.batch:
+                        yield chunk(False)
+                        frames, oks, crops = [], [], []
+            except InputError as e:
+                yield {"error": str(e)}     # one line; the main process raises it
+                return
+            yield chunk(True)

@@ -1,0 +1,147 @@
+"""Extractor factory: a one-line spec string picks the registered model, its weights and how it runs.
+
+Spec syntax (one string per extractor, as given to ``python -m extract run --extractors``)::
+
+    NAME[:ARG]...[:KEY=VALUE]...
+
+Fields are separated by ``:``; a field with ``=`` is an option, any other field is a positional argument
+(a checkpoint path, a timm model name). Option values are typed as bool (true/false/yes/no/on/off), int,
+float, a comma list of numbers (``mean=0.5,0.5,0.5``), else text. Examples::
+
+    fer                                              offline default (fer's mini-Xception)
+    enet_b0_8_va_mtl:ckpt/enet_b0_8_va_mtl.safetensors
+    enet_b0_8_best_vgaf:ckpt/enet_b0_8_best_vgaf.pt:allow_pickle=1   whole pickled module (explicit opt-in)
+    resnet18_msceleb:ckpt/resnet18_msceleb.pth
+    timm:convnext_tiny:weights.safetensors:size=224:name=convnext
+    exported:poster.pt2:size=224:mean=0.485,0.456,0.406:std=0.229,0.224,0.225:name=posterpp
+
+Options every extractor takes: ``name`` (the HDF5 group name; default the registry name), ``amp``
+(bf16|fp16, torch models), ``channels_last`` (torch models), ``compile`` (torch.compile, torch models),
+``runtime`` (torch | onnxruntime: a torch model exported in memory and run by onnxruntime), ``device``.
+When a checkpoint is left out, ``<name>.safetensors`` (then ``.pt``/``.pth``) is looked up in
+$AFFECT_FEATURES_HOME or ~/.cache/affect-features/.
+
+``runtime=onnxruntime`` is applied here and only here (:func:`apply_runtime`), whether it comes from the spec or
+from ``python -m extract run --runtime onnxruntime`` (which sets it for every spec that does not say otherwise):
+torch networks are exported and run by onnxruntime; extractors that are not torch networks (fer's Keras model,
+the ONNX twins) run as they are.
+
+Layering (as timm's ``_registry`` / ``_factory`` / ``models``): extract.registry is a leaf (names -> factories);
+each family in extract.models registers itself there; this module imports both.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from typing import Any
+
+from features.errors import InputError
+
+from . import models  # noqa: F401  (importing registers every family)
+from .base import Extractor
+from .registry import _REGISTRY, entrypoint
+
+
+log = logging.getLogger(__name__)
+_COMMON = ("name", "amp", "channels_last", "compile", "runtime", "device")
+_NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def list_extractors() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if _NUM.match(text):
+        return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+    if "," in text and all(_NUM.match(p.strip()) for p in text.split(",")):
+        return tuple(float(p) for p in text.split(","))
+    return text
+
+
+def parse_spec(spec: str, typed: bool = True) -> tuple[str, list[str], dict[str, Any]]:
+    """'name:arg:key=value' -> (name, [arg], {key: value}); `typed=False` keeps every value as its text."""
+    fields = spec.strip().split(":")
+    # re-join Windows drive letters ("C:\\x" split into "C", "\\x")
+    joined: list[str] = []
+    for f in fields:
+        if joined and len(joined[-1]) == 1 and joined[-1].isalpha() and f[:1] in ("\\", "/") and len(joined) > 1:
+            joined[-1] += ":" + f
+        else:
+            joined.append(f)
+    name, rest = joined[0], joined[1:]
+    if not name:
+        raise InputError(f"empty extractor name in spec {spec!r}")
+    args, opts = [], {}
+    for f in rest:
+        if "=" in f and not f.startswith(("/", ".", "~")):
+            k, v = f.split("=", 1)
+            opts[k.strip()] = _value(v.strip()) if typed else v.strip()
+        elif f:
+            args.append(f)
+    return name, args, opts
+
+
+def create(spec: str, *, allow_pickle: bool = False, **kw: Any) -> Extractor:
+    """Build an extractor from a spec string; keyword arguments (None: not given) override the spec's options.
+
+    `allow_pickle=True` goes only to factories that take it (the spec option ``allow_pickle=1`` to any)."""
+    name, args, opts = parse_spec(spec)
+    factory = entrypoint(name, spec)
+    if not getattr(factory, "tensorflow_only", False):
+        from .base import torch_before_tensorflow
+        torch_before_tensorflow(strict=True)    # torch models may load triton: never after TensorFlow
+    # options the factory declares as text keep their text (classes=1,2,3 are names, not numbers)
+    raw = parse_spec(spec, typed=False)[2]
+    for k, p in inspect.signature(factory).parameters.items():
+        if k in opts and str(p.annotation).replace(" ", "") in ("str", "str|None", "Optional[str]"):
+            opts[k] = raw[k]
+    opts.update({k: v for k, v in kw.items() if v is not None})
+    common = {k: opts.pop(k) for k in _COMMON if k in opts}
+    params = inspect.signature(factory).parameters
+    if allow_pickle and "allow_pickle" in params:
+        opts.setdefault("allow_pickle", True)
+    takes_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = [p for p, v in params.items() if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+    unknown = [k for k in opts if k not in named]
+    if unknown and not takes_kw:
+        raise InputError(f"extractor {name!r}: unknown option(s) {', '.join(unknown)}; "
+                         f"it takes {', '.join(list(named) + list(_COMMON))}")
+    positional = [v for v in params.values() if v.kind in (v.POSITIONAL_ONLY, v.POSITIONAL_OR_KEYWORD)]
+    if len(args) > len(positional) and not any(v.kind is v.VAR_POSITIONAL for v in params.values()):
+        raise InputError(f"extractor {name!r}: too many fields in spec {spec!r} "
+                         f"(takes {', '.join(p.name for p in positional) or 'none'})")
+    ext = factory(*args, **opts)
+    if common.get("name"):
+        ext.name = str(common["name"])
+    if "/" in ext.name:
+        raise InputError(f"extractor name {ext.name!r} must not contain '/'")
+    if common.get("device"):
+        ext.to(str(common["device"]))
+    if common.get("amp") or common.get("channels_last") or common.get("compile"):
+        ext.configure(amp=common.get("amp") or None, channels_last=bool(common.get("channels_last")),
+                      compile=bool(common.get("compile")))
+    return apply_runtime(ext, str(common.get("runtime") or "torch"))
+
+
+def apply_runtime(ext: Extractor, runtime: str) -> Extractor:
+    """``torch``: as built; ``onnxruntime``: a torch network exported in memory and run by onnxruntime (other
+    extractors are not torch networks and run as they are)."""
+    if runtime not in ("torch", "onnxruntime"):
+        raise InputError(f"extractor {ext.name!r}: runtime must be torch or onnxruntime, got {runtime!r}")
+    if runtime == "torch":
+        return ext
+    import torch
+
+    from .base import TorchExtractor
+    if not isinstance(ext, TorchExtractor) or not isinstance(ext.net, torch.nn.Module):
+        log.info("%s: not a torch network; runtime=onnxruntime leaves it as it is", ext.name)
+        return ext
+    from .models.onnx_twin import from_torch
+    return from_torch(ext)
