@@ -22,8 +22,8 @@ FPS = 12
 
 def fer_info():
     try:
-        from extract import registry
-        return registry.create("fer", device="cpu").info()
+        from extract.factory import create
+        return create("fer", device="cpu").info()
     except Exception as e:               # noqa: BLE001 - weights not fetched on this machine
         pytest.skip(f"the offline default extractor fer is not available here ({e}); run make setup")
 
