@@ -148,3 +148,19 @@ def test_pretrained_maps_the_models_own_classes(w, tmp_path):
     p = affwild_probabilities(s.info("enet").extra["class_names"], blk.arrays["enet/logits"])
     want = box_filter(p, blk.index["video"].to_numpy(str), 12)     # every frame has a face here
     np.testing.assert_allclose(res.table[list(EXPR.labels)].to_numpy(np.float64), want, atol=1e-5)
+
+
+def test_run_without_recorded_provenance_still_applies_with_a_note(w, runs, tmp_path):
+    """Runs made before provenance was recorded: predicted as before, and the log says nothing was checked."""
+    import shutil
+    rd = tmp_path / "old"
+    shutil.copytree(runs["expr"], rd)
+    m = json.loads((rd / "metrics.json").read_text())
+    del m["provenance"]
+    (rd / "metrics.json").write_text(json.dumps(m))
+    lines = []
+    res = predict(w / "features.h5", tmp_path / "p.csv", run=rd, timelines=0, log=lines.append)
+    assert len(res.table) > 0 and any("records no extractor provenance" in ln for ln in lines)
+    with pytest.raises(InputError, match="records no extractors"):
+        from classify.predict import run_extractors
+        run_extractors(rd)
