@@ -376,13 +376,14 @@ def check_out(out: str | os.PathLike, force: bool = False) -> Path:
         raise InputError("--out is a folder; give a file name ending in .csv or .parquet", out)
     if out.exists() and not force:
         raise InputError("output exists; choose another name or pass --force", out)
-    if not out.parent.is_dir():
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if out.parent.exists() and not out.parent.is_dir():
+        raise InputError("the folder of --out is a file", out.parent)
     return out
 
 
 def write_table(df: pd.DataFrame, out: Path) -> None:
     """Written under a temporary name, then renamed: an interrupted write never leaves half a table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part")
     try:
         if out.suffix.lower() == ".parquet":
@@ -400,8 +401,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
-    df = pd.read_csv(path)
-    df["video"] = pd.Categorical(df["video"].astype(str), categories=pd.unique(df["video"].astype(str)))
+    df = pd.read_csv(path, dtype={"video": str})
+    df["video"] = pd.Categorical(df["video"], categories=pd.unique(df["video"]))
     if "label" in df:
         df["label"] = pd.Categorical(df["label"], categories=list(EXPR.labels))
     for c in [c for c in df.columns if c.endswith("_on")]:
@@ -471,7 +472,23 @@ def predict(cache: str | os.PathLike, out: str | os.PathLike, run: str | os.Path
 
     lr = load_run(run, allow_pickle) if run is not None else None
     lap("load run")
-    store = FeatureStore(cache_files(cache))
+    with FeatureStore(cache_files(cache)) as store:
+        sc, post, rates = _score(store, lr, pretrained, videos, fps, source, k, log, lap)
+    filled, smoothed, decision = postprocess(sc, post, log)
+    lap("fill, smooth, decide")
+    table = build_table(sc, smoothed, decision, rates)
+    write_table(table, out)
+    lap("write")
+    pngs = [] if timelines == 0 else plot_timelines(sc, filled, smoothed, out, post.k, timelines)
+    lap("timelines")
+    if not rates:
+        log("  time is empty: the cache does not record frame rates; pass --fps N or --source <video file or "
+            "folder>")
+    return Prediction(table, out, pngs, post, time.perf_counter() - t0, filled, stages)
+
+
+def _score(store: FeatureStore, lr: LoadedRun | None, pretrained: str | None, videos, fps, source, k, log, lap):
+    """Check the cache against the run (or the pretrained extractor), choose the videos, score them."""
     if lr is not None:
         if lr.provenance:
             check_provenance(store, lr.provenance, lr.dir)
@@ -503,17 +520,7 @@ def predict(cache: str | os.PathLike, out: str | os.PathLike, run: str | os.Path
         else:
             post = Post(FALLBACK_K, None, "mean", "the default for an unknown or mixed frame rate")
     lap("score")
-    filled, smoothed, decision = postprocess(sc, post, log)
-    lap("fill, smooth, decide")
-    table = build_table(sc, smoothed, decision, rates)
-    write_table(table, out)
-    lap("write")
-    pngs = [] if timelines == 0 else plot_timelines(sc, filled, smoothed, out, post.k, timelines)
-    lap("timelines")
-    if not rates:
-        log("  time is empty: the cache does not record frame rates; pass --fps N or --source <video file or "
-            "folder>")
-    return Prediction(table, out, pngs, post, time.perf_counter() - t0, filled, stages)
+    return sc, post, rates
 
 
 def run_extractors(run: str | os.PathLike) -> list[str]:
