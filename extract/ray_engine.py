@@ -181,12 +181,10 @@ def existing_files(out: Path) -> list[Path]:
 
 def _ensure_file(path: Path) -> None:
     """An empty cache file at `path` unless it has one or committed segments (written beside it, renamed)."""
-    from features.store import _atomic_replace, _new_file    # the store has no public "create empty" call
+    from features.store import create_empty
     if path.exists() or FeatureStore.parts_dir(path).is_dir():
         return
-    tmp = path.with_name(path.name + ".tmp")
-    _new_file(tmp).close()
-    _atomic_replace(tmp, path)
+    create_empty(path)
 
 
 def committed(paths: Sequence[Path], names: Sequence[str], videos: Sequence[Any]) -> np.ndarray:

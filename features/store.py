@@ -241,6 +241,18 @@ def _create_group(f: h5py.File, info: ExtractorInfo, n_rows: int, n_videos: int,
     return g
 
 
+def create_empty(path: str | os.PathLike) -> None:
+    """An empty, valid cache file at `path` (written beside it, then renamed into place)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        _new_file(tmp).close()
+        _atomic_replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -481,7 +493,9 @@ class FeatureStore:
     def _index_file(self, i: int, src: Path) -> None:
         f = self._file(i)
         new: list[tuple[str, ExtractorInfo, dict[str, _VideoLoc]]] = []
-        groups = f.get("extractors", {})
+        groups = f.get("extractors")
+        if groups is None:              # a valid empty cache (e.g. a worker's shard before its first commit)
+            return
         if not isinstance(groups, h5py.Group):
             raise InputError("'extractors' is not a group; the file is damaged", src)
         for name, g in groups.items():
