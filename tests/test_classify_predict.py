@@ -164,3 +164,23 @@ def test_run_without_recorded_provenance_still_applies_with_a_note(w, runs, tmp_
     with pytest.raises(InputError, match="records no extractors"):
         from classify.predict import run_extractors
         run_extractors(rd)
+
+
+@pytest.mark.parametrize("exc, code, text", [(InputError("x.csv:3: bad row"), 2, "error: x.csv:3: bad row\n"),
+                                             (OSError(28, "No space left on device"), 2, "No space left on device"),
+                                             (KeyboardInterrupt(), 130, "error: interrupted\n")])
+def test_shared_error_wrapper(exc, code, text, capsys):
+    """features.cli.run_main, which the three command lines share: one line, exit 2 or 130."""
+    from features.cli import run_main
+
+    def fail(argv):
+        raise exc
+    assert run_main(fail, []) == code
+    err = capsys.readouterr().err
+    assert text in err and err.count("\n") == 1
+
+
+def test_extract_run_takes_cache_and_out_alike():
+    from extract.cli import build_parser
+    assert build_parser().parse_args(["run", "--cache", "a.h5"]).out == "a.h5"
+    assert build_parser().parse_args(["run", "--out", "b.h5"]).out == "b.h5"

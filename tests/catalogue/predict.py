@@ -107,6 +107,19 @@ def bad_postprocess(tmp: Path, shared: Path) -> Result:
     return predict(tmp, shared, run_dir=rd)
 
 
+def lama_without_allow_pickle(tmp: Path, shared: Path) -> Result:
+    """A run whose final head is LightAutoML (a pickle): refused before anything is unpickled."""
+    rd = copy_run(tmp, shared)
+    h = rd / "heads" / "lama"
+    h.mkdir()
+    (h / "lama.pkl").write_bytes(b"not unpickled")
+    (h / "head.json").write_text(json.dumps({"kind": "lama", "task": "expr", "params": {},
+                                             "feature_set": "enet/logits", "sha256": {}}))
+    m = json.loads((rd / "metrics.json").read_text())
+    (rd / "metrics.json").write_text(json.dumps({**m, "final": "lama"}))
+    return predict(tmp, shared, run_dir=rd)
+
+
 def table_written(tmp: Path, shared: Path, res: Result) -> None:
     import pandas as pd
     t = pd.read_csv(tmp / "p.csv")
@@ -123,6 +136,8 @@ CASES = [
          check=no_output),
     Case("classify predict", "head file changed since training", tampered_head,
          expect="sha256 differs from the one recorded", check=no_output),
+    Case("classify predict", "LightAutoML head without --allow-pickle", lama_without_allow_pickle,
+         expect="--allow-pickle", check=no_output),
     Case("classify predict", "metrics.json not JSON", bad_metrics, expect="not valid JSON", check=no_output),
     Case("classify predict", "a failed run", failed_run, expect="this run failed", check=no_output),
     Case("classify predict", "postprocess.json with a negative k", bad_postprocess, expect="postprocess.json",
