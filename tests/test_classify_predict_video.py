@@ -83,3 +83,30 @@ def test_make_predict_from_a_video_file(fer_run, tmp_path):
 def test_make_predict_without_video_says_how(tmp_path):
     r = make([], tmp_path)
     assert r.returncode != 0 and "usage: make predict VIDEO=" in r.stderr
+
+
+@pytest.mark.slow
+def test_make_predict_from_a_folder_of_videos(fer_run, tmp_path):
+    """VIDEO may be a folder: one table for all its videos, one timeline each, named after the folder."""
+    from test_extract_runner_video import encode, face_frames
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    encode(folder / "a.mp4", face_frames(6, 2), fps=FPS)
+    encode(folder / "b.mp4", face_frames(5, 0), fps=25)
+    pred = tmp_path / "out" / "clips.csv"
+    r = make([f"VIDEO={folder}/", f"RUN={fer_run}", f"PRED={pred}", f"PRED_CACHE={tmp_path / 'c.h5'}",
+              "PREDICT_ARGS=--timelines all"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    t = read_table(pred)
+    assert t.groupby("video", observed=True).size().to_dict() == {"a": 8, "b": 5}
+    b = t[t["video"] == "b"]
+    np.testing.assert_allclose(b["time"], (b["frame"] - 1) / 25)        # each file's own rate
+    assert {p.name for p in pred.parent.glob("clips.*.png")} == {"clips.a.png", "clips.b.png"}
+
+
+def test_make_predict_names_outputs_after_the_video(tmp_path):
+    r = make(["-n", "VIDEO=some/where/clips/", "RUN=runs/expr/x"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "--cache cache/predict/clips.h5" in r.stdout and "--out predictions/clips.csv" in r.stdout
+    r = make(["-n", "VIDEO=a/b.mp4", "RUN=runs/expr/x"], tmp_path)
+    assert "--out predictions/b.csv" in r.stdout and "--run runs/expr/x --print-extractors" in r.stdout
