@@ -83,4 +83,4 @@ bench: setup
 	$(PY) bench/run.py
 
 clean:
-	rm -rf cache runs data/synthetic
+	rm -rf cache runs predictions data/synthetic
