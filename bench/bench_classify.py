@@ -79,7 +79,7 @@ def part_pipeline(scale: float, lama_timeout: int, epochs: int) -> dict:
     t = time.perf_counter()
     b = BlendHead("expr").fit(scores, yv)
     out["blend"] = {"s": time.perf_counter() - t, "metric": EXPR.score(yv, b.predict_proba(scores)),
-                    "weights": b.params["weights"], "peak_gb": _peak_gb()}
+                    "weights": b.weights_, "peak_gb": _peak_gb()}
     # the LightAutoML worker process (a child of this one)
     out["lama"]["worker_peak_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20
     return out

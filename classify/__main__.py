@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="data root: the Aff-Wild2 annotation root, or a folder of MTL split files (e.g. "
                          "<root>/MTL_Challenge), default %(default)s (--labels is the same flag)")
     ap.add_argument("--heads", default="mlp,lama,blend",
-                    help="comma-separated: mlp, lama, logits (EXPR rule), va_only (VA rule), blend")
+                    help="comma-separated: mlp, lama, fusion_mlp (torch MLP on affine-fused extractors), temporal "
+                         "(Transformer/GRU over windows of a video), bagging (EXPR: bagged fusion MLPs + meta-vote), "
+                         "polarity (VA: extreme-region gate + ridge), logits (EXPR rule), va_only (VA rule), blend")
     ap.add_argument("--features", default="",
                     help="comma-separated feature sets, e.g. enet_b0_8_va_mtl/embedding (for mlp and lama) or "
                          "lama=enet_b0_8_va_mtl/logits+va (one head); default: the reference choices")
@@ -56,8 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
                          "max(10 s, 25%%) and the head left out")
     ap.add_argument("--lama-max-rows", type=int, default=LAMA_MAX_ROWS,
                     help="LightAutoML trains on a class-stratified sample of this many rows (0: all rows)")
-    ap.add_argument("--cpus", type=int, default=None, help="LightAutoML cpu_limit (default: all cores)")
+    ap.add_argument("--cpus", type=int, default=None,
+                    help="LightAutoML cpu_limit (default: all cores) and the torch heads' threads (default: 2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kfold", type=int, default=None,
+                    help="video-level k-fold on train + val (e.g. 5): per-fold metrics, fold models averaged")
+    g = ap.add_argument_group("fusion_mlp, temporal and bagging heads")
+    g.add_argument("--loss", default=None, help="training loss: ce, ce_dice (EXPR); bce, focal, asl (AU); ccc, "
+                                                "mse_ccc (VA); default: the reference's (ce / bce / ccc)")
+    g.add_argument("--sampling", default=None, choices=["none", "mlros", "balanced"],
+                   help="AU training rows: ML-ROS oversampling of rare AUs or balanced batches (fusion_mlp)")
+    g.add_argument("--width", type=int, default=None, help="common width of each extractor's affine map (64)")
+    g.add_argument("--window", type=int, default=None, help="temporal: frames per window (64)")
+    g.add_argument("--stride", type=int, default=None,
+                   help="temporal: step of the prediction windows, whose scores are averaged (window/2; training "
+                        "windows do not overlap)")
+    g.add_argument("--layers", type=int, default=None, help="temporal: encoder layers (2)")
+    g.add_argument("--heads-n", type=int, default=None, help="temporal: attention heads (4)")
+    g.add_argument("--bags", type=int, default=None, help="bagging: sub-classifiers (5)")
+    g.add_argument("--vote", default=None, help="bagging meta-rule: majority (default) or priority:<class>,... "
+                                                "(the first class voted by >= 1/3 of the sub-classifiers wins)")
+    g.add_argument("--arch", default=None, choices=["transformer", "gru"], help="temporal: encoder (transformer)")
     return ap
 
 
@@ -68,7 +89,10 @@ def train(argv: list[str]) -> int:
         [f.strip() for f in a.features.split(",") if f.strip()], a.name, a.runs_dir, a.train_val,
         parse_k(a.k), dict(epochs=a.epochs, hidden=a.hidden, batch=a.batch, lr=a.lr,
                            lama_timeout=a.lama_timeout, lama_max_rows=a.lama_max_rows, cpus=a.cpus,
-                           seed=a.seed), test=a.test)
+                           seed=a.seed, loss=a.loss, sampling=a.sampling, width=a.width, window=a.window,
+                           stride=a.stride, layers=a.layers, heads_n=a.heads_n, arch=a.arch, kfold=a.kfold,
+                           bags=a.bags, vote=a.vote),
+        test=a.test)
     return 0
 
 

@@ -17,6 +17,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils import ClassifierTags, RegressorTags
+from sklearn.utils.validation import check_is_fitted
 
 from features.errors import InputError
 from features.tasks import Task, get_task
@@ -32,38 +35,72 @@ def register(cls: type["Head"]) -> type["Head"]:
     return cls
 
 
-class Head:
-    """fit / predict_proba / predict / get_params / set_params / save / load for one `Task`.
+class Head(BaseEstimator):
+    """fit / predict_proba / predict / get_params / set_params / save / load for one `Task`, a scikit-learn
+    estimator: `__init__` stores its arguments as given (defaults resolved in `fit`), fitted state ends with `_`,
+    `sklearn.base.clone` and `set_params` work, predicting before `fit` or with another feature count fails.
 
     predict_proba returns the task's score array: VA values (n, 2), EXPR probabilities (n, 8), AU per-AU
-    probabilities (n, 12); predict returns the challenge predictions (Task.decide).
+    probabilities (n, 12); predict returns the challenge predictions (Task.decide). `groups` (video ids) and
+    `frames` (frame numbers) of the rows are accepted by every head, as scikit-learn's `groups`; only temporal
+    heads use them.
+
+    `task` is stored as given (a name or a Task) and read back as the Task (`head.task.kind`): get_params returns
+    what was given, so clone and set_params keep it.
     """
     kind = "head"
     pickled: tuple[str, ...] = ()     # files of a saved head that are pickles (loaded only with allow_pickle)
 
-    def __init__(self, task: str | Task, **params):
-        self.task = get_task(task)
-        self.params = dict(params)
+    def __init__(self, task: str | Task):
+        self.task = task
         self.feature_set: str | None = None      # set by the caller; saved with the head
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
-            y_val: np.ndarray | None = None) -> "Head":
-        raise NotImplementedError
+    @property
+    def task(self) -> Task:
+        return get_task(self._task)
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, X: np.ndarray, thresholds=None) -> np.ndarray:
-        return self.task.decide(self.predict_proba(X), thresholds)
+    @task.setter
+    def task(self, value) -> None:
+        self._task = value
 
     def get_params(self, deep: bool = True) -> dict:
-        return {"task": self.task.name, **self.params}
+        out = super().get_params(deep)
+        out["task"] = self._task
+        return out
 
-    def set_params(self, **params) -> "Head":
-        if "task" in params:
-            self.task = get_task(params.pop("task"))
-        self.params.update(params)
-        return self
+    @property
+    def params(self) -> dict:
+        """The constructor arguments other than the task (what head.json records)."""
+        return {k: v for k, v in self.get_params(deep=False).items() if k != "task"}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        try:
+            kind = self.task.kind
+        except InputError:
+            return tags
+        tags.estimator_type = "regressor" if kind == "regression" else "classifier"
+        tags.target_tags.required = True
+        if kind == "regression":
+            tags.regressor_tags = RegressorTags()
+            tags.target_tags.multi_output = True
+        else:
+            tags.classifier_tags = ClassifierTags(multi_label=kind == "multilabel")
+        return tags
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
+            y_val: np.ndarray | None = None, **rows) -> "Head":
+        raise NotImplementedError
+
+    def predict_proba(self, X: np.ndarray, **rows) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, X: np.ndarray, thresholds=None, **rows) -> np.ndarray:
+        return self.task.decide(self.predict_proba(X, **rows), thresholds)
+
+    def score(self, X, y, **rows) -> float:
+        """The task's official metric (not scikit-learn's accuracy / R²), so model selection ranks by it."""
+        return self.task.score(y, self.predict_proba(X, **rows))
 
     def _check_fit(self, X, y, X_val=None, y_val=None) -> None:
         check_xy(self.task, X, y, "training")
@@ -71,6 +108,33 @@ class Head:
         if X_val is not None:
             check_xy(self.task, X_val, y_val, "validation")
             check_finite(X_val, f"{self.task.name} validation features")
+        self.n_features_in_ = int(X.shape[1])
+        if self.task.kind != "regression":
+            self.classes_ = np.arange(self.task.n_outputs)
+
+    def _check_predict(self, X) -> None:
+        """Fitted, and fed as many features as in training (one clear line instead of a shape error deep in a
+        library)."""
+        check_is_fitted(self)
+        if getattr(X, "ndim", 0) != 2:
+            raise InputError(f"{type(self).__name__}: features must be a 2-D matrix, got shape {np.shape(X)}")
+        if X.shape[1] != self.n_features_in_:
+            raise InputError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
+                             f"{self.n_features_in_} (feature set {self.feature_set or '?'})")
+
+    def _save_fitted(self, path: Path) -> None:
+        """The fitted attributes that are plain values (n_features_in_, classes_, weights_, ...) as JSON, so a
+        loaded head is fitted exactly as the saved one."""
+        state = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()
+                 if k.endswith("_") and not k.startswith("_") and k not in getattr(self, "_not_saved", ())
+                 and _plain(v)}
+        (path / "fitted.json").write_text(json.dumps(state, default=lambda o: o.item()))
+
+    def _load_fitted(self, path: Path) -> None:
+        p = path / "fitted.json"
+        if p.exists():
+            for k, v in json.loads(p.read_text()).items():
+                setattr(self, k, np.asarray(v) if k == "classes_" else v)
 
     # -- persistence ------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -228,3 +292,16 @@ def check_finite(X: np.ndarray, what: str = "features", step: int = 65536) -> No
             first = a + int(np.argmax(bad)) if first is None else first
     if n_bad:
         raise InputError(f"{what}: {n_bad} rows hold NaN or infinite values (first: row {first})")
+
+
+def _plain(v) -> bool:
+    """JSON-able fitted state: numbers, strings, lists of them, small numeric arrays."""
+    if isinstance(v, (bool, int, float, str, np.integer, np.floating)) or v is None:
+        return True
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind in "biuf" and v.size <= 10_000
+    if isinstance(v, (list, tuple)):
+        return all(isinstance(x, (bool, int, float, str)) or x is None for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(x) for k, x in v.items())
+    return False

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from features.errors import InputError
 
@@ -30,41 +31,39 @@ def simplex_grid(m: int, step: float = 0.1) -> np.ndarray:
 class BlendHead(Head):
     kind = "blend"
 
-    def __init__(self, task, members: Sequence[str] = (), weights: Sequence[float] | None = None,
-                 step: float = 0.1):
+    def __init__(self, task, members: Sequence[str] | None = None, step: float = 0.1):
         super().__init__(task)
-        self.params = dict(members=list(members), weights=None if weights is None else list(map(float, weights)),
-                           step=step)
+        self.members = members        # None: the keys of the dict given to fit (or m0, m1, ... for a list)
+        self.step = step
 
     @property
     def search_method(self) -> str:
-        m, step = len(self.params["members"]), self.params["step"]
-        return (f"exhaustive simplex grid, step {step} ({len(simplex_grid(m, step))} weightings)" if m <= 4 else
-                f"pairwise coordinate ascent, step {step}, from the best single member")
+        m = len(getattr(self, "members_", None) or self.members or ())
+        return (f"exhaustive simplex grid, step {self.step} ({len(simplex_grid(m, self.step))} weightings)"
+                if m <= 4 else f"pairwise coordinate ascent, step {self.step}, from the best single member")
 
     @property
     def weights(self) -> np.ndarray:
-        return np.asarray(self.params["weights"])
+        check_is_fitted(self)
+        return np.asarray(self.weights_)
 
-    def _stack(self, scores) -> np.ndarray:
+    def _stack(self, scores, members) -> np.ndarray:
         if isinstance(scores, dict):
-            missing = [m for m in self.params["members"] if m not in scores]
+            missing = [m for m in members if m not in scores]
             if missing:
                 raise InputError(f"blend: scores of {missing} are missing")
-            scores = [scores[m] for m in self.params["members"]]
-        if len(scores) != len(self.params["members"]):
-            raise InputError(f"blend of {len(self.params['members'])} members got {len(scores)} score arrays")
+            scores = [scores[m] for m in members]
+        if len(scores) != len(members):
+            raise InputError(f"blend of {len(members)} members got {len(scores)} score arrays")
         return np.stack([np.asarray(s, np.float32) for s in scores])
 
-    def fit(self, scores, y, X_val=None, y_val=None):
+    def fit(self, scores, y, X_val=None, y_val=None, **rows):
         """`scores`: validation scores of the members (dict name -> array, or a list in member order)."""
-        if isinstance(scores, dict) and not self.params["members"]:
-            self.params["members"] = list(scores)
-        if not self.params["members"] and not isinstance(scores, dict):
-            self.params["members"] = [f"m{i}" for i in range(len(scores))]
-        if not self.params["members"]:
+        members = list(self.members) if self.members else (
+            list(scores) if isinstance(scores, dict) else [f"m{i}" for i in range(len(scores))])
+        if not members:
             raise InputError("blend: no members")
-        S = self._stack(scores)
+        S = self._stack(scores, members)
         m = len(S)
         y = np.asarray(y)
         if S.shape[1] != len(y) or S.shape[2] != self.task.n_outputs:
@@ -74,7 +73,7 @@ class BlendHead(Head):
             raise InputError("blend: member scores hold NaN or infinite values")
         score = lambda w: self.task.score(y, np.tensordot(w, S, axes=1))
         if m <= 4:
-            grid = simplex_grid(m, self.params["step"])
+            grid = simplex_grid(m, self.step)
             vals = np.array([score(w) for w in grid])
             best = int(np.argmax(vals))
             w = grid[best]
@@ -86,7 +85,7 @@ class BlendHead(Head):
             while improved:
                 improved = False
                 for i, j in itertools.permutations(range(m), 2):
-                    d = min(self.params["step"], w[j])
+                    d = min(self.step, w[j])
                     if d <= 0:
                         continue
                     cand = w.copy()
@@ -95,20 +94,26 @@ class BlendHead(Head):
                     v = score(cand)
                     if v > best_v + 1e-12:
                         w, best_v, improved = cand, v, True
-        self.params["weights"] = [round(float(x), 6) for x in w]
-        self.val_score = float(score(w))
+        self.members_ = members
+        self.weights_ = [round(float(x), 6) for x in w]
+        self.val_score_ = float(score(w))
+        self.n_features_in_ = m
         return self
 
-    def predict_proba(self, scores):
-        if self.params["weights"] is None:
-            raise RuntimeError("fit the blend first")
-        return np.tensordot(self.weights, self._stack(scores), axes=1).astype(np.float32)
+    val_score = property(lambda self: self.val_score_)
+
+    def predict_proba(self, scores, **rows):
+        check_is_fitted(self)
+        return np.tensordot(self.weights, self._stack(scores, self.members_), axes=1).astype(np.float32)
 
     def describe(self) -> str:
-        return " + ".join(f"{w:.1f}·{m}" for m, w in zip(self.params["members"], self.weights) if w > 0)
+        return " + ".join(f"{w:.1f}·{m}" for m, w in zip(self.members_, self.weights) if w > 0)
 
     def _save(self, path: Path):
-        (path / "weights.json").write_text(json.dumps(dict(zip(self.params["members"], self.weights.tolist()))))
+        (path / "weights.json").write_text(json.dumps(dict(zip(self.members_, self.weights.tolist()))))
+        self._save_fitted(path)
 
     def _load(self, path: Path):
-        pass
+        w = json.loads((path / "weights.json").read_text())
+        self.members_, self.weights_ = list(w), list(w.values())
+        self._load_fitted(path)

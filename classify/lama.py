@@ -88,32 +88,37 @@ class LamaHead(Head):
     def __init__(self, task, timeout: int = 60, cpu_limit: int | None = None, cv: int = 3, seed: int = 0,
                  log_file: str | None = None, max_rows: int | None = LAMA_MAX_ROWS):
         super().__init__(task)
-        self.params = dict(timeout=timeout, cpu_limit=cpu_limit or os.cpu_count() or 1, cv=cv, seed=seed,
-                           log_file=log_file, max_rows=max_rows)
-        self.model: bytes | None = None          # pickle of (TabularAutoML, classes seen in training)
-        self.rows_used: int | None = None
+        self.timeout = timeout
+        self.cpu_limit = cpu_limit        # None: all cores, resolved in the worker
+        self.cv = cv
+        self.seed = seed
+        self.log_file = log_file
+        self.max_rows = max_rows
+        # fitted: model_ (pickle of (TabularAutoML, classes seen in training)), rows_used_
 
-    def fit(self, X, y, X_val=None, y_val=None):
+    rows_used = property(lambda self: getattr(self, "rows_used_", None))
+
+    def fit(self, X, y, X_val=None, y_val=None, **rows):
         """Fit on (X, y), or on a class-stratified sample of `max_rows` of them: TabularAutoML's time limit
         only starts once the first fold of its first model is done, and on hundreds of thousands of rows that
         fold alone (LightGBM, 8 logit columns) takes many minutes on 2 cores, so the sample is what keeps it
         capped; a few logit columns need far fewer rows than that. TabularAutoML cross-validates on these
         rows itself, so the validation rows stay unseen (they are only scored)."""
         self._check_fit(X, y, X_val, y_val)
-        rows = sample_rows(np.asarray(y), self.params.get("max_rows"), self.params["seed"], self.task.kind)
-        self.rows_used = len(rows) if rows is not None else len(X)
+        rows = sample_rows(np.asarray(y), self.max_rows, self.seed, self.task.kind)
+        self.rows_used_ = len(rows) if rows is not None else len(X)
         X = np.asarray(X, np.float32) if rows is None else np.asarray(X[rows], np.float32)
         arrays = {"X": X, "y": np.asarray(y) if rows is None else np.asarray(y)[rows]}
         if X_val is not None:
             # the worker also scores the validation rows, saving a second start-up (~8 s of imports)
             arrays["X_val"] = np.asarray(X_val, np.float32)
-        self.model, val_scores = _call_worker("fit", self, arrays)
+        self.model_ = None
+        self.model_, val_scores = _call_worker("fit", self, arrays)
         self._cache = (_fingerprint(arrays["X_val"]), val_scores) if X_val is not None else None
         return self
 
-    def predict_proba(self, X):
-        if self.model is None:
-            raise RuntimeError("fit the head first")
+    def predict_proba(self, X, **rows):
+        self._check_predict(X)
         X = np.asarray(X, np.float32)
         cache = getattr(self, "_cache", None)
         if cache is not None and cache[0] == _fingerprint(X):
@@ -126,7 +131,7 @@ class LamaHead(Head):
         return pd.DataFrame(np.asarray(X, np.float32), columns=[f"f{i}" for i in range(X.shape[1])])
 
     def _fit_local(self, X, y, deadline: float | None = None) -> bytes:
-        p = self.params
+        p = {**self.params, "cpu_limit": self.cpu_limit or os.cpu_count() or 1}
         df = self._frame(X)
         if self.task.kind == "multiclass":
             df["target"] = y
@@ -167,7 +172,7 @@ class LamaHead(Head):
 
     def _predict_local(self, X) -> np.ndarray:
         with _quiet():
-            automl, classes, const = pickle.loads(self.model)
+            automl, classes, const = pickle.loads(self.model_)
             p = np.asarray(automl.predict(self._frame(X)).data, np.float32) if automl is not None else \
                 np.empty((len(X), 0), np.float32)
         if const:
@@ -193,10 +198,12 @@ class LamaHead(Head):
 
     # -- persistence ----------------------------------------------------------------------------------------
     def _save(self, path: Path):
-        (path / "lama.pkl").write_bytes(self.model)
+        (path / "lama.pkl").write_bytes(self.model_)
+        self._save_fitted(path)
 
     def _load(self, path: Path):
-        self.model = (path / "lama.pkl").read_bytes()
+        self.model_ = (path / "lama.pkl").read_bytes()
+        self._load_fitted(path)
 
 
 def sample_rows(y: np.ndarray, max_rows: int | None, seed: int, kind: str) -> np.ndarray | None:
@@ -244,8 +251,8 @@ def _call_worker(op: str, head: LamaHead, arrays: dict[str, np.ndarray]):
         start = time.time()
         (t / "head.json").write_text(json.dumps({"task": head.task.name, "params": head.params,
                                                  "deadline": start + head.params["timeout"] if limit else None}))
-        if head.model is not None:
-            (t / "model.pkl").write_bytes(head.model)
+        if getattr(head, "model_", None) is not None:
+            (t / "model.pkl").write_bytes(head.model_)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([_PKG_ROOT, os.environ.get("PYTHONPATH", "")])}
         # its own session, so that stopping it also stops the processes LightAutoML started
         proc = subprocess.Popen([sys.executable, "-m", "classify.lama", op, tmp], env=env, stdout=subprocess.PIPE,
@@ -285,12 +292,12 @@ def _worker(op: str, folder: str) -> int:
     X = np.load(t / "X.npy")
     try:
         if op == "fit":
-            head.model = head._fit_local(X, np.load(t / "y.npy"), meta.get("deadline"))
-            (t / "model.pkl").write_bytes(head.model)
+            head.model_ = head._fit_local(X, np.load(t / "y.npy"), meta.get("deadline"))
+            (t / "model.pkl").write_bytes(head.model_)
             if (t / "X_val.npy").exists():
                 np.save(t / "scores.npy", head._predict_local(np.load(t / "X_val.npy")))
         else:
-            head.model = (t / "model.pkl").read_bytes()
+            head.model_ = (t / "model.pkl").read_bytes()
             np.save(t / "scores.npy", head._predict_local(X))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -28,6 +28,13 @@ def _keras():
     """Import TensorFlow/Keras once, with thread counts that respect the machine."""
     global _TF_READY
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        # torch (and its lazily imported compiler stack, which the optimizers load: torch._dynamo -> triton)
+        # imported after TensorFlow segfaults (measured: torch 2.14 + TF in one process); the torch heads
+        # (temporal, fusion MLP) share the process with this one, so they go first
+        import torch._dynamo  # noqa: F401
+    except ImportError:
+        pass
     import tensorflow as tf
     import keras
     if not _TF_READY:
@@ -69,25 +76,30 @@ class MLPHead(Head):
     def __init__(self, task, hidden: int | None = None, epochs: int | None = None, batch: int | None = None,
                  lr: float | None = None, seed: int = 0, verbose: int = 0):
         super().__init__(task)
+        self.hidden = hidden          # None: the task's reference value (DEFAULTS), resolved in fit
+        self.epochs = epochs
+        self.batch = batch
+        self.lr = lr
+        self.seed = seed
+        self.verbose = verbose
+
+    def _resolved(self) -> dict:
+        """The parameters with the task's reference values for those left at None (read at fit time, so
+        set_params(task=...) changes them too)."""
         d = DEFAULTS[self.task.name]
-        self.params = dict(hidden=d["hidden"] if hidden is None else hidden,
-                           epochs=d["epochs"] if epochs is None else epochs,
-                           batch=d["batch"] if batch is None else batch, lr=d["lr"] if lr is None else lr,
-                           seed=seed, verbose=verbose)
-        self.model = None
-        self.history: list[float] = []
-        self.best_epoch: int | None = None
+        out = {k: d[k] if getattr(self, k) is None else getattr(self, k) for k in ("hidden", "epochs", "batch", "lr")}
+        return out | {"seed": self.seed, "verbose": self.verbose}
 
     # -- model ------------------------------------------------------------------------------------------------
     def _build(self, n_in: int, mean=None, var=None):
         tf, keras = _keras()
-        keras.utils.set_random_seed(self.params["seed"])
+        keras.utils.set_random_seed(self.seed)
         inp = keras.Input((n_in,))
         norm = keras.layers.Normalization(mean=mean if mean is not None else np.zeros(n_in),
                                           variance=var if var is not None else np.ones(n_in))
         h = norm(inp)
-        if self.params["hidden"]:
-            h = keras.layers.Dense(self.params["hidden"], activation="relu")(h)
+        if self.hidden_:
+            h = keras.layers.Dense(self.hidden_, activation="relu")(h)
         act = {"regression": "tanh", "multiclass": "softmax", "multilabel": "sigmoid"}[self.task.kind]
         out = keras.layers.Dense(self.task.n_outputs, activation=act)(h)
         return keras.Model(inp, out)
@@ -114,8 +126,8 @@ class MLPHead(Head):
         return weighted_bce
 
     def _train_step(self, tf, keras, loss_fn):
-        model = self.model
-        opt = keras.optimizers.Adam(self.params["lr"])
+        model = self.model_
+        opt = keras.optimizers.Adam(self.lr_)
         opt.build(model.trainable_variables)
 
         @tf.function(reduce_retracing=True)
@@ -137,23 +149,25 @@ class MLPHead(Head):
         return w[y].astype(np.float32)
 
     # -- interface --------------------------------------------------------------------------------------------
-    def fit(self, X, y, X_val=None, y_val=None):
+    def fit(self, X, y, X_val=None, y_val=None, **rows):
         """Train; with validation data, keep the epoch with the best official metric on it."""
         self._check_fit(X, y, X_val, y_val)
         tf, keras = _keras()
+        p = self._resolved()
+        self.hidden_, self.lr_ = int(p["hidden"]), float(p["lr"])
         y = np.asarray(y)
         ytr = y.astype(np.float32) if self.task.kind != "multiclass" else y.astype(np.int64)
         self._moments = _moments(X)
-        self.model = self._build(X.shape[1], *self._moments)
+        self.model_ = self._build(X.shape[1], *self._moments)
         step = self._train_step(tf, keras, self._loss(y))
-        source = _batch_source(X, ytr, self._sample_weights(y), self.params["batch"], self.params["seed"])
-        n_batches = math.ceil(len(X) / self.params["batch"])
-        best, best_w, self.history, self.best_epoch = -np.inf, None, [], None
+        source = _batch_source(X, ytr, self._sample_weights(y), p["batch"], p["seed"])
+        n_batches = math.ceil(len(X) / p["batch"])
+        best, best_w, self.history_, self.best_epoch_ = -np.inf, None, [], None
         # a plain loop over a compiled step, the next batch gathered in a thread while the step runs: less
         # per-step overhead than Keras' fit on a Python data source
         with ThreadPoolExecutor(1) as pool:
-            for epoch in tqdm(range(self.params["epochs"]), desc=f"{self.task.name} MLP", unit="epoch",
-                              disable=not self.params["verbose"]):
+            for epoch in tqdm(range(p["epochs"]), desc=f"{self.task.name} MLP", unit="epoch",
+                              disable=not p["verbose"]):
                 get = source(epoch)
                 nxt = pool.submit(get, 0)
                 for i in range(n_batches):
@@ -164,32 +178,39 @@ class MLPHead(Head):
                 if X_val is None or len(X_val) == 0:
                     continue
                 score = self.task.score(y_val, self.predict_proba(X_val))
-                self.history.append(float(score))
+                self.history_.append(float(score))
                 if score > best:
-                    best, best_w, self.best_epoch = score, self.model.get_weights(), epoch + 1
+                    best, best_w, self.best_epoch_ = score, self.model_.get_weights(), epoch + 1
         if best_w is not None:
-            self.model.set_weights(best_w)
+            self.model_.set_weights(best_w)
         return self
 
-    def predict_proba(self, X):
+    # the run's report reads these names
+    history = property(lambda self: getattr(self, "history_", []))
+    best_epoch = property(lambda self: getattr(self, "best_epoch_", None))
+
+    def predict_proba(self, X, **rows):
+        self._check_predict(X)
         tf, keras = _keras()
-        if self.model is None:
-            raise RuntimeError("fit the head first")
         out = np.empty((len(X), self.task.n_outputs), np.float32)
         step = 65536
         for a in range(0, len(X), step):
             xb = np.asarray(X[a:a + step], np.float32)
-            out[a:a + len(xb)] = self.model.predict(xb, batch_size=4096, verbose=0)
+            out[a:a + len(xb)] = self.model_.predict(xb, batch_size=4096, verbose=0)
         return out
 
     def _save(self, path: Path):
         # the whole model (standardisation included) in Keras' own format; loaded with compile=False, so the
         # custom losses are not needed to predict
-        self.model.save(path / "model.keras")
+        self.model_.save(path / "model.keras")
+        self._save_fitted(path)
 
     def _load(self, path: Path):
         tf, keras = _keras()
-        self.model = keras.models.load_model(path / "model.keras", compile=False)
+        self.model_ = keras.models.load_model(path / "model.keras", compile=False)
+        self._load_fitted(path)
+        if not hasattr(self, "n_features_in_"):          # saved before fitted.json existed
+            self.n_features_in_ = int(self.model_.inputs[0].shape[-1])
 
 
 def _moments(X, step: int = 65536):

@@ -38,31 +38,34 @@ class VAOnly(Head):
 
     def __init__(self, task="va"):
         super().__init__(task)
-        if self.task.kind != "regression":
-            raise InputError(f"the VA-only rule is for the VA task, not {self.task.name!r}")
 
     def _check(self, X):
+        if self.task.kind != "regression":
+            raise InputError(f"the VA-only rule is for the VA task, not {self.task.name!r}")
         if X.ndim != 2 or X.shape[1] != 2:
             raise InputError(f"VA-only rule needs the 2 valence/arousal outputs (feature set <extractor>/va), "
                              f"got {X.shape[1] if X.ndim == 2 else X.shape} columns")
 
-    def fit(self, X, y=None, X_val=None, y_val=None):
+    def fit(self, X, y=None, X_val=None, y_val=None, **rows):
         X = np.asarray(X)
         self._check(X)
         if y is not None:
             self._check_fit(X, y, X_val, y_val)
+        self.n_features_in_ = 2
         return self
 
-    def predict_proba(self, X):
+    def predict_proba(self, X, **rows):
         X = np.asarray(X)
+        self._check_predict(X)
         self._check(X)
         return np.clip(X.astype(np.float32), -1, 1)
 
     def _save(self, path: Path):
-        pass
+        self._save_fitted(path)
 
     def _load(self, path: Path):
-        pass
+        self._load_fitted(path)
+        self.n_features_in_ = 2
 
 
 @register
@@ -73,34 +76,36 @@ class LogitsRule(Head):
     def __init__(self, task="expr", class_names: Sequence[str] | None = None, hidden: int = 64,
                  max_iter: int = 50, seed: int = 0):
         super().__init__(task)
-        if self.task is not EXPR:
-            raise InputError(f"the logits rule is for the EXPR task, not {self.task.name!r}")
-        self.params = dict(class_names=list(class_names) if class_names else None, hidden=hidden,
-                           max_iter=max_iter, seed=seed)
-        self.other = None
+        self.class_names = class_names
+        self.hidden = hidden
+        self.max_iter = max_iter
+        self.seed = seed
 
     def _names(self, X) -> tuple[str, ...]:
-        return tuple(self.params["class_names"] or default_class_names(X.shape[1]))
+        return tuple(self.class_names or default_class_names(X.shape[1]))
 
-    def fit(self, X, y, X_val=None, y_val=None):
+    def fit(self, X, y, X_val=None, y_val=None, **rows):
         from sklearn.neural_network import MLPClassifier
+        if self.task != EXPR:
+            raise InputError(f"the logits rule is for the EXPR task, not {self.task.name!r}")
         self._check_fit(X, y, X_val, y_val)
         X = np.asarray(X)
         affwild_probabilities(self._names(X), X[:1])          # fail early on a bad class list
         is_other = (np.asarray(y) == OTHER).astype(int)
-        self.other = None
+        self.other_ = None
         if 0 < is_other.sum() < len(is_other):
-            self.other = MLPClassifier((self.params["hidden"],), max_iter=self.params["max_iter"],
-                                       early_stopping=True, random_state=self.params["seed"])
-            self.other.fit(X.astype(np.float32), is_other)
+            self.other_ = MLPClassifier((self.hidden,), max_iter=self.max_iter,
+                                        early_stopping=True, random_state=self.seed)
+            self.other_.fit(X.astype(np.float32), is_other)
         return self
 
-    def predict_proba(self, X):
+    def predict_proba(self, X, **rows):
         X = np.asarray(X)
+        self._check_predict(X)
         p = affwild_probabilities(self._names(X), X)
-        if self.other is None:
+        if self.other_ is None:
             return p
-        p_other = self.other.predict_proba(X.astype(np.float32))[:, 1].astype(np.float32)
+        p_other = self.other_.predict_proba(X.astype(np.float32))[:, 1].astype(np.float32)
         rest = p.copy()
         rest[:, OTHER] = 0
         rest /= np.maximum(rest.sum(axis=1, keepdims=True), 1e-12)
@@ -110,11 +115,13 @@ class LogitsRule(Head):
 
     def _save(self, path: Path):
         # the Other gate's weights as JSON + NPZ (no pickle: loading a run folder must not run code from it)
-        if self.other is not None:
-            save_mlp_classifier(self.other, path, "other")
+        if self.other_ is not None:
+            save_mlp_classifier(self.other_, path, "other")
+        self._save_fitted(path)
 
     def _load(self, path: Path):
         if (path / "other.pkl").exists() and not (path / "other.json").exists():
             raise InputError("this logits head was saved as a pickle (other.pkl) by an older version, which is "
                              "not loaded (unpickling can run code); fit it again", path)
-        self.other = load_mlp_classifier(path, "other") if (path / "other.json").exists() else None
+        self.other_ = load_mlp_classifier(path, "other") if (path / "other.json").exists() else None
+        self._load_fitted(path)

@@ -35,7 +35,7 @@ from postprocess.sweep import best_k, sweep_k
 from postprocess.thresholds import tune_thresholds
 from postprocess.timeline import filled_scores, full_timeline, smoothed_scores, spread
 
-from . import featuresets
+from . import catalog, featuresets, kfold
 from .base import Head, check_finite
 from .blend import BlendHead
 from .lama import LAMA_MAX_ROWS, LamaHead, LamaTimeout
@@ -96,7 +96,7 @@ def merge_splits(a: Split, b: Split) -> Split:
                  missing_reasons={})
 
 
-LEARNED = ("mlp", "lama")
+LEARNED = ("mlp", "lama") + catalog.KINDS
 RULES = ("logits", "va_only")
 DEFAULT_KS = range(0, 201, 2)
 
@@ -133,7 +133,8 @@ def plan_members(task: Task, store: FeatureStore, heads: list[str], features: li
     defaults = featuresets.default_sets(store, task.name)
     members: dict[str, tuple[str, str]] = {}
     for k in kinds:
-        sets = explicit.get(k) or (bare if k in LEARNED else []) or [defaults.get(k, "")]
+        sets = explicit.get(k) or (bare if k in LEARNED else []) or [defaults.get(k, defaults["mlp"] if k in
+                                                                               catalog.KINDS else "")]
         sets = list(dict.fromkeys(s for s in sets if s))
         if not sets:
             raise InputError(f"head {k!r}: the cache offers no feature set for it; pass {k}=<set> "
@@ -158,6 +159,8 @@ def make_head(kind: str, task: Task, store: FeatureStore, feature_set: str, opts
                           seed=opts.get("seed", 0))
     if kind == "va_only":
         return VAOnly(task)
+    if kind in catalog.KINDS:
+        return catalog.make(kind, task, store, feature_set, opts)
     raise InputError(f"unknown head {kind!r}; choose from {', '.join(LEARNED + RULES)}, blend")
 
 
@@ -230,13 +233,15 @@ class Frames:
     face: np.ndarray             # (N,) cached with a face: the frames that get scores
     y: np.ndarray | None
 
-    def predict(self, head: Head, feature_set: str, what: str) -> np.ndarray:
-        """The head's scores on every frame with a face, NaN on the others (filled later, when smoothing)."""
+    def predict(self, head: Head, feature_set: str, what: str, out_of_fold: bool = False) -> np.ndarray:
+        """The head's scores on every frame with a face, NaN on the others (filled later, when smoothing).
+        `out_of_fold`: a k-fold head scores each video with the fold model that did not see it."""
         s = np.full((len(self.video), self.task.n_outputs), np.nan, np.float32)
         if self.face.any():
             X = self.X[feature_set][self.row[self.face]]
             check_finite(X, f"{what} features {feature_set}")
-            s[self.face] = head.predict_proba(X)
+            rows = dict(groups=self.video[self.face], frames=self.frame[self.face])
+            s[self.face] = head.predict_oof(X, **rows) if out_of_fold else head.predict_proba(X, **rows)
         return s
 
     def scoreset(self, scores: np.ndarray, heads: dict | None = None) -> ScoreSet:
@@ -346,6 +351,7 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
     ks = DEFAULT_KS if ks is None else ks
     store = FeatureStore(cache_files(cache))    # the file, else its shard files; or a comma list
     members = plan_members(task, store, heads, list(features or []))
+    catalog.check_options(task, [k for k, _ in members.values()], opts)
     used = list(dict.fromkeys(fs for _, fs in members.values()))
     run_dir = _unique_dir(Path(runs_dir), task, name)
     test_videos = read_test_list(test) if test is not None else None
@@ -358,6 +364,11 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
             f"features{f' {sp.missing_reasons}' if sp.n_missing else ''} (labels: {sp.source})")
     log(f"  loaded in {time.perf_counter() - t0:.1f} s")
     fit_on = merge_splits(tr, va) if train_val else tr
+    n_folds = opts.get("kfold")
+    if n_folds:
+        fit_on = merge_splits(tr, va)
+        kfold.check_folds(fit_on.video, n_folds)
+    catalog.check_data([k for k, _ in members.values()], opts, fit_on.video, fit_on.frame)
     run_dir.mkdir(parents=True)
     started.append(run_dir)
     val_videos = list(dict.fromkeys((va.labels["video"] if va.labels is not None else va.video).astype(str)))
@@ -372,17 +383,29 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
         head = make_head(kind, task, store, fs, opts, run_dir)
         head.feature_set = fs
         try:
-            head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y)
+            if n_folds:
+                # fold models on train + val grouped by video; the validation rows' scores are out-of-fold
+                head = kfold.KFoldHead(task, estimator=head, n_splits=n_folds)
+                head.feature_set = fs
+                head.fit(fit_on.X[fs], fit_on.y, groups=fit_on.video, frames=fit_on.frame)
+                scores[mname] = head.oof_[len(tr.y):]
+            else:
+                head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y, groups=fit_on.video, frames=fit_on.frame,
+                         groups_val=va.video, frames_val=va.frame)
+                scores[mname] = head.predict_proba(va.X[fs], groups=va.video, frames=va.frame)
         except LamaTimeout as e:          # the other members still make a run; the log and metrics say so
             log(f"  {mname} left out: {e}")
             extra[mname] = {"left_out": str(e)}
             continue
-        scores[mname] = head.predict_proba(va.X[fs])
         fitted[mname] = head
-        val_tl[mname] = vf.predict(head, fs, f"{cache}: val")
+        val_tl[mname] = vf.predict(head, fs, f"{cache}: val", out_of_fold=bool(n_folds))
         sm = smoothing(task, vf.scoreset(val_tl[mname]), ks)
-        rows.append(dict(method=mname, feature_set=fs, ensemble="no", **_metrics(task, sm),
-                         seconds=round(time.perf_counter() - t, 1)))
+        rows.append(dict(method=mname, feature_set=fs, ensemble=f"mean of {n_folds} folds" if n_folds else "no",
+                         **_metrics(task, sm), seconds=round(time.perf_counter() - t, 1)))
+        for i, (f_score, n_vid) in enumerate(zip(getattr(head, "fold_scores_", []),
+                                                 getattr(head, "fold_videos_", []))):
+            rows.append(dict(method=f"{mname} fold {i + 1}/{n_folds} ({n_vid} held-out videos)", feature_set=fs,
+                             ensemble="no", metric_raw=round(f_score, 4), k="", metric_smoothed=""))
         if getattr(head, "history", None):
             extra[mname] = {"val_metric_by_epoch": head.history, "best_epoch": head.best_epoch}
         sample, n_fit = "", getattr(head, "rows_used", None)
@@ -391,15 +414,15 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
             extra.setdefault(mname, {})["train_rows"] = n_fit
         log(f"  {mname} on {fs}: {task.metric_name} {sm['metric_raw']:.4f} frame-level, "
             f"{sm['metric_smoothed']:.4f} smoothed (k={sm['k']}) [{time.perf_counter() - t:.1f} s{sample}]")
-    if not rows:
+    if not scores:
         raise InputError(f"no head was fitted: {'; '.join(v['left_out'] for v in extra.values())}")
-    final_name = max(rows, key=lambda r: r["metric_raw"])["method"]
+    final_name = max((r for r in rows if r["method"] in scores), key=lambda r: r["metric_raw"])["method"]
     if "blend" in heads and len(scores) > 1:
         t = time.perf_counter()
         blend = BlendHead(task).fit(scores, va.y)
         scores["blend"] = blend.predict_proba(scores)
         fitted["blend"] = blend
-        blend.feature_set = " & ".join(members[m][1] for m in blend.params["members"])
+        blend.feature_set = " & ".join(members[m][1] for m in blend.members_)
         val_tl["blend"] = blend.predict_proba(val_tl)
         sm = smoothing(task, vf.scoreset(val_tl["blend"]), ks)
         rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",
@@ -448,7 +471,7 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
                                                if "thresholds" in final else {})},
                "heads": rows, "members": {m: {"head": k, "feature_set": fs} for m, (k, fs) in members.items()},
                "training": extra,
-               "blend": {"weights": dict(zip(fitted["blend"].params["members"], fitted["blend"].weights.tolist())),
+               "blend": {"weights": dict(zip(fitted["blend"].members_, fitted["blend"].weights.tolist())),
                          "search": fitted["blend"].search_method} if "blend" in fitted else None,
                "frames": {"train": len(tr.y), "val": len(va.y), "train_labelled": tr.n_labelled,
                           "val_labelled": va.n_labelled, "train_labelled_without_features": tr.n_missing,

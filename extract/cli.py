@@ -140,7 +140,8 @@ def _run_ray(a: argparse.Namespace, source, det, amp: str | None) -> int:
 
     from . import ray_engine
     from .runner import Settings
-    make = partial(ray_engine.build_all, create_extractor, split_specs(a.extractors), a.device, a.allow_pickle, amp,
+    make = partial(ray_engine.build_all, create_extractor, split_specs(a.extractors or ["fer"]), a.device,
+                   a.allow_pickle, amp,
                    a.channels_last, a.compile, a.runtime)
     settings = Settings(batch=a.batch, workers=a.workers, device=a.device, detector=det, progress=not a.quiet,
                         resize_on=a.resize_on)

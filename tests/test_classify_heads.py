@@ -63,10 +63,10 @@ def test_mlp_keeps_the_best_validation_epoch(fitted):
 def test_mlp_float16_input_and_params(data):
     X, y, Xv, yv = split(data, "expr")
     h = MLPHead("expr", hidden=16, epochs=1, batch=512, lr=3e-3)
-    assert h.get_params()["hidden"] == 16 and h.set_params(epochs=2).params["epochs"] == 2
+    assert h.get_params()["hidden"] == 16 and h.set_params(epochs=2).params["epochs"] == 2 and h.epochs == 2
     assert X.dtype == np.float16
     h.fit(X, y, Xv, yv)
-    assert h.model.layers[-2].units == 16 and h.predict(Xv).shape == (len(Xv),)
+    assert h.model_.layers[-2].units == 16 and h.predict(Xv).shape == (len(Xv),)
 
 
 def test_save_reload_identical_and_refuses_other_task(fitted, data, tmp_path):
@@ -151,7 +151,7 @@ def test_logits_rule_other_detector_and_reload(tmp_path):
     h.save(tmp_path / "logits")
     np.testing.assert_array_equal(load_head(tmp_path / "logits").predict_proba(z[2000:]), p)
     with pytest.raises(InputError, match="EXPR task"):
-        LogitsRule("au")
+        LogitsRule("au").fit(z[:50], y[:50])
 
 
 def test_va_only_rule():
@@ -160,7 +160,7 @@ def test_va_only_rule():
     with pytest.raises(InputError, match="2 valence/arousal"):
         VAOnly().fit(np.zeros((2, 3)))
     with pytest.raises(InputError, match="VA task"):
-        VAOnly("expr")
+        VAOnly("expr").fit(X)
 
 
 def test_bad_input_to_heads(data):
