@@ -154,6 +154,20 @@ def _thresholds(thr, task: Task) -> list[float] | None:
     return [float(x) for x in np.broadcast_to(np.asarray(thr, np.float64).reshape(-1), (task.n_outputs,))]
 
 
+def _load_head(path: Path, task: Task, allow_pickle: bool) -> Head:
+    """load_head, with the module of a kind beyond the reference imported first (classify.catalog.MODULES:
+    base.load_head only knows the reference kinds in a fresh process)."""
+    import importlib
+    from .catalog import MODULES
+    try:
+        kind = json.loads((path / "head.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None                 # load_head says what is wrong with the file
+    if kind in MODULES:
+        importlib.import_module(MODULES[kind])
+    return load_head(path, task, allow_pickle=allow_pickle)
+
+
 def load_run(run: str | os.PathLike, allow_pickle: bool = False) -> LoadedRun:
     """The run's final head (and a blend's members), its post-processing and the recorded provenance."""
     run = Path(run)
@@ -172,13 +186,13 @@ def load_run(run: str | os.PathLike, allow_pickle: bool = False) -> LoadedRun:
     heads_dir = run / "heads"
     if not (heads_dir / final).is_dir():
         raise InputError(f"the final head {final!r} was not saved (no heads/{final}/); train the run again", run)
-    heads = {final: load_head(heads_dir / final, task, allow_pickle=allow_pickle)}
-    names = heads[final].params.get("members", []) if heads[final].kind == "blend" else [final]
+    heads = {final: _load_head(heads_dir / final, task, allow_pickle)}
+    names = list(heads[final].members_) if heads[final].kind == "blend" else [final]
     for m in names:
         if m not in heads:
             if not (heads_dir / m).is_dir():
                 raise InputError(f"blend member {m!r} was not saved (no heads/{m}/)", run)
-            heads[m] = load_head(heads_dir / m, task, allow_pickle=allow_pickle)
+            heads[m] = _load_head(heads_dir / m, task, allow_pickle)
     members = {}
     for m in names:
         fs = heads[m].feature_set or (metrics.get("members") or {}).get(m, {}).get("feature_set")
@@ -231,9 +245,10 @@ def _chunks(store: FeatureStore, extractor: str, videos: list[str], rows: int) -
 
 def score_run(store: FeatureStore, lr: LoadedRun, videos: list[str], chunk_rows: int = CHUNK_ROWS) -> Scored:
     """The final head's scores on every frame of `videos`, a chunk of videos at a time (a chunk's features are
-    the only large arrays). Every cached row is scored, as stored (float16 embeddings go to the MLP as they
-    are; it converts a block at a time): frames without a face hold zero features, and scoring them costs
-    less than copying the face rows out; their scores are then set to NaN, for gap filling."""
+    the only large arrays). Each head gets what `classify` gave it on validation (run.Frames.predict): the rows
+    with a face, with their videos and frames (temporal heads window them by video), as stored (float16
+    embeddings go to the Keras MLP as they are; it converts a block at a time). Frames without a face get NaN,
+    for gap filling."""
     from postprocess.timeline import full_timeline, spread
     keys = {fs: featuresets.resolve(store, fs) for fs in lr.feature_sets}
     outs: dict[str, list[str]] = {}
@@ -248,19 +263,24 @@ def score_run(store: FeatureStore, lr: LoadedRun, videos: list[str], chunk_rows:
     for chunk in _chunks(store, exts[0], videos, chunk_rows):
         blk = store.read(chunk, exts, outputs=outs)
         face = blk.index["face"].to_numpy(bool)
+        every = bool(face.all())                   # no copy of the features when every frame has a face
+        rows = dict(groups=blk.index["video"].to_numpy(str)[face],
+                    frames=blk.index["frame"].to_numpy(np.int64)[face])
         member = {}
         for m, fs in lr.members.items():
             head = lr.heads[m]
             X = blk.arrays[keys[fs][0]] if len(keys[fs]) == 1 else blk.matrix(keys[fs])
             if X.dtype != np.float32 and head.kind != "mlp":
                 X = X.astype(np.float32)
-            sc = np.asarray(head.predict_proba(X), np.float32)
+            sc = np.full((len(face), lr.task.n_outputs), np.nan, np.float32)
+            if face.any():
+                sc[face] = head.predict_proba(X if every else X[face], **rows)
             bad = face & ~np.isfinite(sc).all(axis=1)
             if bad.any():
-                raise InputError(f"features {fs}: {int(bad.sum())} frames with a face hold NaN or infinite "
-                                 f"values (first: video {blk.index['video'].iloc[int(np.argmax(bad))]!r}, "
-                                 f"frame {int(blk.index['frame'].iloc[int(np.argmax(bad))])})", store.paths[0])
-            sc[~face] = np.nan
+                i = int(np.argmax(bad))
+                raise InputError(f"features {fs}: {int(bad.sum())} frames with a face get NaN or infinite scores "
+                                 f"(are their features finite?), first: video {blk.index['video'].iloc[i]!r}, "
+                                 f"frame {int(blk.index['frame'].iloc[i])}", store.paths[0])
             member[m] = sc
         raw = final.predict_proba(member) if final.kind == "blend" else member[lr.final]
         video, frame, pos = full_timeline(blk.index["video"].to_numpy(str), blk.index["frame"].to_numpy(np.int64),

@@ -184,3 +184,27 @@ def test_extract_run_takes_cache_and_out_alike():
     from extract.cli import build_parser
     assert build_parser().parse_args(["run", "--cache", "a.h5"]).out == "a.h5"
     assert build_parser().parse_args(["run", "--out", "b.h5"]).out == "b.h5"
+
+
+def test_temporal_and_fusion_heads_in_a_fresh_process(w, tmp_path):
+    """The heads beyond the reference load in a fresh `python -m classify predict` (their modules are imported
+    by kind), and a temporal head gets each video's frames as in training: the run's validation scores again."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    rd = run("expr", w / "features.h5", w / "labels", ["temporal", "fusion_mlp", "blend"], name="t",
+             runs_dir=tmp_path / "runs", ks=[0, 3], opts={"epochs": 1, "window": 16}, **QUIET)
+    m = json.loads((rd / "metrics.json").read_text())
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "classify", "predict", "--run", str(rd), "--cache",
+                        str(w / "features.h5"), "--out", str(tmp_path / "p.csv"), "--timelines", "0",
+                        "--videos", ",".join(_val_videos(rd))], cwd=tmp_path, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(root)), timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ss = load_scores(rd / "scores.h5", "val")
+    want = smoothed_scores(ss, m["summary"]["k"])
+    got = read_table(tmp_path / "p.csv").merge(
+        pd.DataFrame({"video": ss.video, "frame": ss.frame, "row": np.arange(len(ss))}), on=["video", "frame"])
+    assert len(got) == len(ss)
+    np.testing.assert_allclose(got[list(EXPR.labels)].to_numpy(np.float64), want[got["row"].to_numpy()], atol=1e-4)
