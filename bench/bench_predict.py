@@ -58,7 +58,8 @@ def build(root: Path, n: int, n_videos: int) -> tuple[Path, Path]:
     rule = LogitsRule("expr", class_names=AFFECTNET8)
     rule.feature_set = "enet/logits"
     rule.fit(L, y)
-    blend = BlendHead("expr", members=["mlp", "logits"], weights=[0.7, 0.3])
+    blend = BlendHead("expr", members=["mlp", "logits"]).fit(
+        {"mlp": mlp.predict_proba(X[:4000]), "logits": rule.predict_proba(L[:4000])}, y[:4000])
     blend.feature_set = "enet/embedding & enet/logits"
     for name, h in (("mlp", mlp), ("logits", rule), ("blend", blend)):
         h.save(run / "heads" / name)
