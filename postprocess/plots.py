@@ -48,8 +48,9 @@ def plot_timeline(task: Task | str, frame: np.ndarray, raw: np.ndarray, smoothed
     task = get_task(task)
     frame = np.asarray(frame)
     if task.kind == "multiclass":
-        fig, axes = plt.subplots(3, 1, figsize=(10, 5), dpi=100, sharex=True,
-                                 gridspec_kw={"height_ratios": [3, 3, 1]})
+        labelled = y is not None                 # without labels (a prediction) no empty label strip
+        fig, axes = plt.subplots(3 if labelled else 2, 1, figsize=(10, 5 if labelled else 4.3), dpi=100,
+                                 sharex=True, gridspec_kw={"height_ratios": [3, 3, 1] if labelled else [3, 3]})
         ext = [frame[0], frame[-1], -0.5, task.n_outputs - 0.5]
         for ax, s, name in zip(axes[:2], (raw, smoothed), ("raw", "smoothed")):
             ax.imshow(np.asarray(s).T, aspect="auto", origin="lower", extent=ext, cmap="viridis",
@@ -62,7 +63,7 @@ def plot_timeline(task: Task | str, frame: np.ndarray, raw: np.ndarray, smoothed
             axes[2].plot(frame, yy, color="black", lw=1, drawstyle="steps-mid")
             axes[2].set_ylim(-0.5, task.n_outputs - 0.5)
             axes[2].set_yticks(range(task.n_outputs), task.labels, fontsize=5)
-        axes[2].set_ylabel("label")
+            axes[2].set_ylabel("label")
     else:
         cols = list(range(task.n_outputs)) if task.kind == "regression" else list(columns)
         fig, axes = plt.subplots(len(cols), 1, figsize=(10, 1.8 * len(cols) + 0.6), dpi=100, sharex=True,
