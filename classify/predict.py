@@ -154,20 +154,6 @@ def _thresholds(thr, task: Task) -> list[float] | None:
     return [float(x) for x in np.broadcast_to(np.asarray(thr, np.float64).reshape(-1), (task.n_outputs,))]
 
 
-def _load_head(path: Path, task: Task, allow_pickle: bool) -> Head:
-    """load_head, with the module of a kind beyond the reference imported first (classify.catalog.MODULES:
-    base.load_head only knows the reference kinds in a fresh process)."""
-    import importlib
-    from .catalog import MODULES
-    try:
-        kind = json.loads((path / "head.json").read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = None                 # load_head says what is wrong with the file
-    if kind in MODULES:
-        importlib.import_module(MODULES[kind])
-    return load_head(path, task, allow_pickle=allow_pickle)
-
-
 def load_run(run: str | os.PathLike, allow_pickle: bool = False) -> LoadedRun:
     """The run's final head (and a blend's members), its post-processing and the recorded provenance."""
     run = Path(run)
@@ -186,13 +172,13 @@ def load_run(run: str | os.PathLike, allow_pickle: bool = False) -> LoadedRun:
     heads_dir = run / "heads"
     if not (heads_dir / final).is_dir():
         raise InputError(f"the final head {final!r} was not saved (no heads/{final}/); train the run again", run)
-    heads = {final: _load_head(heads_dir / final, task, allow_pickle)}
+    heads = {final: load_head(heads_dir / final, task, allow_pickle=allow_pickle)}
     names = list(heads[final].members_) if heads[final].kind == "blend" else [final]
     for m in names:
         if m not in heads:
             if not (heads_dir / m).is_dir():
                 raise InputError(f"blend member {m!r} was not saved (no heads/{m}/)", run)
-            heads[m] = _load_head(heads_dir / m, task, allow_pickle)
+            heads[m] = load_head(heads_dir / m, task, allow_pickle=allow_pickle)
     members = {}
     for m in names:
         fs = heads[m].feature_set or (metrics.get("members") or {}).get(m, {}).get("feature_set")
