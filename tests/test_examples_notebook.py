@@ -1,32 +1,25 @@
-"""examples/experiment_on_cache.ipynb runs top to bottom. With nbclient installed it is executed by a Jupyter
-kernel; otherwise its code cells run in order in one namespace here (the notebook's code is plain Python, so
-this checks the same code without adding Jupyter to the dependencies)."""
-import json
+"""examples/experiment_on_cache.ipynb runs top to bottom in a Jupyter kernel (nbclient), so it never rots; its
+printed results and its two plots are checked."""
 import os
 from pathlib import Path
 
+import pytest
 
-import classify  # noqa: F401  (sets the OpenMP wait policy before torch loads)
+nbclient = pytest.importorskip("nbclient", reason="nbclient is in the project's test extra (pip install -e .[test])")
+nbformat = pytest.importorskip("nbformat")
 
 NB = Path(__file__).resolve().parents[1] / "examples" / "experiment_on_cache.ipynb"
 
 
-def test_notebook_runs(monkeypatch, capsys):
-    nb = json.loads(NB.read_text())
-    try:
-        import nbclient
-        import nbformat
-    except ImportError:
-        nbclient = None
-    monkeypatch.setenv("PYTHONPATH", str(NB.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    if nbclient is not None:
-        nbclient.NotebookClient(nbformat.reads(NB.read_text(), 4), timeout=600,
-                                resources={"metadata": {"path": str(NB.parents[1])}}).execute()
-        return
-    ns: dict = {"__name__": "__notebook__"}
-    for i, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
-        exec(compile("".join(cell["source"]), f"{NB.name}[code cell {i}]", "exec"), ns)
-    out = capsys.readouterr().out
-    assert "fusion_mlp" in out and "temporal" in out and "best k" in out and "blend" in out
-    assert len(ns["scores"]) == 2 and ns["blend"].val_score_ >= max(
-        ns["EXPR"].score(ns["va"].y, s) for s in ns["scores"].values()) - 1e-9
+def test_notebook_runs(monkeypatch):
+    root = NB.parents[1]
+    monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    nb = nbformat.reads(NB.read_text(), 4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(root)}}).execute()
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(o.get("text", "") for o in outs if o.output_type == "stream")
+    assert "fusion_mlp" in text and "temporal" in text and "best k" in text and "blend" in text, text
+    pngs = [o for o in outs if o.output_type == "display_data" and "image/png" in o.data]
+    assert len(pngs) == 2, "the metric-by-k plot and one video's timeline"
+    assert not [o for o in outs if o.output_type == "error"]
