@@ -38,8 +38,15 @@ def _as_is(item: dict) -> dict:
 
 def _worker_init(_: int) -> None:
     # decode workers are many; keep each single-threaded so they do not fight over cores
+    import sys
+
     import torch
     torch.set_num_threads(1)
+    if "cv2" in sys.modules:
+        # a forked worker of a parent that had used OpenCV: its thread pool did not survive fork() and any cv2
+        # call here deadlocks (seen in one process that detected faces, then extracted crops). Forked workers
+        # (ImageBatches) only use PIL; the cv2 workers (FaceChunks) start from a fresh forkserver process.
+        return
     try:
         import cv2
         cv2.setNumThreads(1)
