@@ -132,7 +132,7 @@ def cmd_run(a: argparse.Namespace) -> int:
                   for s in split_specs(a.extractors or ["fer"])]
     summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
                   limit_videos=a.limit_videos, detector=det, progress=not a.quiet,
-                  resize_on=a.resize_on)
+                  resize_on=a.resize_on, decode=a.decode)
     print(f"extract: {summary.line()}", file=sys.stderr)
     return 0
 
@@ -147,7 +147,7 @@ def _run_ray(a: argparse.Namespace, source, det, amp: str | None) -> int:
                    a.allow_pickle, amp,
                    a.channels_last, a.compile, a.runtime)
     settings = Settings(batch=a.batch, workers=a.workers, device=a.device, detector=det, progress=not a.quiet,
-                        resize_on=a.resize_on)
+                        resize_on=a.resize_on, decode=a.decode)
     summary = ray_engine.run(source, make, a.out, settings=settings, address=a.ray_address,
                              n_workers=a.ray_workers, gpus_per_worker=a.gpus_per_worker,
                              limit_videos=a.limit_videos)
@@ -254,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resize-on", default="auto", choices=["auto", "workers", "device"],
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")
+    r.add_argument("--decode", default="auto", choices=["auto", "workers", "device"],
+                   help="where JPEG crops are decoded: in the decode workers (PIL) or a batch at a time on the "
+                        "model's device (torchvision decode_jpeg: nvJPEG on CUDA, recorded in the cache; the "
+                        "workers only read the files; other files stay with PIL; auto: device on CUDA)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: this machine; ray: a pool of Ray workers, one per GPU, each writing "
