@@ -183,9 +183,22 @@ def apply_runtime(ext: Extractor, runtime: str) -> Extractor:
         return from_torch(ext)
     try:
         out = from_torch(ext)
-    except InputError as e:
-        log.warning("%s; runtime auto keeps torch", e)
-        ext.extra = {**ext.extra, "runtime_choice": "auto: torch (the ONNX export failed)"}
+        _same_outputs(ext, out)
+    except Exception as e:      # auto must never make a working model fail: any refusal keeps torch
+        log.info("%s: %s; runtime auto keeps torch", ext.name, str(e).splitlines()[0][:200] if str(e) else e)
+        ext.extra = {**ext.extra, "runtime_choice": "auto: torch (the ONNX export did not reproduce the model)"}
         return ext
     out.extra = {**out.extra, "runtime_choice": f"auto: {why}"}
     return out
+
+
+def _same_outputs(ext: Extractor, twin: Extractor, rows: int = 3) -> None:
+    """Raise unless `twin` gives `ext`'s outputs on a probe batch of a size neither was built with (a network
+    traced at a fixed batch size, e.g. a torch.export program, exports to a graph that only takes that size)."""
+    import numpy as np
+    x = np.random.default_rng(0).integers(0, 256, (rows, ext.input_size, ext.input_size, 3), dtype=np.uint8)
+    a, b = ext(x), twin(x)
+    for k in a:
+        scale = max(1.0, float(np.abs(a[k]).max()))
+        if k not in b or b[k].shape != a[k].shape or float(np.abs(a[k] - b[k]).max()) > 1e-4 * scale:
+            raise ValueError(f"output {k!r} differs from torch's")
