@@ -91,11 +91,14 @@ def decode(data, off: np.ndarray, device) -> tuple[list, list[str]]:
     One batched call (nvJPEG decodes the whole list at once); if it fails, each file alone, so that a corrupt
     file masks only its own frame."""
     import warnings
-
-    import torch
     with warnings.catch_warnings():     # torchvision 0.29 flags its image codecs as moving to torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_jpeg
+        return _decode(data, off, device)
+
+
+def _decode(data, off: np.ndarray, device) -> tuple[list, list[str]]:
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
     blobs = [data[int(lo):int(hi)] for lo, hi in zip(off[:-1], off[1:])]
     if not blobs:
         return [], []
