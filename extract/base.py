@@ -119,7 +119,8 @@ class TorchExtractor(Extractor):
 
     def runtime(self) -> dict:
         import torch
-        out = {"device": self.device.type, "channels_last": self.channels_last, "compiled": self.compile}
+        out = {"runtime": "torch", "device": self.device.type, "channels_last": self.channels_last,
+               "compiled": self.compile}
         if self.device.type == "cuda" and not self.amp:
             # float32 convolutions on Ampere+ GPUs run in TF32 by default: ~1e-3 relative from CPU float32
             out["cuda_tf32"] = bool(torch.backends.cudnn.allow_tf32)

@@ -87,13 +87,13 @@ def _number(kind: type, low: float, high: float | None = None, high_open: bool =
 
 
 def create_extractor(spec: str, device: str, allow_pickle: bool = False, amp: str | None = None,
-                     channels_last: bool = False, compile: bool = False, runtime: str = "torch"):
+                     channels_last: bool = False, compile: bool = False, runtime: str = "auto"):
     """Build one extractor through the factory (extract.factory.create: `allow_pickle` goes only to factories
-    that take it; `runtime="onnxruntime"` applies to torch networks, as the spec option does)."""
+    that take it; `runtime` (auto | torch | onnxruntime) is the runtime of a spec that names none, see
+    extract.factory.apply_runtime)."""
     from . import factory
     return factory.create(spec, allow_pickle=allow_pickle, device=device, amp=amp or None,
-                          channels_last=channels_last or None, compile=compile or None,
-                          runtime=runtime if runtime != "torch" else None)
+                          channels_last=channels_last or None, compile=compile or None, default_runtime=runtime)
 
 
 def _ensure_default_data(data: Path) -> None:
@@ -132,7 +132,7 @@ def cmd_run(a: argparse.Namespace) -> int:
                   for s in split_specs(a.extractors or ["fer"])]
     summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
                   limit_videos=a.limit_videos, detector=det, progress=not a.quiet,
-                  resize_on=a.resize_on)
+                  resize_on=a.resize_on, decode=a.decode)
     print(f"extract: {summary.line()}", file=sys.stderr)
     return 0
 
@@ -147,7 +147,7 @@ def _run_ray(a: argparse.Namespace, source, det, amp: str | None) -> int:
                    a.allow_pickle, amp,
                    a.channels_last, a.compile, a.runtime)
     settings = Settings(batch=a.batch, workers=a.workers, device=a.device, detector=det, progress=not a.quiet,
-                        resize_on=a.resize_on)
+                        resize_on=a.resize_on, decode=a.decode)
     summary = ray_engine.run(source, make, a.out, settings=settings, address=a.ray_address,
                              n_workers=a.ray_workers, gpus_per_worker=a.gpus_per_worker,
                              limit_videos=a.limit_videos)
@@ -233,9 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch models (GPU)")
     r.add_argument("--compile", action="store_true",
                    help="torch.compile torch models (about a minute of compiling; ~1.5x faster B0 on a 2-core CPU)")
-    r.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
-                   help="run torch models through onnxruntime (exported in memory; ~2x faster B0 on a 2-core CPU; "
-                        "needs the onnx extra)")
+    r.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"],
+                   help="how torch models run, for specs that do not say (:runtime=...): onnxruntime (exported in "
+                        "memory; ~2x faster B0 on a 2-core CPU; needs the onnx extra) or torch; auto (default): "
+                        "onnxruntime for float32 models on a CPU when the onnx extra is installed, else torch. "
+                        "Recorded in the cache")
     r.add_argument("--detect", default="auto", choices=["auto", "on", "off"],
                    help="face detection (auto: on for videos and --layout images, off for Aff-Wild2 crops and "
                         "--layout folders); off: whole frames go to the models")
@@ -252,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resize-on", default="auto", choices=["auto", "workers", "device"],
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")
+    r.add_argument("--decode", default="auto", choices=["auto", "workers", "device"],
+                   help="where JPEG crops are decoded: in the decode workers (PIL) or a batch at a time on the "
+                        "model's device (torchvision decode_jpeg: nvJPEG on CUDA, recorded in the cache; the "
+                        "workers only read the files; other files stay with PIL; auto: device on CUDA)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: this machine; ray: a pool of Ray workers, one per GPU, each writing "

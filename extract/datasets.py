@@ -3,7 +3,8 @@
 ``ImageBatches`` (map-style) serves batches of the flat frame list of image-folder videos (crops given);
 ``FaceChunks`` (iterable) serves frames whose faces are found during extraction (see its docstring).
 Both yield dicts: ``video``, ``frame``, ``ok`` (numpy), ``pix`` (size -> uint8 tensor), optionally ``raw``
-(decoded crops of one shape, resized later on the device), ``bad`` (unreadable files) and ``ends`` (video index
+(decoded crops of one shape, resized later on the device), ``jpeg``/``jpeg_off``/``jpeg_rows``/``jpeg_paths``
+(baseline JPEG files as bytes, decoded later on the device: extract.jpeg), ``bad`` (unreadable files) and ``ends`` (video index
 -> frame count, in the chunk that holds a video's last frame), or ``{"error": line}``.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from features.errors import InputError
 
 from .faces import DetectorConfig, decode_video, frame_crops
+from .jpeg import baseline_jpeg, pack, read_files
 from .resize import on_device_exact
 from .sources import ImageVideo, VideoFile, load_image, resize_square
 
@@ -58,8 +60,10 @@ class ImageBatches(_Dataset):
     """Map-style dataset: item i = batch i of the flat frame list of all pending image videos (in order)."""
 
     def __init__(self, videos: Sequence[ImageVideo], vids: Sequence[int], sizes: Sequence[int], batch: int,
-                 device_resize: bool = False):
+                 device_resize: bool = False, device_decode: bool = False):
         self.sizes, self.batch, self.device_resize = list(sizes), int(batch), bool(device_resize)
+        # device_decode: baseline JPEGs are only read here and shipped as bytes (extract.jpeg)
+        self.device_decode = bool(device_decode)
         # Paths as compact numpy byte strings (folder id + file name): no per-item Python objects, so forked
         # workers do not copy the list page by page through reference counting.
         self.folders = [str(v.folder) for v in videos]
@@ -83,20 +87,31 @@ class ImageBatches(_Dataset):
         n = sl.stop - sl.start
         imgs: list = [None] * n
         bad = []
+        jpeg_rows, jpeg_paths, blobs = [], [], []
         for r, (name, k) in enumerate(zip(self.names[sl], self.fold[sl])):
             if not name:
                 continue            # no crop for this frame (no face found by the data set's own detector)
             path = os.path.join(self.folders[k], name.decode())
+            if self.device_decode:
+                data = read_files([path])[0]
+                if data is not None and baseline_jpeg(data) is not None:
+                    jpeg_rows.append(r), jpeg_paths.append(path), blobs.append(data)
+                    continue
             img, why = load_image(path)
             if img is None:
                 bad.append((path, why))
                 continue
             imgs[r] = img
         ok = np.array([im is not None for im in imgs], bool)
+        decoded = np.flatnonzero(ok)                 # rows decoded here (all ok rows unless device_decode)
         out = {"video": self.vid[sl], "frame": self.frame[sl], "ok": ok, "pix": {}, "bad": bad, "ends": {}}
+        if self.device_decode:
+            ok[jpeg_rows] = True
+            out["jpeg"], out["jpeg_off"] = pack(blobs)
+            out["jpeg_rows"], out["jpeg_paths"] = np.array(jpeg_rows, np.int64), jpeg_paths
         shapes = {im.shape for im in imgs if im is not None}
-        here = self.sizes
-        if self.device_resize and len(shapes) == 1:
+        here = self.sizes if len(decoded) or not self.device_decode else []
+        if self.device_resize and len(shapes) == 1 and not self.device_decode:
             shape = next(iter(shapes))
             here = [s for s in self.sizes if not on_device_exact(shape[:2], s)]
             if len(here) < len(self.sizes):
@@ -105,13 +120,13 @@ class ImageBatches(_Dataset):
                 # as PIL). Downscales (e.g. a 64 px model beside a 224 px one) are still done here.
                 raw = torch.zeros((n, *shape), dtype=torch.uint8)
                 view = raw.numpy()
-                for r in np.flatnonzero(ok):
+                for r in decoded:
                     view[r] = imgs[r]
                 out["raw"] = raw
         for s in here:
             pix = torch.zeros((n, s, s, 3), dtype=torch.uint8)
             view = pix.numpy()                             # fill through a numpy view (no per-row tensors)
-            for r in np.flatnonzero(ok):
+            for r in decoded:
                 view[r] = resize_square(imgs[r], s)
             out["pix"][s] = pix
         return out

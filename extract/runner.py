@@ -39,6 +39,7 @@ from features.errors import InputError
 from features.store import FeatureStore
 
 from .base import TorchExtractor
+from . import jpeg
 from .committer import Committer
 from .datasets import FaceChunks, ImageBatches, _as_is, _worker_init
 from .faces import DetectorConfig, resolve as resolve_detector
@@ -87,7 +88,9 @@ class Summary:
 
 def _pixels(chunk: dict, sizes: Sequence[int], device) -> dict:
     """Model input per size: the workers' resized crops, and the decoded crops resized here on `device` for
-    the sizes the workers left out."""
+    the sizes the workers left out; or the JPEG bytes the workers read, decoded on `device` (extract.jpeg)."""
+    if "jpeg" in chunk:
+        return jpeg.decoded_pixels(chunk, sizes, device)
     pix = dict(chunk["pix"])
     if "raw" in chunk:
         raw = chunk["raw"].to(device, non_blocking=True)
@@ -145,6 +148,7 @@ class Settings:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     progress: bool = True
     resize_on: str = "auto"
+    decode: str = "auto"                     # JPEG decode: workers (PIL) | device (extract.jpeg) | auto
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -153,6 +157,8 @@ class Settings:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
         if self.resize_on not in ("auto", "workers", "device"):
             raise InputError(f"--resize-on must be auto, workers or device, got {self.resize_on!r}")
+        if self.decode not in ("auto", "workers", "device"):
+            raise InputError(f"--decode must be auto, workers or device, got {self.decode!r}")
 
     @property
     def n_workers(self) -> int:
@@ -165,6 +171,11 @@ class Settings:
     @property
     def device_resize(self) -> bool:
         return self.resize_on == "device" or (self.resize_on == "auto" and self.cuda)
+
+    def device_decode(self, source: Source) -> bool:
+        """Whether baseline JPEGs are decoded on the model's device (image crops given, no detection)."""
+        wanted = self.decode == "device" or (self.decode == "auto" and self.cuda)
+        return wanted and not detects(source, self.detector)
 
 
 def check_names(extractors: Sequence[Any]) -> None:
@@ -191,7 +202,7 @@ def with_detector(source: Source, detector: DetectorConfig) -> Source:
 def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, batch: int = 64,
         workers: int | None = None, device: str = "cpu", shard: tuple[int, int] | None = None,
         limit_videos: int | None = None, detector: DetectorConfig | None = None,
-        progress: bool = True, resize_on: str = "auto") -> Summary:
+        progress: bool = True, resize_on: str = "auto", decode: str = "auto") -> Summary:
     """Extract features of `source`'s videos with every extractor into the cache `out` (resumable).
 
     `extractors` are built extractor objects (see extract.base.Extractor), already on `device`.
@@ -199,10 +210,13 @@ def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, ba
     `resize_on`: where image crops are resized to each model's input size: "workers" (PIL, in the decode
     processes), "device" (a batch at a time on `device`, bit-identical to PIL, for batches whose crops share
     one shape no larger than the input; others still resize in the workers) or "auto" (device on CUDA).
+    `decode`: where baseline JPEG crops are decoded: "workers" (PIL), "device" (torchvision.io.decode_jpeg on
+    `device`, a batch at a time; the workers only read the files; see extract.jpeg) or "auto" (device on CUDA).
     """
     t0 = time.perf_counter()
     settings = Settings(batch=batch, workers=workers, device=device,
-                        detector=resolve_detector(detector, source.layout), progress=progress, resize_on=resize_on)
+                        detector=resolve_detector(detector, source.layout), progress=progress, resize_on=resize_on,
+                        decode=decode)
     check_names(extractors)
     videos, out = select_videos(source.videos, Path(out), limit_videos, shard)
     source = with_detector(source, settings.detector)
@@ -228,13 +242,15 @@ def run(source: Source, extractors: Sequence[Any], out: str | os.PathLike, *, ba
 # ----------------------------------------------------------------------------------------------------------
 # the pieces both engines share: writers, the work plan, the loader, the one-batch-ahead loop
 
-def open_writers(store: FeatureStore, extractors: Sequence[Any], prov: dict, out: Path, batch: int) -> list:
+def open_writers(store: FeatureStore, extractors: Sequence[Any], prov: dict, out: Path, batch: int,
+                 decoder: str = "PIL in the decode workers") -> list:
     writers = []
     for e in extractors:
         _check_source(store, e.name, prov, out)
         info = e.info()
         # the batch size of the run that creates the group (outputs depend on it within BATCH_TOLERANCE)
-        info = dataclasses.replace(info, extra={**info.extra, "source": prov, "batch": int(batch)})
+        info = dataclasses.replace(info, extra={**info.extra, "source": prov, "batch": int(batch),
+                                                "decoder": decoder})
         writers.append(store.writer(info))
     return writers
 
@@ -272,7 +288,8 @@ def create_loader(source: Source, videos: Sequence[Any], todo: Sequence[int], si
         ds = FaceChunks([videos[k] for k in todo], todo, sizes, batch, settings.detector)
         n_workers = min(workers, len(todo))
     else:
-        ds = ImageBatches([videos[k] for k in todo], todo, sizes, batch, settings.device_resize)
+        ds = ImageBatches([videos[k] for k in todo], todo, sizes, batch, settings.device_resize,
+                          settings.device_decode(source))
         n_workers = min(workers, len(ds))
     # OpenCV's thread pool does not survive fork(): a forked worker that calls cv2 after the parent has used it
     # deadlocks. Video workers (cv2 detection) therefore start from a fresh forkserver process; image workers
@@ -326,7 +343,11 @@ def extract_into(store: FeatureStore, source: Source, videos: Sequence[Any], ext
     `bar`: a progress sink (default: a tqdm bar when settings.progress)."""
     import torch
     prov = _source_provenance(source)
-    writers = open_writers(store, extractors, prov, out, settings.batch)
+    on_device = settings.device_decode(source)
+    if on_device:
+        prov = {**prov, **jpeg.provenance(settings.device)}
+    writers = open_writers(store, extractors, prov, out, settings.batch,
+                           jpeg.description(settings.device) if on_device else "PIL in the decode workers")
     work = plan_work(videos, writers, wanted)
     summary.skipped += work.skipped
     if not work.todo:
@@ -345,11 +366,11 @@ def extract_into(store: FeatureStore, source: Source, videos: Sequence[Any], ext
                           known_lengths=not detects(source, settings.detector))
 
     def launch(chunk: dict) -> list:
+        pix = _pixels(chunk, sizes, settings.device)        # may mask rows whose JPEG fails to decode
         for path, why in chunk["bad"]:
             log.warning("%s: %s; frame masked (face=False)", path, why)
             summary.bad_files += 1
         vid, ok = chunk["video"], chunk["ok"]
-        pix = _pixels(chunk, sizes, settings.device)
         launched = []
         for j, e in enumerate(extractors):
             rows = needs[vid, j]

@@ -58,3 +58,61 @@ def test_runtime_applies_to_torch_networks_from_spec_and_flag_alike(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     np.testing.assert_allclose(ort(x)["embedding"], tiny(x)["embedding"], atol=1e-4, rtol=1e-4)
     assert factory.apply_runtime(tiny, "torch") is tiny
+
+
+def _timm_spec(tmp_path) -> str:
+    """A tiny timm network (random weights) as a spec: a torch extractor that loads in a second."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    w = tmp_path / "test_efficientnet.safetensors"
+    net = timm.create_model("test_efficientnet", pretrained=False, num_classes=8)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(w))
+    return f"timm:test_efficientnet:{w}:size=64:name=tiny"
+
+
+def test_runtime_auto_is_the_cli_default_and_picks_onnxruntime_on_cpu(tmp_path):
+    """--runtime auto (the default): onnxruntime for a float32 torch network on a CPU, the same outputs as torch
+    within 1e-5, and the choice recorded; a spec's own runtime wins over the flag."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import numpy as np
+    from extract import factory
+    from extract.base import TorchExtractor
+    from extract.cli import build_parser, create_extractor
+    from extract.models.onnx_twin import OnnxExtractor
+    assert build_parser().parse_args(["run"]).runtime == "auto"
+    spec = _timm_spec(tmp_path)
+    auto = create_extractor(spec, "cpu")
+    torch_ext = create_extractor(spec, "cpu", runtime="torch")
+    assert isinstance(auto, OnnxExtractor) and isinstance(torch_ext, TorchExtractor)
+    assert isinstance(create_extractor(spec + ":runtime=torch", "cpu"), TorchExtractor)
+    assert isinstance(factory.create(spec), TorchExtractor)          # the Python API builds what it is asked
+    x = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    a, t = auto(x), torch_ext(x)
+    for k in t:
+        np.testing.assert_allclose(a[k], t[k], atol=1e-5 * max(1.0, float(np.abs(t[k]).max())), rtol=0)
+    ia, it = auto.info(), torch_ext.info()
+    assert ia.checkpoint_sha256 == it.checkpoint_sha256            # both join one group
+    assert ia.extra["runtime"].startswith("onnxruntime") and ia.extra["runtime_choice"].startswith("auto: onnx")
+    assert it.extra["runtime"] == "torch" and "runtime_choice" not in it.extra
+
+
+def test_runtime_auto_keeps_torch_where_torch_is_faster_or_needed(tmp_path, monkeypatch):
+    """bf16 autocast / compile stay with torch (onnxruntime runs float32 graphs), and so does a CPU without the
+    onnx extra; the reason is recorded."""
+    from extract import factory
+    from extract.base import TorchExtractor
+    from test_extract_resize import TinyTorch
+    bf16 = factory.apply_runtime(TinyTorch(40).configure(amp="bf16"), "auto")
+    assert isinstance(bf16, TorchExtractor) and bf16.info().extra["runtime_choice"] == "auto: amp/compile run in torch"
+    import builtins
+    real = builtins.__import__
+
+    def no_onnx(name, *a, **k):
+        if name.startswith("onnxruntime"):
+            raise ImportError("no onnxruntime")
+        return real(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    plain = factory.apply_runtime(TinyTorch(40), "auto")
+    assert isinstance(plain, TorchExtractor) and "not installed" in plain.info().extra["runtime_choice"]

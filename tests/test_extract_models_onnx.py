@@ -84,7 +84,7 @@ def test_torch_models_run_through_onnxruntime(tmp_path):
     ia, ib = ref.info(), ort_ext.info()
     assert ib.checkpoint_sha256 == ia.checkpoint_sha256 and ib.normalization == ia.normalization
     assert ib.extra["runtime"].startswith("onnxruntime") and ib.extra["class_names"] == ia.extra["class_names"]
-    with pytest.raises(InputError, match="runtime must be torch or onnxruntime"):
+    with pytest.raises(InputError, match="runtime must be auto, torch, onnxruntime"):
         create(f"enet_b0_8_va_mtl:{path}:runtime=tensorrt")
     with pytest.raises(InputError, match="drop amp / compile"):
         create(f"enet_b0_8_va_mtl:{path}:runtime=onnxruntime:compile=1")
