@@ -19,7 +19,7 @@ from sklearn.base import clone
 
 from features.errors import InputError
 
-from .base import HEAD_KINDS, Head, load_head, register
+from .base import HEAD_KINDS, Head, register
 
 RULES = ("majority", "priority")
 
@@ -130,11 +130,8 @@ class BaggingHead(Head):
         return out.astype(np.float32)
 
     def _save(self, path: Path):
-        for i, h in enumerate(self.estimators_):
-            h.save(path / f"bag{i}")
-        self._save_fitted(path)
+        self._save_members(path, "bag")
 
     def _load(self, path: Path):
         self._load_fitted(path)
-        self.estimators_ = [load_head(path / f"bag{i}", task=self._task,
-                                    allow_pickle=getattr(self, "_allow_pickle", False)) for i in range(int(self.n_estimators))]
+        self._load_members(path, "bag", int(self.n_estimators))

@@ -138,6 +138,17 @@ class Head(BaseEstimator):
             for k, v in json.loads(p.read_text()).items():
                 setattr(self, k, np.asarray(v) if k == "classes_" else v)
 
+    def _save_members(self, path: Path, prefix: str) -> None:
+        """Composite heads (k-fold, bagging): member i in `<prefix><i>/`, then the plain fitted values."""
+        for i, h in enumerate(self.estimators_):
+            h.save(path / f"{prefix}{i}")
+        self._save_fitted(path)
+
+    def _load_members(self, path: Path, prefix: str, n: int) -> None:
+        """The `n` members saved by _save_members, loaded as this head was (same task, same allow_pickle)."""
+        self.estimators_ = [load_head(path / f"{prefix}{i}", task=self._task,
+                                      allow_pickle=getattr(self, "_allow_pickle", False)) for i in range(n)]
+
     # -- persistence ------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -189,8 +200,8 @@ def load_head(path: str | os.PathLike, task: str | Task | None = None, allow_pic
     for name, digest in recorded.items():
         f = path / name
         if f.is_file() and sha256(f) != digest:
-            raise InputError(f"sha256 differs from the one recorded when the head was saved (changed since); "
-                             f"refusing to load it", f)
+            raise InputError("sha256 differs from the one recorded when the head was saved (changed since); "
+                             "refusing to load it", f)
     head = cls(saved_task, **(meta.get("params") or {}))
     head.feature_set = meta.get("feature_set")
     head._allow_pickle = allow_pickle      # what composite heads (k-fold, bagging) pass to their members

@@ -12,7 +12,7 @@ from sklearn.model_selection import GroupKFold
 
 from features.errors import InputError
 
-from .base import HEAD_KINDS, Head, load_head, register
+from .base import HEAD_KINDS, Head, register
 
 
 def check_folds(groups, n_splits: int) -> None:
@@ -100,11 +100,8 @@ class KFoldHead(Head):
         return out
 
     def _save(self, path: Path):
-        for i, h in enumerate(self.estimators_):
-            h.save(path / f"fold{i}")
-        self._save_fitted(path)
+        self._save_members(path, "fold")
 
     def _load(self, path: Path):
         self._load_fitted(path)
-        self.estimators_ = [load_head(path / f"fold{i}", task=self._task,
-                                    allow_pickle=getattr(self, "_allow_pickle", False)) for i in range(len(self.fold_scores_))]
+        self._load_members(path, "fold", len(self.fold_scores_))
