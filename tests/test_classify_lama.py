@@ -31,7 +31,7 @@ def test_lama_expr_learns_saves_and_logs_to_a_file(data, tmp_path, capfd):
     d, tr, va = data
     MLPHead("expr", hidden=4, epochs=1).fit(d.X[tr][:500], d.y_expr[tr][:500])
     log = tmp_path / "lama.log"
-    h = LamaHead("expr", timeout=30, cv=2, log_file=str(log), max_rows=3000)
+    h = LamaHead("expr", timeout=60, cv=2, log_file=str(log), max_rows=3000)
     h.fit(d.X[tr], d.y_expr[tr], d.X[va], d.y_expr[va])
     assert tr.sum() > 3000 and abs(h.rows_used - 3000) <= 8     # a stratified sample of the training rows
     p = h.predict_proba(d.X[va])          # scored in the fitting worker already
