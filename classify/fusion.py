@@ -104,14 +104,41 @@ def set_moments(std_module, X) -> None:
     std_module.inv_std.copy_(torch.as_tensor(1 / np.sqrt(var), dtype=torch.float32))
 
 
+def float_block(X, a: int, b: int):
+    """Rows a:b of X as a float32 torch tensor. torch casts float16 (the cache's embedding type) ~6x faster
+    than numpy, whose half-to-float conversion is a scalar loop (measured: 1.0 vs 0.17 s for 60 k x 1290)."""
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(X[a:b])).to(torch.float32)
+
+
+def folded_fusion(std_module, fusion_module):
+    """x -> fusion(std(x)) with the standardisation folded into each extractor's linear map
+    (W_i ((x_i - m_i) * s_i) + b_i = (W_i * s_i) x_i + (b_i - (W_i * s_i) m_i)), for prediction: it saves two
+    passes over the (rows x features) input, which cost more than the maps themselves at 1,290 features."""
+    import torch
+    from torch.nn.functional import linear
+    with torch.no_grad():
+        mean, inv = std_module.mean, std_module.inv_std
+        folded, o = [], 0
+        for n, m in zip(fusion_module.blocks, fusion_module.maps):
+            w = m.weight * inv[o:o + n]
+            folded.append((w, m.bias - w @ mean[o:o + n]))
+            o += n
+    blocks = fusion_module.blocks
+
+    def embed(x):
+        parts = torch.split(x, blocks, dim=-1) if len(blocks) > 1 else (x,)
+        return torch.cat([linear(p, w, b) for p, (w, b) in zip(parts, folded)], dim=-1)
+    return embed
+
+
 def predict_rows(net, X, task_kind: str, step: int = 16384) -> np.ndarray:
     """Scores of a per-frame network over X, a block at a time (float16 input cast per block)."""
     import torch
     outs = []
     with torch.inference_mode():
         for a in range(0, len(X), step):
-            xb = torch.from_numpy(np.asarray(X[a:a + step], np.float32))
-            outs.append(output_activation(task_kind, net(xb)).numpy())
+            outs.append(output_activation(task_kind, net(float_block(X, a, a + step))).numpy())
     return np.concatenate(outs).astype(np.float32, copy=False) if outs else np.empty((0, 0), np.float32)
 
 

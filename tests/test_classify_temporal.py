@@ -83,3 +83,28 @@ def test_temporal_head_learns_motion_that_per_frame_heads_cannot():
     acc = lambda p: (p[moving] == d.y[~tr][moving]).mean()
     assert f1(pt) >= f1(pf) + 0.12, (f1(pt), f1(pf))
     assert acc(pt) >= acc(pf) + 0.25, (acc(pt), acc(pf))
+
+
+def test_prediction_path_equals_the_training_network():
+    """Prediction folds the standardisation into the fusion maps and casts float16 with torch; the scores equal
+    the network's own forward pass on float32 input (two extractors, rows with holes, overlapping windows)."""
+    import torch
+    rng = np.random.default_rng(3)
+    n = 300
+    X = (rng.normal(size=(n, 12)) * rng.uniform(0.5, 3, 12) + rng.normal(size=12)).astype(np.float16)
+    groups, frames = np.repeat([0, 1, 2], 100), np.tile(np.arange(1, 101), 3)
+    keep = rng.random(n) > 0.1                                  # frames without a row
+    X, groups, frames = X[keep], groups[keep], frames[keep]
+    y = rng.integers(0, 8, len(X))
+    h = TemporalHead("expr", blocks=[8, 4], window=16, epochs=1, seed=0).fit(X, y, groups=groups, frames=frames)
+    got = h.predict_proba(X, groups=groups, frames=frames)
+    windows, _ = make_windows(groups, frames, 16, 8)
+    sums, cnt = np.zeros((len(X), 8)), np.zeros(len(X))
+    with torch.no_grad():
+        for w in windows:                                        # one window at a time, the plain forward pass
+            mask = torch.from_numpy(w >= 0)[None]
+            x = torch.from_numpy(X[np.where(w >= 0, w, 0)].astype(np.float32))[None]
+            p = torch.softmax(h.net_(x, mask), -1)[0].numpy()
+            sums[w[w >= 0]] += p[w >= 0]
+            cnt[w[w >= 0]] += 1
+    np.testing.assert_allclose(got, sums / cnt[:, None], atol=2e-5)
