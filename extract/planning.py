@@ -14,8 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from features.errors import InputError
-
-from .sources import shard_path, shard_videos
+from features.store import shard_path
 
 
 def select_videos(videos: Sequence[Any], out: Path, limit_videos: int | None = None,
@@ -52,6 +51,13 @@ def balance(weights: Sequence[int], n: int, names: Sequence[str] | None = None) 
         bins[b].append(k)
         heapq.heappush(heap, (load + int(weights[k]), b))
     return bins
+
+
+def shard_videos(videos: Sequence[Any], i: int, n: int) -> list[Any]:
+    """The videos of shard i of n (``--shard i/n``): bin i of :func:`balance` by frames, ties broken by name, in
+    the listed order. Deterministic, so n processes given the same data agree without talking."""
+    bins = balance(frame_weights(videos), n, [v.name for v in videos])
+    return [videos[k] for k in sorted(bins[i - 1])]
 
 
 def loads(weights: Sequence[int], bins: Sequence[Sequence[int]]) -> np.ndarray:

@@ -35,11 +35,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from features.errors import InputError
-from features.store import FeatureStore
+from features.store import FeatureStore, shard_path, shard_sets
 
 from .planning import balance, frame_weights, select_videos
 from .runner import Settings, Summary, extract_into, with_detector
-from .sources import Source, shard_path
+from .sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +170,8 @@ class Worker:
 
 def existing_files(out: Path) -> list[Path]:
     """Files of `out` that may hold committed videos: the file itself and every shard file (with segments)."""
-    pat = re.compile(re.escape(out.stem) + r"\.shard-\d+-of-\d+" + re.escape(out.suffix or ".h5") + r"$")
     found = {out} if out.exists() or FeatureStore.parts_dir(out).is_dir() else set()
-    for p in out.parent.glob(f"{out.stem}.shard-*"):
-        name = p.name[:-len(".parts")] if p.name.endswith(".parts") else p.name
-        if pat.fullmatch(name):
-            found.add(p.with_name(name))
+    found |= {shard_path(out, i, n) for n, have in shard_sets(out).items() for i in have}
     return sorted(found)
 
 

@@ -29,11 +29,13 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from features.errors import InputError
+from features.store import shard_path  # noqa: F401  (re-exported: the runner and tests name shards here)
+
+from .planning import shard_videos  # noqa: F401  (re-exported: `--shard i/n` is planned there)
 
 log = logging.getLogger(__name__)
 
@@ -292,28 +294,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if not m or not (1 <= int(m.group(1)) <= int(m.group(2))):
         raise InputError(f"--shard must be i/n with 1 <= i <= n (e.g. 1/4), got {text!r}")
     return int(m.group(1)), int(m.group(2))
-
-
-def shard_videos(videos: Sequence[Video], i: int, n: int) -> list[Video]:
-    """The videos of shard i of n: greedy longest-first assignment to the lightest shard (by frames).
-
-    Deterministic (ties broken by name) so that n processes given the same data agree without talking.
-    """
-    order = sorted(range(len(videos)), key=lambda k: (-max(videos[k].n_frames, 1), videos[k].name))
-    load = np.zeros(n)
-    mine = []
-    for k in order:
-        s = int(np.argmin(load))
-        load[s] += max(videos[k].n_frames, 1)
-        if s == i - 1:
-            mine.append(k)
-    return [videos[k] for k in sorted(mine)]
-
-
-def shard_path(out: str | os.PathLike, i: int, n: int) -> Path:
-    """``cache/features.h5`` -> ``cache/features.shard-2-of-4.h5``."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.shard-{i}-of-{n}{out.suffix or '.h5'}")
 
 
 def shard_paths(out: str | os.PathLike, n: int) -> list[Path]:

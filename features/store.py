@@ -895,22 +895,35 @@ def _main_or_shards(path: Path) -> list[Path]:
     return shard_files(path) or [path]
 
 
-def shard_files(path: str | os.PathLike) -> list[Path]:
-    """The shard files ``<stem>.shard-i-of-n<suffix>`` that ``extract run --shard i/n --out path`` writes
-    (extract.sources.shard_path), i = 1..n; [] when there are none. A shard present only as committed
-    segments (its run was killed) counts. Refuses an incomplete set or two sets of different n."""
+def shard_path(path: str | os.PathLike, i: int, n: int) -> Path:
+    """``cache/features.h5`` -> ``cache/features.shard-2-of-4.h5``: the one place shard files are named (written
+    by ``extract run --shard i/n`` and the Ray engine, found by :func:`shard_files`)."""
     path = Path(path)
-    suffix = path.suffix or ".h5"
-    pat = re.compile(rf"^{re.escape(path.stem)}\.shard-(\d+)-of-(\d+){re.escape(suffix)}$")
+    return path.with_name(f"{path.stem}.shard-{i}-of-{n}{path.suffix or '.h5'}")
+
+
+def shard_sets(path: str | os.PathLike) -> dict[int, set[int]]:
+    """n -> the shard numbers i found beside `path` (as files or as committed segments of a killed run)."""
+    path = Path(path)
+    pat = re.compile(rf"^{re.escape(path.stem)}\.shard-(\d+)-of-(\d+){re.escape(path.suffix or '.h5')}$")
     found: dict[int, set[int]] = {}
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        return []
+        return found
     for p in parent.iterdir():
         name = p.name[:-len(".parts")] if p.name.endswith(".parts") and p.is_dir() else p.name
         m = pat.match(name)
         if m:
             found.setdefault(int(m.group(2)), set()).add(int(m.group(1)))
+    return found
+
+
+def shard_files(path: str | os.PathLike) -> list[Path]:
+    """The shard files ``<stem>.shard-i-of-n<suffix>`` (:func:`shard_path`), i = 1..n; [] when there are none.
+    A shard present only as committed segments (its run was killed) counts. Refuses an incomplete set or two
+    sets of different n."""
+    path = Path(path)
+    found = shard_sets(path)
     if not found:
         return []
     if len(found) > 1:
@@ -921,9 +934,9 @@ def shard_files(path: str | os.PathLike) -> list[Path]:
     missing = [i for i in range(1, n + 1) if i not in have]
     if missing:
         raise InputError(f"the cache is absent and shard(s) {', '.join(map(str, missing))} of {n} are missing "
-                         f"(e.g. {path.stem}.shard-{missing[0]}-of-{n}{suffix}); extract them, or name the shard "
+                         f"(e.g. {shard_path(path, missing[0], n).name}); extract them, or name the shard "
                          f"files to read", path)
-    return [path.with_name(f"{path.stem}.shard-{i}-of-{n}{suffix}") for i in range(1, n + 1)]
+    return [shard_path(path, i, n) for i in range(1, n + 1)]
 
 
 def cache_files(spec: str | os.PathLike) -> list[Path]:
