@@ -220,7 +220,7 @@ def choose_videos(store: FeatureStore, extractors: Sequence[str], videos: Sequen
 def _chunks(store: FeatureStore, extractor: str, videos: list[str], rows: int) -> list[list[str]]:
     out, cur, n = [], [], 0
     for v in videos:
-        c = store._loc(extractor, v).count
+        c = store.n_frames(extractor, v)
         if cur and n + c > rows:
             out.append(cur)
             cur, n = [], 0
