@@ -1,4 +1,4 @@
-"""Keras MLP heads configured per task as in the reference (DESIGN §4):
+"""Keras MLP heads configured per task as in the reference (docs/heads.md, "The reference heads"):
 
 - VA:   Dense(2, tanh) on the input, loss 1 - mean CCC over (valence, arousal), batch 1024.
 - EXPR: Dense(hidden, relu) -> Dense(8, softmax), class-weighted sparse cross-entropy (1/count, min 1), batch 256.

@@ -1,7 +1,7 @@
 """What a cache file holds: the format, an extractor group's provenance (:class:`ExtractorInfo`), the checks a
 file passes on open, and the layout a group is created with.
 
-File layout (schema version 1; see the README for the full table)::
+File layout (schema version 1; docs/cache-format.md has it as a table)::
 
     /                          attrs: format="affect-features", schema_version=1, created
     /extractors/<name>/        attrs: the ExtractorInfo provenance (name, checkpoint_sha256, input_size,
