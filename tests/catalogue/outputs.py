@@ -107,8 +107,8 @@ def _sweep(tmp: Path, run: Path, *args) -> Result:
 
 
 def _json_as_shared(tmp: Path, shared: Path) -> None:
-    assert (tmp / "run" / "postprocess.json").read_text() == (_shared(shared) / "run" / "postprocess.json").read_text(), \
-        "the run's postprocess.json was replaced"
+    want = (_shared(shared) / "run" / "postprocess.json").read_text()
+    assert (tmp / "run" / "postprocess.json").read_text() == want, "the run's postprocess.json was replaced"
 
 
 def _sweep_png_link(tmp: Path, shared: Path) -> Result:
