@@ -21,10 +21,12 @@ from features.tasks import Task, get_task  # noqa: E402
 
 
 def _save(fig, path: str | os.PathLike | IO[bytes], force: bool) -> str:
-    """The figure as PNG to a file object, or to a file name through the one writer; the figure is closed."""
+    """The figure to a file name through the one writer (format from its extension, PNG by default), or as PNG
+    to a file object; the figure is closed."""
     try:
         if isinstance(path, (str, os.PathLike)):
-            write_output(path, lambda f: fig.savefig(f, format="png"), force=force)
+            fmt = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
+            write_output(path, lambda f: fig.savefig(f, format=fmt), force=force)
             return os.fspath(path)
         fig.savefig(path, format="png")
         return getattr(path, "name", "")
