@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from features.import_order import torch_before_tensorflow
+from features.outputs import output_path
 
 from .base import Head, register
 
@@ -200,7 +201,8 @@ class MLPHead(Head):
     def _save(self, path: Path):
         # the whole model (standardisation included) in Keras' own format; loaded with compile=False, so the
         # custom losses are not needed to predict
-        self.model_.save(path / "model.keras")
+        with output_path(path / "model.keras") as p:
+            self.model_.save(p)
         self._save_fitted(path)
 
     def _load(self, path: Path):
