@@ -9,7 +9,6 @@ from classify import crossval, report
 from classify.run import smoothing
 from features.tasks import AU, EXPR, VA
 from postprocess.scores import timeline_scores
-from postprocess.smoothing import box_filter
 
 
 def _timeline(n_videos: int, frames: int, seed: int = 0):

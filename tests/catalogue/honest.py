@@ -121,7 +121,8 @@ def too_small(task: str):
         m, md = _run(tmp, task)
         s = m["summary"]
         assert s["in_sample"] and s["cross_validated"] is None, s
-        assert "too small for a video-level cross-validated estimate (2 labelled videos" in s["cross_validation"]["note"]
+        note = s["cross_validation"]["note"]
+        assert "too small for a video-level cross-validated estimate (2 labelled videos" in note, note
         assert "(in-sample)" in md and "No cross-validated estimate" in md and "too small" in md
         assert "too small" in res.out and "in-sample" in res.out
     return check
