@@ -5,7 +5,10 @@ Outputs under `<runs-dir>/<task>/<name>/` (an existing run is never overwritten)
                     labels where given, see postprocess.scores
     metrics.json    per head: metric at frame level and after smoothing; blend weights; chosen k; thresholds;
                     labelled frames without features; the provenance of every extractor used (`predict`)
-    results.md/csv  the paper-style table (method, feature set, ensemble, metrics raw and smoothed)
+    results.md/csv  the paper-style table (method, feature set, ensemble, metrics raw and smoothed), each number
+                    labelled for what it is (classify.report): in-sample where it was tuned on the validation
+                    videos it is scored on, beside its video-level cross-validated estimate (classify.crossval)
+                    or the reason there is none; k-fold heads out-of-fold, per fold, and mean ± std of the folds
     heads/<head>/   saved heads (head.json records task and feature set)
     lama.log        LightAutoML's own log
 and `<runs-dir>/<task>/latest` is pointed at the new run (a symlink) once everything is written. Options are
@@ -35,7 +38,7 @@ from postprocess.sweep import best_k, sweep_k
 from postprocess.thresholds import tune_thresholds
 from postprocess.timeline import filled_scores, full_timeline, smoothed_scores, spread
 
-from . import catalog, featuresets, kfold
+from . import catalog, crossval, featuresets, kfold, report
 from .base import Head, check_finite
 from .blend import BlendHead
 from .lama import LAMA_MAX_ROWS, LamaHead, LamaTimeout
@@ -382,6 +385,16 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
     val_tl: dict[str, np.ndarray] = {}       # every head's scores on the validation frame timeline
     fitted: dict[str, Head] = {}
     rows, extra = [], {}
+    cv: dict[str, crossval.CVEstimate] = {}  # per row: the video-level CV estimate of its headline number
+    n_val_videos = len(val_videos)
+
+    def honest(name: str, tuned: list[str], members_tl: dict, blend: bool = False) -> dict:
+        """The row's in-sample columns and, where something was tuned, its video-level CV estimate."""
+        est = None
+        if report.needs_cv(tuned, train_val):
+            est = cv[name] = crossval.cross_validated(task, vf.y, vf.video, vf.frame, vf.face, members_tl, ks,
+                                                      blend=blend)
+        return report.row_fields(task, tuned, train_val, est)
     for mname, (kind, fs) in members.items():
         t = time.perf_counter()
         head = make_head(kind, task, store, fs, opts, run_dir)
@@ -404,20 +417,24 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
         fitted[mname] = head
         val_tl[mname] = vf.predict(head, fs, f"{cache}: val", out_of_fold=bool(n_folds))
         sm = smoothing(task, vf.scoreset(val_tl[mname]), ks)
-        rows.append(dict(method=mname, feature_set=fs, ensemble=f"mean of {n_folds} folds" if n_folds else "no",
-                         **_metrics(task, sm), seconds=round(time.perf_counter() - t, 1)))
-        for i, (f_score, n_vid) in enumerate(zip(getattr(head, "fold_scores_", []),
-                                                 getattr(head, "fold_videos_", []))):
-            rows.append(dict(method=f"{mname} fold {i + 1}/{n_folds} ({n_vid} held-out videos)", feature_set=fs,
-                             ensemble="no", metric_raw=round(f_score, 4), k="", metric_smoothed=""))
+        # what was chosen on the validation videos this row is scored on
+        tuned = (["epoch"] if getattr(head, "best_epoch", None) is not None and not n_folds else []) + \
+            report.tuned_after(task, ks)
+        scored_on = (f"val ({n_val_videos} videos), out-of-fold: each by the fold model that did not see it"
+                     if n_folds else f"val ({n_val_videos} videos)")
+        rows.append(dict(method=mname, feature_set=fs,
+                         ensemble=f"{n_folds} fold models averaged" if n_folds else "no",
+                         **_metrics(task, sm), **honest(mname, tuned, {mname: val_tl[mname]}),
+                         scored_on=scored_on, seconds=round(time.perf_counter() - t, 1)))
+        rows.extend(report.fold_rows(mname, fs, head, n_folds))
         if getattr(head, "history", None):
             extra[mname] = {"val_metric_by_epoch": head.history, "best_epoch": head.best_epoch}
         sample, n_fit = "", getattr(head, "rows_used", None)
         if n_fit and n_fit < len(fit_on.y):
             sample = f", trained on a sample of {n_fit} of {len(fit_on.y)} rows"
             extra.setdefault(mname, {})["train_rows"] = n_fit
-        log(f"  {mname} on {fs}: {task.metric_name} {sm['metric_raw']:.4f} frame-level, "
-            f"{sm['metric_smoothed']:.4f} smoothed (k={sm['k']}) [{time.perf_counter() - t:.1f} s{sample}]")
+        log(f"  {mname} on {fs}: {task.metric_name} {report.said(task, rows, mname)} "
+            f"[{time.perf_counter() - t:.1f} s{sample}]")
     if not scores:
         raise InputError(f"no head was fitted: {'; '.join(v['left_out'] for v in extra.values())}")
     final_name = max((r for r in rows if r["method"] in scores), key=lambda r: r["metric_raw"])["method"]
@@ -430,10 +447,13 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
         val_tl["blend"] = blend.predict_proba(val_tl)
         sm = smoothing(task, vf.scoreset(val_tl["blend"]), ks)
         rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",
-                         **_metrics(task, sm), seconds=round(time.perf_counter() - t, 1)))
+                         **_metrics(task, sm),
+                         **honest("blend", ["weights"] + report.tuned_after(task, ks),
+                                  {m: val_tl[m] for m in blend.members_}, blend=True),
+                         scored_on=f"val ({n_val_videos} videos)", seconds=round(time.perf_counter() - t, 1)))
         final_name = "blend"
-        log(f"  blend {blend.describe()}: {task.metric_name} {sm['metric_raw']:.4f} frame-level, "
-            f"{sm['metric_smoothed']:.4f} smoothed (k={sm['k']}) [{time.perf_counter() - t:.1f} s]")
+        log(f"  blend {blend.describe()}: {task.metric_name} {report.said(task, rows, 'blend')} "
+            f"[{time.perf_counter() - t:.1f} s]")
     elif "blend" in heads:
         log("  blend skipped: it needs at least two members")
 
@@ -463,16 +483,18 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
     table = pd.DataFrame(rows)
     write_output(run_dir / "results.csv", lambda f: table.to_csv(f, index=False), text=True)
     final = smoothing(task, vf.scoreset(val_tl[final_name]), ks)
-    md = _markdown(task, table, train_val)
+    final_row = next(r for r in rows if r["method"].split(" ")[0] == final_name)
+    md = report.markdown(task, rows, train_val, n_val_videos, cv)
     if "thresholds" in final:
-        md += (f"\nPer-AU thresholds of {final_name} (tuned on the smoothed validation scores, k = {final['k']}): "
+        md += (f"\nPer-AU thresholds of {final_name} (tuned on the smoothed validation scores, k = {final['k']}; "
+               f"their F1 above is in-sample): "
                + ", ".join(f"{n} {t:.2f}" for n, t in zip(task.labels, final["thresholds"])) + "\n")
     write_output(run_dir / "results.md", md)
-    metrics = {"task": task.name, "metric": task.metric_name, "final": final_name,
-               "summary": {"frame_level": final["metric_raw"], "smoothed": final["metric_smoothed"],
-                           "k": final["k"], **({"thresholds": final["thresholds"],
-                                                "smoothed_thresholds": final["metric_smoothed_thresholds"]}
-                                               if "thresholds" in final else {})},
+    summary = {"frame_level": final["metric_raw"], "smoothed": final["metric_smoothed"], "k": final["k"],
+               **({"thresholds": final["thresholds"], "smoothed_thresholds": final["metric_smoothed_thresholds"]}
+                  if "thresholds" in final else {})}
+    summary.update(report.summary_fields(final_row, cv.get(final_name), train_val, n_val_videos, summary))
+    metrics = {"task": task.name, "metric": task.metric_name, "final": final_name, "summary": summary,
                "heads": rows, "members": {m: {"head": k, "feature_set": fs} for m, (k, fs) in members.items()},
                "training": extra,
                "blend": {"weights": dict(zip(fitted["blend"].members_, fitted["blend"].weights.tolist())),
@@ -488,7 +510,9 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
     write_json(run_dir / "metrics.json", metrics, default=_json_default)
     _point_latest(run_dir, log)
     log(f"{task.name}: final {final_name}: {task.metric_name} {final['metric_raw']:.4f} -> "
-        f"{final['metric_smoothed']:.4f} with k={final['k']}; wrote {run_dir}")
+        f"{final['metric_smoothed']:.4f} with k={final['k']}"
+        + (f" -> {final['metric_smoothed_thresholds']:.4f} with tuned thresholds" if "thresholds" in final else "")
+        + f"; {report.honesty_line(final_row, cv.get(final_name), train_val, n_val_videos)}; wrote {run_dir}")
     return run_dir
 
 
@@ -519,17 +543,3 @@ def _metrics(task: Task, sm: dict) -> dict:
     if "metric_smoothed_thresholds" in sm:
         out["metric_smoothed_thresholds"] = round(sm["metric_smoothed_thresholds"], 4)
     return out
-
-
-def _markdown(task: Task, table: pd.DataFrame, train_val: bool = False) -> str:
-    m = task.metric_name
-    cols = {"method": "Method", "feature_set": "Features", "ensemble": "Ensemble",
-            "metric_raw": f"{m} (frames)", "k": "k", "metric_smoothed": f"{m} (smoothed)",
-            "metric_smoothed_thresholds": f"{m} (smoothed, tuned thresholds)"}
-    t = table.rename(columns=cols)[[c for c in cols.values() if c in table.rename(columns=cols)]]
-    head = "| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns) + "\n"
-    note = ("\nValidation frames were also training frames (--train-val): these numbers are in-sample.\n"
-            if train_val else "")
-    return (f"{task.name.upper()} on the validation set ({m}; k = smoothing half-width chosen on validation)\n\n"
-            + head + "".join("| " + " | ".join(str(v) for v in r) + " |\n" for r in t.itertuples(index=False))
-            + note)

@@ -1,8 +1,11 @@
 """The extractor interface the runner calls and a torch implementation of it.
 
-An extractor maps a batch of face crops, uint8 RGB (B, H, W, 3) already resized to ``input_size``, to float32
-arrays per output ("embedding" always; "logits" and "va" where the model has them). Its provenance
-(`info()`) is what the feature store compares before appending to an existing group.
+An extractor maps a batch of face crops, RGB (B, H, W, 3) already resized to ``input_size``, to float32
+arrays per output ("embedding" always; "logits" and "va" where the model has them). One input convention for
+every extractor and runtime (torch, onnxruntime, Keras): an integer batch (uint8) holds [0, 255] pixels, a
+float batch [0, 1] pixels; a float batch outside [0, 1] is refused (`input_scale`), so [0, 255] floats are
+never taken silently for something else. Its provenance (`info()`) is what the feature store compares before
+appending to an existing group.
 """
 from __future__ import annotations
 
@@ -26,6 +29,27 @@ def import_keras():
     torch_before_tensorflow()
     import keras
     return keras
+
+
+FLOAT_PIXEL_SLACK = 1e-3     # float pixels may stray this far outside [0, 1] (rounding of a resize, say)
+
+
+def input_scale(batch, what: str = "extractor") -> float:
+    """255 for an integer pixel batch, 1 for a float one in [0, 1]; a float batch outside it (or NaN) is refused."""
+    if hasattr(batch, "is_floating_point"):                  # a torch tensor, wherever it lives
+        if not batch.is_floating_point():
+            return 255.0
+        import torch
+        lo, hi = (float(v) for v in torch.aminmax(batch.detach())) if batch.numel() else (0.0, 0.0)
+    else:
+        a = np.asarray(batch)
+        if not np.issubdtype(a.dtype, np.floating):
+            return 255.0
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not (lo >= -FLOAT_PIXEL_SLACK and hi <= 1 + FLOAT_PIXEL_SLACK):
+        raise InputError(f"{what}: a float batch must hold pixels in [0, 1], got values in [{lo:g}, {hi:g}]; "
+                         f"pass uint8 for [0, 255] pixels")
+    return 1.0
 
 
 class Extractor:
@@ -82,6 +106,12 @@ class Extractor:
         if len(shape) != 4 or shape[1:] != (self.input_size, self.input_size, 3):
             raise InputError(f"extractor {self.name}: expected a (B, {self.input_size}, {self.input_size}, 3) "
                              f"RGB batch, got {shape}")
+
+    def input_scale(self, batch) -> float:
+        """What divides the batch to give [0, 1] pixels: 255 for integer batches, 1 for float ones, whose values
+        must lie in [0, 1] (numpy or torch, on any device; checked, since a [0, 255] float batch would
+        otherwise give wrong features without a word)."""
+        return input_scale(batch, f"extractor {self.name}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, input_size={self.input_size}, outputs={self.outputs})"
@@ -193,13 +223,13 @@ class TorchExtractor(Extractor):
         import torch
         self.check_batch(batch)
         t = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
-        is_float = torch.is_floating_point(t)
+        scale = self.input_scale(t)
         # uint8 on the wire (4x less to copy to a GPU than float); scale on the device
         t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        return t if is_float else t / 255.0
+        return t if scale == 1.0 else t / scale
 
     def __call__(self, batch) -> dict[str, np.ndarray]:
-        """uint8 (B, H, W, 3) RGB batch (numpy or torch); a float batch is taken as [0, 1] pixels."""
+        """uint8 (B, H, W, 3) RGB batch (numpy or torch); a float batch must hold [0, 1] pixels."""
         return self.forward01(self._input01(batch))
 
     def launch(self, batch) -> Callable[[], dict[str, np.ndarray]]:

@@ -118,7 +118,10 @@ def test_cli_kfold_rows_per_fold_and_ensemble(world, capsys):
     folds = [r for r in m["heads"] if " fold " in r["method"]]
     assert len(folds) == 3 and all(-1 <= r["metric_raw"] <= 1 for r in folds)
     assert sum(int(r["method"].split("(")[1].split()[0]) for r in folds) == 10     # every video held out once
-    assert m["heads"][0]["ensemble"] == "mean of 3 folds" and m["final"] == "fusion_mlp"
+    assert m["heads"][0]["ensemble"] == "3 fold models averaged" and m["final"] == "fusion_mlp"
+    assert "out-of-fold" in m["heads"][0]["scored_on"]
+    mean = next(r for r in m["heads"] if "mean ± std of 3 folds" in r["method"])
+    assert mean["metric_raw"] == pytest.approx(np.mean([r["metric_raw"] for r in folds]), abs=1e-4)
     h = load_head(run_dir / "heads" / "fusion_mlp", task="va")
     assert len(h.estimators_) == 3
     assert np.allclose(h.fold_scores_, [r["metric_raw"] for r in folds], atol=1e-4)

