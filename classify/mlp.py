@@ -70,6 +70,8 @@ def _batch_source(X, y, w, batch: int, seed: int):
 @register
 class MLPHead(Head):
     kind = "mlp"
+    files = ("model.keras",)
+    optional_files = ("fitted.json",)      # heads saved before fitted.json existed have only model.keras
 
     def __init__(self, task, hidden: int | None = None, epochs: int | None = None, batch: int | None = None,
                  lr: float | None = None, seed: int = 0, verbose: int = 0):

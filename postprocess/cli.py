@@ -13,6 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from features.errors import InputError
+from features.paths import inside
 from features.tasks import get_task
 
 from .plots import plot_sweep, plot_timeline
@@ -64,7 +65,7 @@ def parse_k(spec: str) -> list[int]:
 
 
 def _scores_path(run: Path) -> Path:
-    p = run / "scores.h5"
+    p = inside(run, run / "scores.h5")          # a run folder is untrusted: its files stay inside it
     if not p.exists():
         raise InputError("no scores.h5 in the run directory (run classify first)", run)
     return p
@@ -208,7 +209,7 @@ def _config_choice(cfg, task, path: Path) -> tuple:
 
 def cmd_submit(a) -> int:
     run = Path(a.run)
-    cfg_path = run / CONFIG
+    cfg_path = inside(run, run / CONFIG)
     if not cfg_path.exists():
         raise InputError(f"no {CONFIG}: run `python -m postprocess sweep --run {run}` first", run)
     try:
