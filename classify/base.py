@@ -145,7 +145,7 @@ class Head(BaseEstimator):
                 raise InputError("expected a JSON object of fitted values", p)
             for k, v in state.items():
                 # not a method, property or state the head restored from its other files
-                taken = hasattr(type(self), k) or (k in vars(self) and not (vars(self)[k] is None and v is None))
+                taken = hasattr(type(self), k) or (k in vars(self) and not _same(vars(self)[k], v))
                 if taken or not (k.endswith("_") and not k.startswith("_") and k.isidentifier() and _json_value(v)):
                     raise InputError(f"{k!r} is not a fitted value this head saves", p)
                 setattr(self, k, np.asarray(v) if k == "classes_" else v)
@@ -344,6 +344,14 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def _same(a, b) -> bool:
+    """a == b for plain values (False for anything that does not compare to one bool)."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def _json_value(v, depth: int = 0) -> bool:

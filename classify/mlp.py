@@ -207,7 +207,8 @@ class MLPHead(Head):
 
     def _load(self, path: Path):
         tf, keras = _keras()
-        self.model_ = keras.models.load_model(path / "model.keras", compile=False)
+        # safe mode (Keras' default, stated): a file that would run code (a Lambda layer) is refused
+        self.model_ = keras.models.load_model(path / "model.keras", compile=False, safe_mode=True)
         self._load_fitted(path)
         if not hasattr(self, "n_features_in_"):          # saved before fitted.json existed
             self.n_features_in_ = int(self.model_.inputs[0].shape[-1])

@@ -243,6 +243,9 @@ def load_files(head, folder: Path) -> None:
     except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, TypeError, IndexError, AttributeError,
             RuntimeError) as e:
         msg = " ".join(str(e).split())
+        if "safe_mode" in msg:              # Keras' own advice (turn safe mode off) is not one to follow here
+            raise InputError(f"Keras' safe mode refuses this {head.kind} head's model: it would run code from the "
+                             f"file ({msg.split('. ')[0]}); not loaded", folder) from None
         if len(msg) > 300:
             msg = msg[:300] + "..."
         raise InputError(f"cannot load this {head.kind} head ({type(e).__name__}: {msg})", folder) from None
