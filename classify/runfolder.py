@@ -38,7 +38,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # -- run folders ------------------------------------------------------------------------------------------------
 def run_file(run: str | os.PathLike, name: str) -> Path:
     """`run/name`, refused when it leads outside the run (a symlink); it need not exist."""
-    return inside(run, Path(run) / name)
+    return inside(run, Path(run) / name, file=True)
 
 
 def head_folder(run: str | os.PathLike, name: object, where: str | os.PathLike, what: str = "head") -> Path:
@@ -94,7 +94,7 @@ def read_head_json(folder: Path) -> dict:
     meta_p = folder / HEAD_JSON
     if not meta_p.exists():
         raise InputError("not a saved head (no head.json)", folder)
-    inside(folder, meta_p)
+    inside(folder, meta_p, file=True)
     try:
         meta = json.loads(meta_p.read_text(encoding="utf-8"))
         kind, saved_task = meta["kind"], meta["task"]

@@ -20,13 +20,20 @@ def plain_name(name: object, what: str, where: str | os.PathLike | None = None) 
     return name
 
 
-def inside(root: str | os.PathLike, path: str | os.PathLike, where: str | os.PathLike | None = None) -> Path:
+def inside(root: str | os.PathLike, path: str | os.PathLike, where: str | os.PathLike | None = None,
+           file: bool = False) -> Path:
     """`path` (which need not exist) when it resolves inside `root`; a symlink that leads elsewhere (or a `..`)
-    is refused with one line naming `path` (or `where`). `root` itself may be a symlink (`runs/expr/latest`)."""
+    is refused with one line naming `path` (or `where`). `root` itself may be a symlink (`runs/expr/latest`).
+    With `file`, an existing `path` must be a regular file (a FIFO or a device would block or never end)."""
     path = Path(path)
-    top = Path(root).resolve()
-    real = path.resolve()
+    try:
+        top = Path(root).resolve()
+        real = path.resolve()
+    except (OSError, RuntimeError) as e:      # a symlink loop
+        raise InputError(f"cannot resolve it ({e})", where or path) from None
     if real != top and top not in real.parents:
         how = f"a symlink to {os.readlink(path)}" if path.is_symlink() else f"it resolves to {real}"
         raise InputError(f"leads outside {os.fspath(root)} ({how}); refusing to read it", where or path)
+    if file and path.exists() and not path.is_file():
+        raise InputError("not a regular file", path)
     return path

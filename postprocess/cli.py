@@ -65,7 +65,7 @@ def parse_k(spec: str) -> list[int]:
 
 
 def _scores_path(run: Path) -> Path:
-    p = inside(run, run / "scores.h5")          # a run folder is untrusted: its files stay inside it
+    p = inside(run, run / "scores.h5", file=True)      # a run folder is untrusted: its files stay inside it
     if not p.exists():
         raise InputError("no scores.h5 in the run directory (run classify first)", run)
     return p
@@ -209,7 +209,7 @@ def _config_choice(cfg, task, path: Path) -> tuple:
 
 def cmd_submit(a) -> int:
     run = Path(a.run)
-    cfg_path = inside(run, run / CONFIG)
+    cfg_path = inside(run, run / CONFIG, file=True)
     if not cfg_path.exists():
         raise InputError(f"no {CONFIG}: run `python -m postprocess sweep --run {run}` first", run)
     try:
