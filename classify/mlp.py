@@ -1,4 +1,4 @@
-"""Keras MLP heads configured per task as in the reference (DESIGN §4):
+"""Keras MLP heads configured per task as in the reference (docs/heads.md, "The reference heads"):
 
 - VA:   Dense(2, tanh) on the input, loss 1 - mean CCC over (valence, arousal), batch 1024.
 - EXPR: Dense(hidden, relu) -> Dense(8, softmax), class-weighted sparse cross-entropy (1/count, min 1), batch 256.
@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from features.import_order import torch_before_tensorflow
+from features.outputs import output_path
 
 from .base import Head, register
 
@@ -202,7 +203,8 @@ class MLPHead(Head):
     def _save(self, path: Path):
         # the whole model (standardisation included) in Keras' own format; loaded with compile=False, so the
         # custom losses are not needed to predict
-        self.model_.save(path / "model.keras")
+        with output_path(path / "model.keras") as p:
+            self.model_.save(p)
         self._save_fitted(path)
 
     def _load(self, path: Path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from features.errors import InputError
+from features.outputs import write_output
 
 from .base import Head, register
 from .lama import sample_rows
@@ -130,7 +131,7 @@ class PolarityGateHead(Head):
         for d in range(2):
             arrays |= {f"gate_coef{d}": self.gate_coef_[d], f"gate_intercept{d}": self.gate_intercept_[d],
                        f"reg_coef{d}": self.reg_coef_[d], f"reg_intercept{d}": self.reg_intercept_[d]}
-        np.savez(path / "polarity.npz", **arrays)
+        write_output(path / "polarity.npz", lambda f: np.savez(f, **arrays))
         self._save_fitted(path)
 
     def _load(self, path: Path):

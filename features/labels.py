@@ -1,6 +1,6 @@
 """Aff-Wild2 / ABAW annotations: parse the challenge folders and join labels with cached features.
 
-Layout (DESIGN §2)::
+Layout (docs/affwild2.md)::
 
     <root>/VA_Estimation_Challenge/{Train_Set,Validation_Set}/<video>.txt         valence,arousal      (-5 invalid)
     <root>/EXPR_Classification_Challenge | EXPR_Recognition_Challenge/...         one int 0..7         (-1 invalid)
@@ -149,7 +149,7 @@ def _marker(task: Task) -> str:
 
 
 def valid_mask(task: Task, y: np.ndarray) -> np.ndarray:
-    """Frames with a label: AU drops a frame if any AU is invalid (DESIGN §2)."""
+    """Frames with a label: AU drops a frame if any of its 12 values is invalid."""
     inv = np.asarray(y) == task.invalid
     return ~inv if inv.ndim == 1 else ~inv.any(axis=1)
 

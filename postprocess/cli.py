@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +12,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from features.errors import InputError
+from features.outputs import Outputs, check_folder, check_output, data_names
 from features.paths import inside
 from features.tasks import get_task
 
@@ -71,10 +71,23 @@ def _scores_path(run: Path) -> Path:
     return p
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+def _check_run_task(run: Path, task: str) -> None:
+    """Refuse scores of another task than the run's (metrics.json's task, else the existing postprocess.json's):
+    the sweep would replace the run's postprocess.json with one for the other task."""
+    for name in ("metrics.json", CONFIG):
+        p = inside(run, run / name, file=True)
+        if not p.is_file():
+            continue
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            what = "remove it to sweep again" if name == CONFIG else "not a classify run's metrics"
+            raise InputError(f"not valid JSON ({e}); {what}", p) from None
+        if isinstance(d, dict) and d.get("task") is not None:
+            if d["task"] != task:
+                raise InputError(f"scores.h5 holds {task!r} scores but the run is for task {d['task']!r} ({name}); "
+                                 f"nothing written (sweep the scores of the run's own task)", run / "scores.h5")
+            return
 
 
 def _fmt(df: pd.DataFrame) -> str:
@@ -89,6 +102,14 @@ def cmd_sweep(a) -> int:
     task = get_task(ss.task)
     if ss.y is None:
         raise InputError(f"split {a.split!r} has no labels to sweep against", run / "scores.h5")
+    _check_run_task(run, task.name)
+    # every output checked before anything is computed or written; a sweep replaces its own outputs (so it can
+    # be run again) but never writes through a link
+    seg = video_segments(ss.video)
+    tl_dir = check_folder(run / f"timelines_{task.name}")
+    tl_paths = [tl_dir / n for n in data_names(seg.names[: len(seg) if timelines is None else timelines], ".png")]
+    png = run / f"sweep_{task.name}.png"
+    outs = Outputs([png, *tl_paths, run / CONFIG], force=True)
     scores = filled_scores(ss)
     valid = valid_rows(task, ss.y)
     table = sweep_k(task, ss.y, scores, ss.video, ks, stat=a.stat, progress=True)
@@ -154,29 +175,24 @@ def cmd_sweep(a) -> int:
                       f"cross-validated {sel.cv:.4f} (optimism {sel.optimism:+.4f}), fold k {sel.fold_k}")
                 cv["per_output" if po else "shared"] = sel.to_dict()
             cfg["cv"] = cv
-    png = plot_sweep(table, task, run / f"sweep_{task.name}.png", k)
-    tl = _timelines(timelines, task, ss, scores, smooth_k, k, run / f"timelines_{task.name}")
-    _write_json(run / CONFIG, cfg)
+    with outs:
+        outs.write(png, lambda f: plot_sweep(table, task, f, k))
+        tl = _timelines(outs, tl_paths, seg, task, ss, scores, smooth_k, k)
+        outs.write(run / CONFIG, json.dumps(cfg, indent=2) + "\n")
     print(f"\nwrote {png}, {run / CONFIG}" + (f", {tl}" if tl else ""))
     return 0
 
 
-def _timelines(spec: int | None, task, ss, scores: np.ndarray, smoothed: np.ndarray, k: int, folder: Path) -> str:
-    """Per-video timeline PNGs (raw vs smoothed vs labels) for the first N videos of the split (or all)."""
-    seg = video_segments(ss.video)
-    n = len(seg) if spec is None else min(spec, len(seg))
-    if n == 0:
+def _timelines(outs: Outputs, paths: list[Path], seg, task, ss, scores: np.ndarray, smoothed: np.ndarray,
+               k: int) -> str:
+    """Per-video timeline PNGs (raw vs smoothed vs labels) for the first len(paths) videos of the split."""
+    if not paths:
         return ""
-    folder.mkdir(exist_ok=True)
-    for v, a, b in tqdm(list(zip(seg.names, seg.starts, seg.ends))[:n], desc="timelines", leave=False):
-        plot_timeline(task, ss.frame[a:b], scores[a:b], smoothed[a:b], folder / f"{_safe(v)}.png", ss.y[a:b],
-                      title=f"{v}: raw vs k = {k}")
-    left = len(seg) - n
-    return f"{n} timelines in {folder}" + (f" ({left} more videos: --timelines all)" if left else "")
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
+    for p, v, a, b in tqdm(list(zip(paths, seg.names, seg.starts, seg.ends)), desc="timelines", leave=False):
+        outs.write(p, lambda f: plot_timeline(task, ss.frame[a:b], scores[a:b], smoothed[a:b], f, ss.y[a:b],
+                                              title=f"{v}: raw vs k = {k}"))
+    left = len(seg) - len(paths)
+    return f"{len(paths)} timelines in {paths[0].parent}" + (f" ({left} more videos: --timelines all)" if left else "")
 
 
 def _config_choice(cfg, task, path: Path) -> tuple:
@@ -224,8 +240,7 @@ def cmd_submit(a) -> int:
         raise InputError(f"{CONFIG} is for task {cfg.get('task')!r} but split {a.split} holds {task.name}", run)
     k, thr, stat = _config_choice(cfg, task, cfg_path)
     samples = read_sample_list(a.samples)
-    if os.path.exists(a.out) and not a.force:
-        raise InputError("output exists; choose another name or pass --force", a.out)
+    check_output(a.out, a.force)
     # frames the list names beyond a video's last crop join the timeline before smoothing, as labelled frames
     # beyond the last crop do on validation
     ss = extend_timeline(ss, samples.video, samples.frame)

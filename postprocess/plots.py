@@ -1,9 +1,13 @@
 """PNG figures (matplotlib, Agg backend): metric against k with the chosen k marked, and per-video timelines of
-predictions before and after smoothing against the labels."""
+predictions before and after smoothing against the labels.
+
+`path` is a file name (written through features.outputs: never over an existing file without force, never
+through a link) or a binary file object, as `features.outputs.Outputs.write` hands one to a command that plans
+all its outputs first."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import IO, Sequence
 
 import matplotlib
 
@@ -12,11 +16,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from features.outputs import write_output  # noqa: E402
 from features.tasks import Task, get_task  # noqa: E402
 
 
-def plot_sweep(table: pd.DataFrame, task: Task | str, path: str | os.PathLike, chosen_k: int | None = None,
-               title: str | None = None) -> str:
+def _save(fig, path: str | os.PathLike | IO[bytes], force: bool) -> str:
+    """The figure to a file name through the one writer (format from its extension, PNG by default), or as PNG
+    to a file object; the figure is closed."""
+    try:
+        if isinstance(path, (str, os.PathLike)):
+            fmt = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
+            write_output(path, lambda f: fig.savefig(f, format=fmt), force=force)
+            return os.fspath(path)
+        fig.savefig(path, format="png")
+        return getattr(path, "name", "")
+    finally:
+        plt.close(fig)
+
+
+def plot_sweep(table: pd.DataFrame, task: Task | str, path: str | os.PathLike | IO[bytes],
+               chosen_k: int | None = None, title: str | None = None, force: bool = False) -> str:
     """Metric by k (thick) and per-output details (thin), the chosen k marked."""
     task = get_task(task)
     m = task.metric_name
@@ -35,14 +54,12 @@ def plot_sweep(table: pd.DataFrame, task: Task | str, path: str | os.PathLike, c
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return os.fspath(path)
+    return _save(fig, path, force)
 
 
 def plot_timeline(task: Task | str, frame: np.ndarray, raw: np.ndarray, smoothed: np.ndarray,
-                  path: str | os.PathLike, y: np.ndarray | None = None, title: str = "",
-                  columns: Sequence[int] = (0, 1, 2)) -> str:
+                  path: str | os.PathLike | IO[bytes], y: np.ndarray | None = None, title: str = "",
+                  columns: Sequence[int] = (0, 1, 2), force: bool = False) -> str:
     """One video: VA two panels (lines), EXPR class-probability heat strips before/after plus the label,
     AU a few units (probabilities and 0/1 labels)."""
     task = get_task(task)
@@ -81,6 +98,4 @@ def plot_timeline(task: Task | str, frame: np.ndarray, raw: np.ndarray, smoothed
     axes[-1].set_xlabel("frame")
     fig.suptitle(title or f"{task.name.upper()} timeline")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return os.fspath(path)
+    return _save(fig, path, force)

@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from features.errors import InputError
+from features.outputs import OutputError
 from features.tasks import TASKS, get_task
 
 from .segments import check_frames, video_segments
@@ -121,26 +122,31 @@ def save_scores(path: str | os.PathLike, split: str, video: np.ndarray, frame: n
     heads = {name: spread(pos, n, np.asarray(h, np.float32), np.nan) for name, h in heads.items()}
     seg = video_segments(video)
     vid_id = np.repeat(np.arange(len(seg), dtype=np.int32), seg.lengths)
-    with h5py.File(path, "a") as f:
-        if split in f:
-            if not overwrite:
-                raise InputError(f"split {split!r} already exists (pass overwrite=True to replace it)", path)
-            del f[split]
-        g = f.create_group(split)
-        g.create_dataset("video_names", data=seg.names.astype(object), dtype=h5py.string_dtype("utf-8"))
-        g.create_dataset("video_id", data=vid_id)
-        g.create_dataset("frame", data=frame.astype(np.int32))
-        g.create_dataset("face", data=face)
-        if y is not None:
-            g.create_dataset("y", data=y)
-        g.create_dataset("scores", data=s)
-        if heads:
-            hg = g.create_group("heads")
-            for name, h in heads.items():
-                hg.create_dataset(name, data=np.asarray(h, np.float32))
-        g.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for key, val in attrs.items():
-            g.attrs[key] = val if isinstance(val, (str, int, float, bool, np.number)) else json.dumps(val)
+    if os.path.islink(path):
+        raise InputError("is a symbolic link; outputs are never written through links", path)
+    try:
+        with h5py.File(path, "a") as f:
+            if split in f:
+                if not overwrite:
+                    raise InputError(f"split {split!r} already exists (pass overwrite=True to replace it)", path)
+                del f[split]
+            g = f.create_group(split)
+            g.create_dataset("video_names", data=seg.names.astype(object), dtype=h5py.string_dtype("utf-8"))
+            g.create_dataset("video_id", data=vid_id)
+            g.create_dataset("frame", data=frame.astype(np.int32))
+            g.create_dataset("face", data=face)
+            if y is not None:
+                g.create_dataset("y", data=y)
+            g.create_dataset("scores", data=s)
+            if heads:
+                hg = g.create_group("heads")
+                for name, h in heads.items():
+                    hg.create_dataset(name, data=np.asarray(h, np.float32))
+            g.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            for key, val in attrs.items():
+                g.attrs[key] = val if isinstance(val, (str, int, float, bool, np.number)) else json.dumps(val)
+    except OSError as e:                     # a full disk or a read-only folder: name the file, keep the reason
+        raise OutputError(path, e) from e
 
 
 def load_scores(path: str | os.PathLike, split: str) -> ScoreSet:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
+from features.outputs import check_output, write_output
 from features.tasks import Task, get_task
 
 from .gaps import extend_to_samples
@@ -77,8 +78,7 @@ def write_submission(path: str | os.PathLike, task: Task | str, samples: SampleL
     task = get_task(task)
     samples = _as_samples(samples)
     path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise InputError("output exists; choose another name or allow overwriting", path)
+    check_output(path, overwrite)
     s = extend_to_samples(video, frame, scores, samples.video, samples.frame, face)
     if s.ndim == 1 or s.shape[1] != task.n_outputs:
         raise InputError(f"{task.name}: scores need {task.n_outputs} columns")
@@ -86,11 +86,11 @@ def write_submission(path: str | os.PathLike, task: Task | str, samples: SampleL
     pred = pred.astype(np.int64) if task.kind != "regression" else pred
     df = pd.DataFrame(pred.reshape(len(s), -1))
     df.insert(0, "image_location", samples.image_location)
-    tmp = path + ".part"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+
+    def write(f) -> None:
         f.write(header(task) + "\n")       # EXPR: the whole class header, one value per row (ABAW format)
         df.to_csv(f, index=False, header=False, float_format="%.6f", lineterminator="\n")
-    os.replace(tmp, path)
+    write_output(path, write, force=overwrite, text=True)
     return len(df)
 
 

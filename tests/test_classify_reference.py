@@ -1,4 +1,4 @@
-"""The MLP heads are the reference configurations (DESIGN §4), pinned layer by layer, with their losses checked
+"""The MLP heads are the reference configurations (docs/heads.md), pinned layer by layer, with their losses checked
 against values computed by hand on a small batch:
 
 - VA:   Dense(2, tanh) on logits+VA (10 inputs), loss 1 - (CCC_V + CCC_A) / 2, batch 1024;

@@ -233,8 +233,8 @@ def test_many_segments_stay_under_the_open_file_limit(tmp_path):
 
 
 def test_segments_reopened_on_demand(tmp_path, monkeypatch):
-    import features.store as store_mod
-    monkeypatch.setattr(store_mod, "_OPEN_SEGMENTS", 3)
+    from features.store import catalogue
+    monkeypatch.setattr(catalogue, "_OPEN_SEGMENTS", 3)
     p = tmp_path / "c.h5"
     s = FeatureStore(p, "a")
     w = s.writer(info())

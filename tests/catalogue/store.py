@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-import features.store as store_mod
+from features.store import durability
 from features.store import ExtractorInfo, FeatureStore
 
 from . import Case, Result, api, cli
@@ -156,7 +156,7 @@ def _interrupt_run(tmp, shared):
     if not data.exists():
         make_set(data, n_train=3, n_val=1, n_frames=10, size=32)
     renamed: list[str] = []
-    orig_rename, orig_create = store_mod._rename, ecli.create_extractor
+    orig_rename, orig_create = durability._rename, ecli.create_extractor
 
     def rename(tmp_file, final):
         orig_rename(tmp_file, final)
@@ -165,12 +165,12 @@ def _interrupt_run(tmp, shared):
         renamed.append(final.name)
         if len(renamed) == 3:
             raise KeyboardInterrupt
-    store_mod._rename, ecli.create_extractor = rename, (lambda spec, *a, **k: TinyExtractor())
+    durability._rename, ecli.create_extractor = rename, (lambda spec, *a, **k: TinyExtractor())
     try:
         res = cli(ecli.main, ["run", "--data", data, "--out", tmp / "c.h5", "--workers", "0", "--batch", "4",
                               "--quiet"])
     finally:
-        store_mod._rename, ecli.create_extractor = orig_rename, orig_create
+        durability._rename, ecli.create_extractor = orig_rename, orig_create
     (tmp / "renamed.txt").write_text(str(len(renamed)))
     return res
 
@@ -192,12 +192,12 @@ def _disk_full_commit(tmp, shared):
     def go():
         with FeatureStore(p, "a") as s:
             w = s.writer(_info())
-            orig = store_mod._fsync
-            store_mod._fsync = _enospc
+            orig = durability._fsync
+            durability._fsync = _enospc
             try:
                 w.write_video("c", **_data(4, 3))
             finally:
-                store_mod._fsync = orig
+                durability._fsync = orig
     return api(go)
 
 
@@ -209,12 +209,12 @@ def _disk_full_compact(tmp, shared):
     p = _good(tmp, shared)
     s = FeatureStore(p, "a")
     s.writer(_info()).write_video("c", **_data(4, 3))
-    orig = store_mod._fsync
-    store_mod._fsync = _enospc
+    orig = durability._fsync
+    durability._fsync = _enospc
     try:
         return api(s.close)
     finally:
-        store_mod._fsync = orig
+        durability._fsync = orig
 
 
 def _disk_full_compact_check(tmp, shared, res):
@@ -328,12 +328,12 @@ def _out_exists_check(tmp, shared, res):
 def _merge_disk_full(tmp, shared):
     from extract.cli import main
     inputs = _shards_ok(tmp, shared)
-    orig = store_mod._fsync
-    store_mod._fsync = _enospc
+    orig = durability._fsync
+    durability._fsync = _enospc
     try:
         return cli(main, ["merge", *inputs, "--out", tmp / "m.h5", "--remove-inputs"])
     finally:
-        store_mod._fsync = orig
+        durability._fsync = orig
 
 
 def _shards_read(tmp, shared):
