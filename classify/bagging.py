@@ -65,8 +65,9 @@ class BaggingHead(Head):
     """`n_estimators` clones of `estimator` (a per-frame EXPR head, or its saved {"kind", "params"}) on bootstrap
     samples of `max_samples` × n rows, combined by `rule`."""
     kind = "bagging"
+    member_prefix = "bag"
 
-    def __init__(self, task="expr", estimator=None, n_estimators: int = 5, max_samples: float = 1.0,
+    def __init__(self, task="expr", estimator: Head | dict | None = None, n_estimators: int = 5, max_samples: float = 1.0,
                  rule: str = "majority", priority: Sequence[str] | None = None, quorum: float = 1 / 3,
                  seed: int = 0):
         super().__init__(task)

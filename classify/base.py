@@ -53,6 +53,10 @@ class Head(BaseEstimator):
     """
     kind = "head"
     pickled: tuple[str, ...] = ()     # files of a saved head that are pickles (loaded only with allow_pickle)
+    # what a saved head of this kind holds beside head.json (classify.runfolder refuses anything else)
+    files: tuple[str, ...] = ("fitted.json",)
+    optional_files: tuple[str, ...] = ()
+    member_prefix: str | None = None  # composites: member heads in <prefix>0/, <prefix>1/, ...
 
     def __init__(self, task: str | Task):
         self.task = task
@@ -134,9 +138,17 @@ class Head(BaseEstimator):
         write_output(path / "fitted.json", json.dumps(state, default=lambda o: o.item()))
 
     def _load_fitted(self, path: Path) -> None:
+        """What _save_fitted wrote; only fitted names (`name_`) of plain values are set."""
         p = path / "fitted.json"
         if p.exists():
-            for k, v in json.loads(p.read_text()).items():
+            state = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(state, dict):
+                raise InputError("expected a JSON object of fitted values", p)
+            for k, v in state.items():
+                # not a method, property or state the head restored from its other files
+                taken = hasattr(type(self), k) or (k in vars(self) and not _same(vars(self)[k], v))
+                if taken or not (k.endswith("_") and not k.startswith("_") and k.isidentifier() and _json_value(v)):
+                    raise InputError(f"{k!r} is not a fitted value this head saves", p)
                 setattr(self, k, np.asarray(v) if k == "classes_" else v)
 
     def _save_members(self, path: Path, prefix: str) -> None:
@@ -146,7 +158,12 @@ class Head(BaseEstimator):
         self._save_fitted(path)
 
     def _load_members(self, path: Path, prefix: str, n: int) -> None:
-        """The `n` members saved by _save_members, loaded as this head was (same task, same allow_pickle)."""
+        """The `n` members saved by _save_members, loaded as this head was (same task, same allow_pickle); the
+        folder must hold exactly those."""
+        have = sum(1 for p in path.iterdir() if p.is_dir() and p.name.startswith(prefix))
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or have != n:
+            raise InputError(f"a {self.kind} head of {n!r} members, but the folder holds {have} member folders "
+                             f"({prefix}0/, {prefix}1/, ...)", path)
         self.estimators_ = [load_head(path / f"{prefix}{i}", task=self._task,
                                       allow_pickle=getattr(self, "_allow_pickle", False)) for i in range(n)]
 
@@ -157,9 +174,11 @@ class Head(BaseEstimator):
             raise InputError("head folder exists and is not empty; refusing to overwrite", path)
         path.mkdir(parents=True, exist_ok=True)
         self._save(path)
+        from .runfolder import head_entries
+        # every file, and a composite's members' head.json (which hash the members' files in turn)
         meta = {"kind": self.kind, "task": self.task.name, "params": self.params, "feature_set": self.feature_set,
-                "sha256": {f.name: sha256(f) for f in sorted(path.iterdir()) if f.is_file()}}
-        write_output(path / "head.json", json.dumps(meta, indent=2, default=str))
+                "sha256": {name: sha256(path / name) for name in head_entries(path, type(self))}}
+        write_output(path / "head.json", json.dumps(meta, indent=2, default=_json_default))
         return path
 
     def _save(self, path: Path) -> None:
@@ -172,23 +191,22 @@ class Head(BaseEstimator):
 def load_head(path: str | os.PathLike, task: str | Task | None = None, allow_pickle: bool = False) -> Head:
     """Load a saved head; with `task`, refuse a head made for another task.
 
-    A head holding a pickle (LightAutoML) loads only with ``allow_pickle=True`` (unpickling can run any code:
-    pass it only for heads you trained yourself) and only if the pickle's sha256 matches the one recorded at
-    save time; every other recorded file is checked too.
+    The folder is untrusted input, checked by classify.runfolder before anything is constructed or read:
+    head.json's kind, task and params (names and types the kind's constructor takes), and the files (those the
+    kind saves, each with a matching sha256 recorded at save time; a file without one is refused). A head
+    holding a pickle (LightAutoML) loads only with ``allow_pickle=True`` (unpickling can run any code: pass it
+    only for heads you trained yourself).
     """
+    from . import runfolder
     path = Path(path)
     meta_p = path / "head.json"
-    if not meta_p.exists():
-        raise InputError("not a saved head (no head.json)", path)
-    try:
-        meta = json.loads(meta_p.read_text(encoding="utf-8"))
-        kind, saved_task = meta["kind"], meta["task"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"head.json is not a saved head's metadata ({type(e).__name__}: {e})", meta_p) from None
+    meta = runfolder.read_head_json(path)
+    saved_task = meta["task"]
     if task is not None and saved_task != get_task(task).name:
         raise InputError(f"head was trained for task {saved_task!r}, not {get_task(task).name!r}", meta_p)
-    cls = head_class(kind, meta_p)
-    recorded = meta.get("sha256") or {}
+    cls = head_class(meta["kind"], meta_p)
+    runfolder.check_params(cls, meta["params"], meta_p)
+    recorded = meta["sha256"]
     for name in cls.pickled:
         f = path / name
         if not f.exists():
@@ -198,20 +216,18 @@ def load_head(path: str | os.PathLike, task: str | Task | None = None, allow_pic
                              f"yourself, with allow_pickle=True (command line: --allow-pickle)", f)
         if name not in recorded:
             raise InputError("no sha256 recorded for this pickle in head.json; refusing to unpickle it", f)
-    for name, digest in recorded.items():
-        f = path / name
-        if f.is_file() and sha256(f) != digest:
-            raise InputError("sha256 differs from the one recorded when the head was saved (changed since); "
-                             "refusing to load it", f)
-    head = cls(saved_task, **(meta.get("params") or {}))
-    head.feature_set = meta.get("feature_set")
+    runfolder.check_head_files(path, cls, recorded)
+    head = cls(saved_task, **meta["params"])
+    head.feature_set = meta["feature_set"]
     head._allow_pickle = allow_pickle      # what composite heads (k-fold, bagging) pass to their members
-    head._load(path)
+    runfolder.load_files(head, path)
     return head
 
 
 def head_class(kind: str, where: str | os.PathLike | None = None) -> type[Head]:
     """The class of a saved head kind, importing the module that defines it."""
+    if not isinstance(kind, str):
+        raise InputError(f"a head kind is a name, got {kind!r}", where)
     if kind not in HEAD_KINDS and kind in KIND_MODULES:
         importlib.import_module(KIND_MODULES[kind])
     cls = HEAD_KINDS.get(kind)
@@ -319,4 +335,32 @@ def _plain(v) -> bool:
         return all(isinstance(x, (bool, int, float, str)) or x is None for x in v)
     if isinstance(v, dict):
         return all(isinstance(k, str) and _plain(x) for k, x in v.items())
+    return False
+
+
+def _json_default(o):
+    """numpy values as JSON numbers / lists (a numpy int given as a parameter is not written as a string)."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _same(a, b) -> bool:
+    """a == b for plain values (False for anything that does not compare to one bool)."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _json_value(v, depth: int = 0) -> bool:
+    """A value fitted.json may hold: numbers, strings, null, and lists / objects of them (nested a few levels)."""
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return True
+    if depth < 4 and isinstance(v, list):
+        return all(_json_value(x, depth + 1) for x in v)
+    if depth < 4 and isinstance(v, dict):
+        return all(isinstance(k, str) and _json_value(x, depth + 1) for k, x in v.items())
     return False

@@ -31,6 +31,7 @@ def simplex_grid(m: int, step: float = 0.1) -> np.ndarray:
 @register
 class BlendHead(Head):
     kind = "blend"
+    files = ("weights.json", "fitted.json")
 
     def __init__(self, task, members: Sequence[str] | None = None, step: float = 0.1):
         super().__init__(task)
@@ -115,6 +116,9 @@ class BlendHead(Head):
         self._save_fitted(path)
 
     def _load(self, path: Path):
-        w = json.loads((path / "weights.json").read_text())
+        w = json.loads((path / "weights.json").read_text(encoding="utf-8"))
+        if not isinstance(w, dict) or not w or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in w.values()):
+            raise InputError("expected a JSON object of member name -> finite weight", path / "weights.json")
         self.members_, self.weights_ = list(w), list(w.values())
         self._load_fitted(path)

@@ -8,6 +8,7 @@ heads take as their `blocks` parameter.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -149,7 +150,7 @@ class FusionMLPHead(TorchHead):
     balanced batches (`sampling`). Best validation epoch kept."""
     kind = "fusion_mlp"
 
-    def __init__(self, task, blocks=None, width: int = 64, hidden: int = 128, dropout: float = 0.1,
+    def __init__(self, task, blocks: Sequence[int] | None = None, width: int = 64, hidden: int = 128, dropout: float = 0.1,
                  loss: str | None = None, sampling: str | None = None, epochs: int = 10, batch: int = 256,
                  lr: float = 1e-3, seed: int = 0, threads: int | None = None, verbose: int = 0):
         super().__init__(task)

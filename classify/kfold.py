@@ -29,9 +29,10 @@ class KFoldHead(Head):
     """The mean of the fold models' scores. `estimator`: an unfitted head (cloned per fold), or its
     {"kind", "params"} description as saved in head.json."""
     kind = "kfold"
+    member_prefix = "fold"
     _not_saved = ("oof_",)
 
-    def __init__(self, task, estimator=None, n_splits: int = 5):
+    def __init__(self, task, estimator: Head | dict | None = None, n_splits: int = 5):
         super().__init__(task)
         self.estimator = estimator
         self.n_splits = n_splits

@@ -85,6 +85,7 @@ def _quiet():
 class LamaHead(Head):
     kind = "lama"
     pickled = ("lama.pkl",)      # LightAutoML models exist only as pickles: loaded with allow_pickle only
+    files = ("lama.pkl", "fitted.json")
 
     def __init__(self, task, timeout: int = 60, cpu_limit: int | None = None, cv: int = 3, seed: int = 0,
                  log_file: str | None = None, max_rows: int | None = LAMA_MAX_ROWS):

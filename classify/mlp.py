@@ -71,6 +71,8 @@ def _batch_source(X, y, w, batch: int, seed: int):
 @register
 class MLPHead(Head):
     kind = "mlp"
+    files = ("model.keras",)
+    optional_files = ("fitted.json",)      # heads saved before fitted.json existed have only model.keras
 
     def __init__(self, task, hidden: int | None = None, epochs: int | None = None, batch: int | None = None,
                  lr: float | None = None, seed: int = 0, verbose: int = 0):
@@ -207,7 +209,8 @@ class MLPHead(Head):
 
     def _load(self, path: Path):
         tf, keras = _keras()
-        self.model_ = keras.models.load_model(path / "model.keras", compile=False)
+        # safe mode (Keras' default, stated): a file that would run code (a Lambda layer) is refused
+        self.model_ = keras.models.load_model(path / "model.keras", compile=False, safe_mode=True)
         self._load_fitted(path)
         if not hasattr(self, "n_features_in_"):          # saved before fitted.json existed
             self.n_features_in_ = int(self.model_.inputs[0].shape[-1])

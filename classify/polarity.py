@@ -39,6 +39,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 @register
 class PolarityGateHead(Head):
     kind = "polarity"
+    files = ("polarity.npz", "fitted.json")
     _not_saved = ("mean_", "inv_std_")
 
     def __init__(self, task="va", threshold: float = 0.5, alpha: float = 10.0, C: float = 1.0,

@@ -36,7 +36,7 @@ from features.tasks import EXPR, Task, get_task
 from postprocess.gaps import fill_gaps
 from postprocess.smoothing import box_filter, check_k
 
-from . import featuresets
+from . import featuresets, runfolder
 from .base import Head, load_head
 
 OUT_FORMATS = (".csv", ".parquet")
@@ -132,7 +132,7 @@ def _read_json(path: Path) -> dict:
 def run_post(run: Path, task: Task, metrics: dict) -> Post:
     """k (or per-output ks) and thresholds: postprocess.json when `postprocess sweep` wrote one (its per-output
     choice when it was made with --per-output, as `submit` reads it), else what `classify` chose."""
-    cfg_path = run / "postprocess.json"
+    cfg_path = runfolder.run_file(run, "postprocess.json")
     if cfg_path.exists():
         from postprocess.cli import _config_choice      # the one reader submit uses, checks included
         cfg = _read_json(cfg_path)
@@ -156,30 +156,29 @@ def _thresholds(thr, task: Task) -> list[float] | None:
 
 
 def load_run(run: str | os.PathLike, allow_pickle: bool = False) -> LoadedRun:
-    """The run's final head (and a blend's members), its post-processing and the recorded provenance."""
+    """The run's final head (and a blend's members), its post-processing and the recorded provenance. The run
+    folder is untrusted input: classify.runfolder checks what it names and holds before it is used."""
     run = Path(run)
     if not run.is_dir():
         raise InputError("run folder not found (give runs/<task>/<name> as classify wrote it)", run)
     if run.name.endswith(".failed") or (run / "FAILED.txt").exists():
         raise InputError("this run failed (see FAILED.txt); train it again", run)
+    metrics = runfolder.read_metrics(run)
     mp = run / "metrics.json"
-    if not mp.exists():
-        raise InputError("no metrics.json: not a finished classify run", run)
-    metrics = _read_json(mp)
-    try:
-        task, final = get_task(metrics["task"]), str(metrics["final"])
-    except KeyError as e:
-        raise InputError(f"no {e.args[0]!r} in it; not a classify run's metrics", mp) from None
+    task, final = get_task(metrics["task"]), metrics["final"]
     heads_dir = run / "heads"
-    if not (heads_dir / final).is_dir():
+    if not runfolder.head_folder(run, final, mp, "the final head").is_dir():
         raise InputError(f"the final head {final!r} was not saved (no heads/{final}/); train the run again", run)
     heads = {final: load_head(heads_dir / final, task, allow_pickle=allow_pickle)}
     names = list(heads[final].members_) if heads[final].kind == "blend" else [final]
     for m in names:
         if m not in heads:
-            if not (heads_dir / m).is_dir():
+            if not runfolder.head_folder(run, m, heads_dir / final / "weights.json", "blend member").is_dir():
                 raise InputError(f"blend member {m!r} was not saved (no heads/{m}/)", run)
             heads[m] = load_head(heads_dir / m, task, allow_pickle=allow_pickle)
+            if heads[m].kind == "blend":
+                raise InputError(f"blend member {m!r} is itself a blend; members are heads that read features",
+                                 heads_dir / final / "weights.json")
     members = {}
     for m in names:
         fs = heads[m].feature_set or (metrics.get("members") or {}).get(m, {}).get("feature_set")
@@ -542,9 +541,7 @@ def run_extractors(run: str | os.PathLike) -> list[str]:
     """The extractor names a run used (from its recorded provenance), for `make predict` to extract with."""
     run = Path(run)
     mp = run / "metrics.json"
-    if not mp.exists():
-        raise InputError("no metrics.json: not a finished classify run", run)
-    prov = _read_json(mp).get("provenance") or {}
+    prov = runfolder.read_metrics(run).get("provenance") or {}
     if not prov:
         raise InputError("the run records no extractors (made before provenance was recorded); pass "
                          "EXTRACTORS=<specs> to make predict", mp)

@@ -72,6 +72,7 @@ class VAOnly(Head):
 class LogitsRule(Head):
     """EXPR from the pre-trained logits, with a binary MLP (scikit-learn, on the same logits) for Other."""
     kind = "logits"
+    optional_files = ("other.json", "other.npz")     # the Other gate, absent when training had one class
 
     def __init__(self, task="expr", class_names: Sequence[str] | None = None, hidden: int = 64,
                  max_iter: int = 50, seed: int = 0):
@@ -120,8 +121,6 @@ class LogitsRule(Head):
         self._save_fitted(path)
 
     def _load(self, path: Path):
-        if (path / "other.pkl").exists() and not (path / "other.json").exists():
-            raise InputError("this logits head was saved as a pickle (other.pkl) by an older version, which is "
-                             "not loaded (unpickling can run code); fit it again", path)
+        # (an older version pickled the gate as other.pkl: classify.runfolder refuses that file, unread)
         self.other_ = load_mlp_classifier(path, "other") if (path / "other.json").exists() else None
         self._load_fitted(path)

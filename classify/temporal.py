@@ -14,6 +14,7 @@ for every head).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -125,7 +126,7 @@ class TemporalHead(TorchHead):
 
     def __init__(self, task, window: int = 64, stride: int | None = None, train_stride: int | None = None,
                  layers: int = 2, width: int = 64,
-                 heads_n: int = 4, arch: str = "transformer", dropout: float = 0.1, blocks=None,
+                 heads_n: int = 4, arch: str = "transformer", dropout: float = 0.1, blocks: Sequence[int] | None = None,
                  loss: str | None = None, epochs: int = 10, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                  threads: int | None = None, verbose: int = 0):
         super().__init__(task)

@@ -73,6 +73,21 @@ def load_net(net, path: Path):
     return net
 
 
+def check_net(make: Callable, path: Path) -> None:
+    """The network that the saved parameters describe, built without memory (torch's meta device), has the
+    shapes of the saved arrays: parameters that do not fit the weights (or ask for a huge network) are refused
+    before anything is allocated."""
+    import torch
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in make().state_dict().items()}
+    with np.load(path / "net.npz", allow_pickle=False) as z:
+        have = {k: tuple(z[k].shape) for k in z.files}
+    if want != have:
+        diff = next((k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)))
+        raise InputError(f"the saved weights do not fit the head's parameters (array {diff!r}: "
+                         f"{have.get(diff, 'absent')} saved, {want.get(diff, 'absent')} expected)", path / "net.npz")
+
+
 def output_activation(task_kind: str, z):
     """Scores from raw outputs: softmax (EXPR), sigmoid (AU); VA nets end in tanh already."""
     import torch
@@ -91,6 +106,7 @@ def labels_tensor(task_kind: str, y: np.ndarray):
 class TorchHead(Head):
     """Saving/loading for heads whose fitted state is one torch network (`net_`) rebuilt by `_make_net()` from
     the parameters and the plain fitted attributes."""
+    files = ("net.npz", "fitted.json")
 
     def _make_net(self):
         raise NotImplementedError
@@ -101,6 +117,7 @@ class TorchHead(Head):
 
     def _load(self, path: Path):
         self._load_fitted(path)
+        check_net(self._make_net, path)
         self.net_ = load_net(self._make_net(), path)
 
 

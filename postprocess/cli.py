@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from features.errors import InputError
 from features.outputs import Outputs, check_folder, check_output, data_names
+from features.paths import inside
 from features.tasks import get_task
 
 from .plots import plot_sweep, plot_timeline
@@ -64,7 +65,7 @@ def parse_k(spec: str) -> list[int]:
 
 
 def _scores_path(run: Path) -> Path:
-    p = run / "scores.h5"
+    p = inside(run, run / "scores.h5", file=True)      # a run folder is untrusted: its files stay inside it
     if not p.exists():
         raise InputError("no scores.h5 in the run directory (run classify first)", run)
     return p
@@ -74,7 +75,7 @@ def _check_run_task(run: Path, task: str) -> None:
     """Refuse scores of another task than the run's (metrics.json's task, else the existing postprocess.json's):
     the sweep would replace the run's postprocess.json with one for the other task."""
     for name in ("metrics.json", CONFIG):
-        p = run / name
+        p = inside(run, run / name, file=True)
         if not p.is_file():
             continue
         try:
@@ -224,7 +225,7 @@ def _config_choice(cfg, task, path: Path) -> tuple:
 
 def cmd_submit(a) -> int:
     run = Path(a.run)
-    cfg_path = run / CONFIG
+    cfg_path = inside(run, run / CONFIG, file=True)
     if not cfg_path.exists():
         raise InputError(f"no {CONFIG}: run `python -m postprocess sweep --run {run}` first", run)
     try:

@@ -28,11 +28,16 @@ class WritesAFile:
         return builtins.open, (self.path, "w")
 
 
-def crafted_head(folder: Path, kind: str, task: str, pkl_name: str, marker: Path, params=None) -> Path:
+def crafted_head(folder: Path, kind: str, task: str, pkl_name: str, marker: Path, params=None,
+                 fitted: dict | None = None) -> Path:
     folder.mkdir(parents=True)
     (folder / pkl_name).write_bytes(pickle.dumps(WritesAFile(marker)))
+    names = [pkl_name]
+    if fitted is not None:
+        (folder / "fitted.json").write_text(json.dumps(fitted))
+        names.append("fitted.json")
     meta = {"kind": kind, "task": task, "params": params or {}, "feature_set": "x/logits",
-            "sha256": {pkl_name: sha256(folder / pkl_name)}}
+            "sha256": {n: sha256(folder / n) for n in names}}
     (folder / "head.json").write_text(json.dumps(meta))
     return folder
 
@@ -75,7 +80,7 @@ def test_lama_pickle_with_matching_sha_loads_with_the_flag_only(tmp_path):
     marker = tmp_path / "pwned"
     head = crafted_head(tmp_path / "lama", "lama", "expr", "lama.pkl", marker,
                         params={"timeout": 5, "cpu_limit": 1, "cv": 2, "seed": 0, "log_file": None,
-                                "max_rows": 100})
+                                "max_rows": 100}, fitted={"n_features_in_": 8, "rows_used_": 100})
     h = load_head(head, allow_pickle=True)
     assert h.kind == "lama" and h.model_ == (head / "lama.pkl").read_bytes()
     assert not marker.exists()
