@@ -66,8 +66,8 @@ def cmd_sweep(a) -> int:
     valid = valid_rows(task, ss.y)
     asked, ks = ks, clip_ks(ks, longest_video(ss.video))
     if len(ks) < len(asked):
-        print(f"--k: the longest video has {longest_video(ss.video)} frames and a wider window smooths alike, so "
-              f"the sweep stops at k = {ks[-1]} ({len(ks)} of the {len(asked)} values asked for)")
+        print(f"--k: every window wider than the longest video ({longest_video(ss.video)} frames) smooths alike, "
+              f"so the sweep stops at k = {ks[-1]} ({len(ks)} of the {len(asked)} values asked for)")
     table = sweep_k(task, ss.y, scores, ss.video, ks, stat=a.stat, progress=True)
     k = best_k(table)
     print(f"{task.name}: {task.metric_name} by k on split {a.split} ({len(np.unique(ss.video))} videos, "
