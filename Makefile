@@ -33,7 +33,8 @@ PRED_CACHE ?= cache/predict/$(VIDEO_STEM).h5
 # Paths may hold spaces and quotes: $(call q,VAR) is VAR's value as one shell word (single-quoted, each ' as '\'').
 # make's own file-name functions split words at spaces, so VIDEO_STEM hides them from notdir/basename.
 q = '$(subst ','\'',$($1))'
-SPACE := $(subst ,, )
+EMPTY :=
+SPACE := $(EMPTY) $(EMPTY)
 VIDEO_STEM = $(subst |sp|,$(SPACE),$(notdir $(basename $(patsubst %/,%,$(subst $(SPACE),|sp|,$(VIDEO))))))
 
 .PHONY: setup test test-fast extract classify sweep predict submit demo bench clean
@@ -76,8 +77,8 @@ sweep: setup
 # its metrics.json; EXTRACTORS=... to give specs with checkpoint paths), then apply the run. Without a run:
 # PREDICT_ARGS="--pretrained fer" (extracts with fer).
 predict: setup
-	@test -n $(call q,VIDEO) || { echo "usage: make predict VIDEO=clip.mp4|folder RUN=runs/expr/<name> [PRED=out.csv]" >&2; \
-		exit 2; }
+	@test -n $(call q,VIDEO) || \
+		{ echo "usage: make predict VIDEO=clip.mp4|folder RUN=runs/expr/<name> [PRED=out.csv]" >&2; exit 2; }
 	exts=$(if $(filter command line,$(origin EXTRACTORS)),$(call q,EXTRACTORS),"$$($(PY) -m classify predict \
 		$(if $(filter --pretrained%,$(PREDICT_ARGS)),$(PREDICT_ARGS),--run $(call q,RUN)) --print-extractors)") && \
 	$(PY) -m extract run --data $(call q,VIDEO) --cache $(call q,PRED_CACHE) --extractors "$$exts" \
