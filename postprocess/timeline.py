@@ -107,7 +107,8 @@ def extend_timeline(ss: "ScoreSet", video: np.ndarray, frame: np.ndarray) -> "Sc
     if len(bad):
         i = int(bad[0])
         raise InputError(f"frame {int(np.asarray(frame)[i])} of video {str(np.asarray(video)[i])!r} is more than "
-                         f"{FRAME_MARGIN} frames past the video's last known frame ({len(bad)} such frame(s))")
+                         f"{FRAME_MARGIN} frames past the video (its last known frame, or the number of frames "
+                         f"named for it if more; {len(bad)} such frame(s))")
     want = pd.Series(np.asarray(frame, np.int64)).groupby(np.asarray(video).astype(str)).max()
     seg = video_segments(ss.video)
     last = ss.frame[seg.ends - 1] if len(seg) else np.zeros(0, np.int64)
