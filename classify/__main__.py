@@ -10,17 +10,18 @@ import argparse
 import sys
 
 from features.cli import run_main, setup_logging
+from features.cliargs import INT32_MAX, int_values, integer
 
 from .lama import LAMA_MAX_ROWS
 
 
 def parse_k(spec: str):
-    """'auto' -> sweep the default range; 'N' -> fixed k; 'a:b[:s]' or 'a,b,c' -> sweep those values."""
+    """'auto' -> sweep the default range; 'N' -> fixed k; 'a:b[:s]' (a lazy range, clipped to the longest
+    video before it is listed) or 'a,b,c' -> sweep those values."""
     spec = spec.strip()
     if spec == "auto":
         return None
-    from postprocess.cli import parse_k as parse_range
-    ks = parse_range(spec)
+    ks = int_values(spec, "--k")
     return ks[0] if ":" not in spec and "," not in spec else ks
 
 
@@ -113,8 +114,9 @@ def build_predict_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fps", type=float, default=None, help="frame rate for the time column (seconds)")
     ap.add_argument("--source", default=None,
                     help="the video file or folder the cache was extracted from: frame rates for the time column")
-    ap.add_argument("--k", type=int, default=None,
-                    help="smoothing half-width in frames, instead of the run's (--pretrained: half a second)")
+    ap.add_argument("--k", type=integer(0, INT32_MAX), default=None,
+                    help="smoothing half-width in frames, instead of the run's (--pretrained: half a second); a "
+                         "window wider than a video smooths it whole")
     ap.add_argument("--timelines", default="all", help="timeline PNGs for the first N videos, or all (default)")
     ap.add_argument("--allow-pickle", action="store_true",
                     help="load LightAutoML heads (pickles: only runs you trained yourself)")

@@ -117,7 +117,7 @@ class BaggingHead(Head):
                 idx = np.sort(rng.integers(0, len(X), n))
             h = self._base()
             if "seed" in h.get_params():
-                h.set_params(seed=self.seed + i)
+                h.set_params(seed=(self.seed + i) % 2**32)   # seeds are 32-bit
             self.estimators_.append(h.fit(X[idx], y[idx], X_val, y_val))
         return self
 

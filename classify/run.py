@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.errors import InputError
+from features.cliargs import INT32_MAX, SEED_MAX, check_int, cpu_count
+from features.errors import InputError, naming, os_error_text
 from features.labels import Joined, join, label_array, load_labels
 from features.outputs import write_json, write_output
 from features.store import FeatureStore, cache_files
@@ -34,7 +35,7 @@ from features.tasks import Task, get_task
 from postprocess.scores import ScoreSet, save_scores, timeline_scores
 from postprocess.stats import valid_rows
 from postprocess.submission import read_sample_list
-from postprocess.sweep import best_k, sweep_k
+from postprocess.sweep import best_k, clip_ks, longest_video, sweep_k
 from postprocess.thresholds import tune_thresholds
 from postprocess.timeline import filled_scores, full_timeline, smoothed_scores, spread
 
@@ -175,7 +176,8 @@ def smoothing(task: Task, ss: ScoreSet, ks) -> dict:
     (AU at threshold 0.5)."""
     fixed = isinstance(ks, (int, np.integer))
     filled = filled_scores(ss)
-    table = sweep_k(task, ss.y, filled, ss.video, [0, int(ks)] if fixed else sorted({0, *ks}))
+    table = sweep_k(task, ss.y, filled, ss.video,
+                    [0, int(ks)] if fixed else sorted({0, *clip_ks(ks, longest_video(ss.video))}))
     k = int(ks) if fixed else best_k(table, task.metric_name)
     at = lambda kk: float(table.loc[table["k"] == kk, task.metric_name].iloc[0])
     out = {"k": k, "metric_raw": at(0), "metric_smoothed": at(k)}
@@ -277,20 +279,28 @@ def load_frames(store: FeatureStore, task: Task, videos: list[str], sets: list[s
                   spread(pos, n, y, task.invalid))
 
 
-# option -> (smallest allowed value, what it is); None means "the default"
-_INT_OPTIONS = {"epochs": (1, "epochs"), "hidden": (1, "hidden units (leave it out for the reference layout)"),
-                "batch": (1, "rows per batch"), "lama_timeout": (1, "seconds"),
-                "lama_max_rows": (0, "rows (0: all rows)"), "cpus": (1, "cores"), "seed": (0, "seed")}
+# option -> (smallest, largest allowed value, what it is); None means "the default". The largest values keep
+# every allocation a number drives to a few hundred MB (hidden units and widths size weight matrices, batch the
+# rows copied per step) and fit the libraries' types (32-bit seeds); windows, folds and row samples are also
+# bounded by the data where it is read (temporal.check_window, kfold, lama.sample_rows).
+def _int_options() -> dict[str, tuple[int, int, str]]:
+    return {"epochs": (1, 10_000, "epochs"), "hidden": (1, 8192, "hidden units (leave it out for the reference "
+                                                                  "layout)"),
+            "batch": (1, 65_536, "rows per batch"), "lama_timeout": (1, 86_400, "seconds"),
+            "lama_max_rows": (0, INT32_MAX, "rows (0: all rows)"),
+            "cpus": (1, cpu_count(), f"cores; this machine has {cpu_count()}"), "seed": (0, SEED_MAX, "seed"),
+            "width": (1, 4096, "units per extractor"), "window": (2, 65_536, "frames per window"),
+            "stride": (1, 65_536, "frames"), "layers": (1, 64, "encoder layers"),
+            "heads_n": (1, 64, "attention heads"), "bags": (1, 256, "sub-classifiers"),
+            "kfold": (2, INT32_MAX, "folds")}
 
 
 def check_options(opts: dict) -> None:
-    """Refuse option values that would train nothing, or fail deep inside a library, before any work."""
-    for k, (lo, what) in _INT_OPTIONS.items():
-        v = opts.get(k)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise InputError(f"--{k.replace('_', '-')} must be an integer >= {lo} ({what}), got {v!r}")
+    """Refuse option values that would train nothing, allocate without bound, or fail deep inside a library,
+    before any work: one line naming the flag."""
+    for k, (lo, hi, what) in _int_options().items():
+        if opts.get(k) is not None:
+            check_int(opts[k], f"--{k.replace('_', '-')}", lo, hi, what)
     lr = opts.get("lr")
     if lr is not None and not (isinstance(lr, (int, float, np.number)) and math.isfinite(lr) and lr > 0):
         raise InputError(f"--lr must be a positive finite learning rate (e.g. 0.001), got {lr!r}")
@@ -330,24 +340,36 @@ def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str],
                     started)
     except BaseException as e:
         if started and started[0].exists():
-            try:
-                _mark_failed(started[0], e, log)
-            except OSError as oe:            # never hide the run's own error behind this one
-                log(f"  run failed; could not rename {started[0]} to mark it: {oe}")
+            _mark_failed(started[0], e, log)
         raise
 
 
 def _mark_failed(run_dir: Path, e: BaseException, log=print) -> None:
+    """Rename the folder of a failed run `<name>.failed` and say why in its FAILED.txt. Each step that fails is
+    reported as what it is, and never hides the run's own error (re-raised by the caller); an OSError of the run
+    that names a file in the folder is pointed at the file's new place."""
     failed = run_dir.with_name(run_dir.name + ".failed")
-    if failed.exists():                      # an earlier failed attempt of the same name: nothing valid
-        shutil.rmtree(failed)
-    run_dir.rename(failed)
+    latest = run_dir.parent / "latest"
     try:
-        write_output(failed / "FAILED.txt", f"{type(e).__name__}: {e}\n")
-    except OSError as oe:                    # e.g. the disk is full: say so, not that the rename failed
-        log(f"  run failed; its folder is now {failed} ({run_dir.parent / 'latest'} unchanged); {oe}")
+        if failed.exists():                  # an earlier failed attempt of the same name: nothing valid
+            shutil.rmtree(failed)
+        run_dir.rename(failed)
+    except OSError as oe:
+        log(f"  run failed; its folder {run_dir} could not be renamed {failed.name} ({os_error_text(oe)}); "
+            f"{latest} unchanged")
         return
-    log(f"  run failed; its folder is now {failed} ({run_dir.parent / 'latest'} unchanged)")
+    if isinstance(e, OSError) and isinstance(e.filename, str) and Path(e.filename).is_relative_to(run_dir):
+        e.filename = str(failed / Path(e.filename).relative_to(run_dir))
+    note = failed / "FAILED.txt"
+    why = os_error_text(e) if isinstance(e, OSError) and not isinstance(e, InputError) else str(e)
+    try:
+        write_output(note, f"{type(e).__name__}: {why}\n")
+    except OSError as oe:                    # a full disk: no empty or half note is left to mislead
+        note.unlink(missing_ok=True)
+        log(f"  run failed; its folder is now {failed} ({latest} unchanged); FAILED.txt could not be written "
+            f"({os_error_text(oe)})")
+        return
+    log(f"  run failed; its folder is now {failed} ({latest} unchanged)")
 
 
 def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, ks, opts, test, log,
@@ -458,10 +480,12 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
         log("  blend skipped: it needs at least two members")
 
     for hname, head in fitted.items():
-        head.save(run_dir / "heads" / hname)
+        with naming(run_dir / "heads" / hname):
+            head.save(run_dir / "heads" / hname)
     attrs = {"task": task.name, "final": final_name, "train_val": train_val}
-    save_scores(run_dir / "scores.h5", "val", vf.video, vf.frame, val_tl[final_name], y=vf.y, face=vf.face,
-                heads=val_tl, attrs=attrs)
+    with naming(run_dir / "scores.h5"):
+        save_scores(run_dir / "scores.h5", "val", vf.video, vf.frame, val_tl[final_name], y=vf.y, face=vf.face,
+                    heads=val_tl, attrs=attrs)
     val_valid = valid_rows(task, vf.y)
     n_val = {"frames": int(len(vf.video)), "with_face": int(vf.face.sum()), "labelled": int(val_valid.sum()),
              "labelled_filled": int((val_valid & ~vf.face).sum())}
@@ -473,8 +497,9 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
               if mname in fitted}
         if final_name == "blend":
             ts["blend"] = fitted["blend"].predict_proba(ts)
-        save_scores(run_dir / "scores.h5", "test", tf.video, tf.frame, ts[final_name], face=tf.face, heads=ts,
-                    attrs=attrs)
+        with naming(run_dir / "scores.h5"):
+            save_scores(run_dir / "scores.h5", "test", tf.video, tf.frame, ts[final_name], face=tf.face, heads=ts,
+                        attrs=attrs)
         n_test = {"frames": int(len(tf.video)), "with_face": int(tf.face.sum()),
                   "videos": int(len(np.unique(tf.video)))}
         log(f"  test: scored {len(tf.video)} frames of {n_test['videos']} videos ({int((~tf.face).sum())} without "
@@ -508,7 +533,8 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
                "provenance": run_provenance(store, used),      # what `classify predict` checks a cache against
                "cache": str(cache), "labels": str(labels), "seconds": round(time.perf_counter() - t0, 1)}
     write_json(run_dir / "metrics.json", metrics, default=_json_default)
-    _point_latest(run_dir, log)
+    with naming(run_dir.parent / "latest"):
+        _point_latest(run_dir, log)
     log(f"{task.name}: final {final_name}: {task.metric_name} {final['metric_raw']:.4f} -> "
         f"{final['metric_smoothed']:.4f} with k={final['k']}"
         + (f" -> {final['metric_smoothed_thresholds']:.4f} with tuned thresholds" if "thresholds" in final else "")

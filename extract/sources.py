@@ -287,13 +287,18 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # sharding
 
+MAX_SHARDS = 65_536
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"i/n"`` (1-based, 1 <= i <= n) -> (i, n)."""
     if not text:
         return None
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    m = re.fullmatch(r"\s*(\d{1,12})\s*/\s*(\d{1,12})\s*", text)
     if not m or not (1 <= int(m.group(1)) <= int(m.group(2))):
         raise InputError(f"--shard must be i/n with 1 <= i <= n (e.g. 1/4), got {text!r}")
+    if int(m.group(2)) > MAX_SHARDS:      # readers list every shard number 1..n
+        raise InputError(f"--shard: n must be <= {MAX_SHARDS}, got {text!r}")
     return int(m.group(1)), int(m.group(2))
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from features.cliargs import count_or_all, int_values, integer
 from features.errors import InputError
 from features.outputs import Outputs, check_folder, check_output, data_names
 from features.paths import inside
@@ -22,46 +23,19 @@ from .segments import video_segments
 from .selection import cross_validated_selection
 from .smoothing import check_k
 from .stats import valid_rows
-from .submission import read_sample_list, validate_submission, write_submission
-from .sweep import best_k, per_output_k, sweep_k, tune_au_k_thresholds, tune_expr_class_k
+from .submission import check_sample_frames, read_sample_list, validate_submission, write_submission
+from .sweep import best_k, clip_ks, longest_video, per_output_k, sweep_k, tune_au_k_thresholds, tune_expr_class_k
 from .thresholds import compare_thresholds, tune_thresholds
 from .timeline import extend_timeline, filled_scores, smoothed_scores
 
 CONFIG = "postprocess.json"
 
 
-def _nonneg(x: str, opt: str, hint: str) -> int:
-    """A non-negative integer option value, or one line saying what was expected."""
-    x = x.strip()
-    try:
-        v = int(x)
-    except ValueError:
-        raise InputError(f"{opt}: {x!r} is not an integer ({hint})") from None
-    if v < 0:
-        raise InputError(f"{opt}: must be non-negative, got {v} ({hint})")
-    return v
-
-
-def parse_k(spec: str) -> list[int]:
-    """'a:b' (inclusive), 'a:b:s', 'a,b,c' or 'a' -> sorted distinct non-negative ints."""
-    def num(x: str) -> int:
-        return _nonneg(x, "--k", "use e.g. 0:200, 0:200:5 or 0,5,10,50")
-
-    spec = spec.strip()
-    if not spec:
-        raise InputError("--k: empty")
-    if ":" in spec:
-        parts = spec.split(":")
-        if len(parts) not in (2, 3):
-            raise InputError(f"--k: expected a:b or a:b:step, got {spec!r}")
-        a, b = num(parts[0]), num(parts[1])
-        step = num(parts[2]) if len(parts) == 3 else 1
-        if step == 0:
-            raise InputError("--k: step must be at least 1")
-        if b < a:
-            raise InputError(f"--k: end {b} is below start {a}")
-        return list(range(a, b + 1, step))
-    return sorted({num(x) for x in spec.split(",")})
+def parse_k(spec: str) -> range | list[int]:
+    """'a:b' (inclusive) or 'a:b:s' -> a lazy range; 'a,b,c' or 'a' -> sorted distinct non-negative ints. Each
+    value is at most INT32_MAX (no video is longer); the sweep clips a range to the longest video
+    (`postprocess.sweep.clip_ks`), so a huge end costs nothing."""
+    return int_values(spec, "--k")
 
 
 def _scores_path(run: Path) -> Path:
@@ -97,7 +71,7 @@ def _fmt(df: pd.DataFrame) -> str:
 def cmd_sweep(a) -> int:
     run = Path(a.run)
     ks = parse_k(a.k)
-    timelines = None if a.timelines == "all" else _nonneg(a.timelines, "--timelines", "a number of videos or 'all'")
+    timelines = count_or_all(a.timelines, "--timelines")
     ss = load_scores(_scores_path(run), a.split)
     task = get_task(ss.task)
     if ss.y is None:
@@ -112,6 +86,10 @@ def cmd_sweep(a) -> int:
     outs = Outputs([png, *tl_paths, run / CONFIG], force=True)
     scores = filled_scores(ss)
     valid = valid_rows(task, ss.y)
+    asked, ks = ks, clip_ks(ks, longest_video(ss.video))
+    if len(ks) < len(asked):
+        print(f"--k: every window wider than the longest video ({longest_video(ss.video)} frames) smooths alike, "
+              f"so the sweep stops at k = {ks[-1]} ({len(ks)} of the {len(asked)} values asked for)")
     table = sweep_k(task, ss.y, scores, ss.video, ks, stat=a.stat, progress=True)
     k = best_k(table)
     print(f"{task.name}: {task.metric_name} by k on split {a.split} ({len(np.unique(ss.video))} videos, "
@@ -240,6 +218,7 @@ def cmd_submit(a) -> int:
         raise InputError(f"{CONFIG} is for task {cfg.get('task')!r} but split {a.split} holds {task.name}", run)
     k, thr, stat = _config_choice(cfg, task, cfg_path)
     samples = read_sample_list(a.samples)
+    check_sample_frames(samples, ss)
     check_output(a.out, a.force)
     # frames the list names beyond a video's last crop join the timeline before smoothing, as labelled frames
     # beyond the last crop do on validation
@@ -281,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-output", action="store_true",
                    help="store per-output k (VA per dimension, AU per unit with its threshold, EXPR per class) "
                         "for submit")
-    s.add_argument("--cv", type=int, default=5, help="video-level folds for the honest estimate (0: skip)")
+    s.add_argument("--cv", type=integer(0), default=5, help="video-level folds for the honest estimate (0: skip)")
     s.add_argument("--timelines", default="12", help="timeline plots for the first N videos, or 'all' (default 12)")
     s.set_defaults(func=cmd_sweep)
     m = sub.add_parser("submit", help="challenge file from the run's test scores and postprocess.json")

@@ -29,6 +29,11 @@ from .gaps import fill_gaps
 from .segments import check_frames, video_segments
 from .smoothing import Stat, box_filter
 
+#: How many frames past the larger of a video's last known frame (last crop, cached row or label) and the number
+#: of sample rows naming it a sample list may go (`beyond_timeline`): 100 s at 30 fps, for faces lost before the
+#: video ends.
+FRAME_MARGIN = 3000
+
 if TYPE_CHECKING:
     from .scores import ScoreSet
 
@@ -79,10 +84,31 @@ def spread(pos: np.ndarray, n: int, values: np.ndarray | None, fill) -> np.ndarr
     return out
 
 
+def beyond_timeline(ss: "ScoreSet", video: np.ndarray, frame: np.ndarray, margin: int = FRAME_MARGIN) -> np.ndarray:
+    """Positions of the (video, frame) pairs that lie too far past their video to extend its timeline to: beyond
+    the larger of the video's last frame in `ss` and the number of pairs naming that video, plus `margin`
+    frames. Each frame up to the largest becomes a row, so this bounds what one bad frame number allocates by
+    the input's own size. Videos `ss` does not hold are not counted."""
+    seg = video_segments(ss.video)
+    names = np.asarray(video).astype(str)
+    last = pd.Series(ss.frame[seg.ends - 1] if len(seg) else np.zeros(0, np.int64), index=seg.names.astype(str))
+    have = last.reindex(names).to_numpy(np.float64)                       # NaN: a video `ss` lacks
+    listed = pd.Series(names).value_counts().reindex(names).to_numpy(np.float64)
+    limit = np.where(np.isnan(have), np.inf, np.fmax(have, listed) + margin)
+    return np.flatnonzero(np.asarray(frame, np.float64) > limit)
+
+
 def extend_timeline(ss: "ScoreSet", video: np.ndarray, frame: np.ndarray) -> "ScoreSet":
     """`ss` (on its full timeline) with each of its videos running at least to the largest of `frame` that
-    `video` names for it; the added frames have no face. Videos `ss` does not hold are ignored here."""
+    `video` names for it; the added frames have no face. Videos `ss` does not hold are ignored here. A frame
+    far past its video (`beyond_timeline`) is refused."""
     from .scores import ScoreSet      # scores imports this module
+    bad = beyond_timeline(ss, video, frame)
+    if len(bad):
+        i = int(bad[0])
+        raise InputError(f"frame {int(np.asarray(frame)[i])} of video {str(np.asarray(video)[i])!r} is more than "
+                         f"{FRAME_MARGIN} frames past the video (its last known frame, or the number of frames "
+                         f"named for it if more; {len(bad)} such frame(s))")
     want = pd.Series(np.asarray(frame, np.int64)).groupby(np.asarray(video).astype(str)).max()
     seg = video_segments(ss.video)
     last = ss.frame[seg.ends - 1] if len(seg) else np.zeros(0, np.int64)

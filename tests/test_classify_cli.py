@@ -199,7 +199,7 @@ def test_nan_features_in_cache(tmp_path):
 
 
 def test_parse_k():
-    assert parse_k("auto") is None and parse_k("7") == 7 and parse_k("0:4:2") == [0, 2, 4]
+    assert parse_k("auto") is None and parse_k("7") == 7 and list(parse_k("0:4:2")) == [0, 2, 4]
     assert parse_k("0,5") == [0, 5]
 
 

@@ -107,6 +107,6 @@ def test_make_predict_from_a_folder_of_videos(fer_run, tmp_path):
 def test_make_predict_names_outputs_after_the_video(tmp_path):
     r = make(["-n", "VIDEO=some/where/clips/", "RUN=runs/expr/x"], tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "--cache cache/predict/clips.h5" in r.stdout and "--out predictions/clips.csv" in r.stdout
+    assert "--cache 'cache/predict/clips.h5'" in r.stdout and "--out 'predictions/clips.csv'" in r.stdout
     r = make(["-n", "VIDEO=a/b.mp4", "RUN=runs/expr/x"], tmp_path)
-    assert "--out predictions/b.csv" in r.stdout and "--run runs/expr/x --print-extractors" in r.stdout
+    assert "--out 'predictions/b.csv'" in r.stdout and "--run 'runs/expr/x' --print-extractors" in r.stdout
