@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
+from features.finite import read_for_heads
 from features.store import FeatureStore, cache_files
 from features.tasks import EXPR, Task, get_task
 from postprocess.gaps import fill_gaps
@@ -247,7 +248,7 @@ def score_run(store: FeatureStore, lr: LoadedRun, videos: list[str], chunk_rows:
     final = lr.heads[lr.final]
     parts = []
     for chunk in _chunks(store, exts[0], videos, chunk_rows):
-        blk = store.read(chunk, exts, outputs=outs)
+        blk = read_for_heads(store, chunk, exts, outputs=outs)
         face = blk.index["face"].to_numpy(bool)
         every = bool(face.all())                   # no copy of the features when every frame has a face
         rows = dict(groups=blk.index["video"].to_numpy(str)[face],
@@ -294,7 +295,7 @@ def score_pretrained(store: FeatureStore, extractor: str, videos: list[str]) -> 
     from postprocess.timeline import full_timeline, spread
     from .rules import affwild_probabilities
     names = pretrained_classes(store, extractor)
-    blk = store.read(videos, extractor, ("logits",))
+    blk = read_for_heads(store, videos, extractor, ("logits",))
     p = affwild_probabilities(names, blk.arrays[f"{extractor}/logits"])
     face = blk.index["face"].to_numpy(bool)
     video, frame, pos = full_timeline(blk.index["video"].to_numpy(str), blk.index["frame"].to_numpy(np.int64),

@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .errors import InputError
+from .finite import read_for_heads
 from .store import FeatureStore
 from .tasks import AU, EXPR, VA, Task, get_task
 
@@ -353,7 +354,7 @@ def join(store: FeatureStore, labels: pd.DataFrame, task: str | Task, keys: Sequ
         store.info(e)
     vids_all = labels["video"].unique().tolist()
     cached = [v for v in vids_all if all(store.has_video(e, v) for e in extractors)]
-    blk = store.read(cached, extractors, outputs=outputs) if cached else None
+    blk = read_for_heads(store, cached, extractors, outputs=outputs) if cached else None
 
     lab = labels.reset_index(drop=True)
     if blk is not None:
