@@ -31,6 +31,7 @@ import pandas as pd
 
 from features.errors import InputError
 from features.finite import read_for_heads
+from features.paths import check_file_or_folder
 from features.store import FeatureStore, cache_files
 from features.tasks import EXPR, Task, get_task
 from postprocess.gaps import fill_gaps
@@ -327,9 +328,7 @@ def frame_rates(source: str | os.PathLike | None, videos: Sequence[str]) -> dict
     as extract names them), read from the container with PyAV. Videos without a file get none."""
     if source is None:
         return {}
-    src = Path(source)
-    if not src.exists():
-        raise InputError("--source: no such video file or folder", src)
+    src = check_file_or_folder(source, "--source", "--source: no such video file or folder")
     files = [src] if src.is_file() else [p for p in sorted(src.iterdir()) if p.is_file()]
     want = set(videos)
     out = {}
