@@ -23,27 +23,29 @@ from .errors import InputError
 from .store import FeatureBlock, FeatureStore
 
 _STEP = 1 << 16          # rows checked at a time: the temporaries stay small beside a large matrix
-_EXPONENT = {np.dtype(np.float16): (np.uint16, 0x7C00), np.dtype(np.float32): (np.uint32, 0x7F800000),
-             np.dtype(np.float64): (np.uint64, 0x7FF0000000000000)}
+# A float is NaN or +-inf when its exponent bits are all ones: seen as a signed integer, a positive one lies at the
+# top of the range, and seen as an unsigned integer, a negative one does; so two flat integer maxima (vectorised,
+# unlike numpy's float16 isfinite) clear a block that holds none, the usual case.
+_BITS = {np.dtype(np.float16): (np.int16, np.uint16, 0x7C00, 0xFC00),
+         np.dtype(np.float32): (np.int32, np.uint32, 0x7F800000, 0xFF800000),
+         np.dtype(np.float64): (np.int64, np.uint64, 0x7FF0000000000000, 0xFFF0000000000000)}
 
 
 def nonfinite_rows(a: np.ndarray, step: int = _STEP) -> np.ndarray:
-    """Boolean mask of the rows of the 2-D float array `a` holding NaN or +-inf (an all-ones exponent field,
-    tested on the bits: three times faster than ``np.isfinite`` on float16, whose checks numpy does not
-    vectorise)."""
+    """Boolean mask of the rows of the float array `a` (rows along the first axis) holding NaN or +-inf."""
     a = np.asarray(a)
     bad = np.zeros(len(a), bool)
     if a.size == 0 or a.dtype.kind != "f":
         return bad
-    uint, mask = _EXPONENT.get(a.dtype, (None, None))
     a2 = a.reshape(len(a), -1)
+    bits = _BITS.get(a2.dtype)
     for s in range(0, len(a2), step):
         blk = a2[s:s + step]
-        if uint is None or not blk.flags.c_contiguous:
-            bad[s:s + len(blk)] = ~np.isfinite(blk).all(axis=1)
-        else:
-            bits = np.bitwise_and(blk.view(uint), uint(mask))
-            bad[s:s + len(blk)] = bits.max(axis=1) == mask
+        if bits is not None and blk.flags.c_contiguous:
+            signed, unsigned, pos, neg = bits
+            if blk.view(signed).max() < pos and blk.view(unsigned).max() < neg:
+                continue
+        bad[s:s + len(blk)] = ~np.isfinite(blk).all(axis=1)
     return bad
 
 
