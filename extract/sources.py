@@ -10,11 +10,16 @@ Layouts (``--layout``):
 - ``affwild``: ``<root>/cropped/<video>/00001.jpg`` (or ``cropped_aligned``), 1-based numbers. A video has
   max(largest JPEG number, longest annotation of it under ``<root>/*_Challenge/*/<video>.txt``) frames;
   numbers with no crop become rows with ``face=False``.
-- ``folders``: ``<root>/<video>/<any image names>``, sorted by name; frame = position (1-based).
+- ``folders``: ``<root>/<video>/<any image names>``, sorted by name; frame = position (1-based). Sub-folders
+  without an image are no video; one warning counts and names them.
 - ``images``: ``<root>/<photo>.jpg`` (png, gif, bmp, webp, tif; no sub-folders needed): each photo is one item
   named by its file stem. Its rows are its faces: frame = face number (1 = the largest face; only 1 unless
   ``--faces all``); a photo without a face is one row, frame 1, ``face=False``.
-- ``videos``: ``<root>/*.mp4`` (and other containers), or one video file; frame = decode order (1-based).
+- ``videos``: ``<root>/*.mp4`` (and other containers), or one video file; frame = decode order (1-based). A file
+  that decodes fewer frames than its container announces (cut off while copied) is named in a warning with both
+  numbers (VideoFile.short_decode).
+
+A device, a FIFO or a socket given as the data path is refused as what it is (features.paths).
 
 ``auto`` picks ``videos`` when the folder holds a video file, ``affwild`` when it has a crop folder,
 ``images`` when it holds images and no sub-folder, else ``folders``.
@@ -177,7 +182,7 @@ def folder_videos(root: str | os.PathLike) -> Source:
 
 
 def _no_image_note(root: Path, names: list[str], shown: int = 5) -> str:
-    """"3 sub-folders hold no image and are skipped: a (empty), b (2 other files), c (empty)"."""
+    """"3 sub-folders hold no image (jpg, png, ...) and are skipped: a (empty), b (2 other entries), c (empty)"."""
     def what(v: str) -> str:
         n = sum(1 for _ in os.scandir(root / v))
         return f"{v} (empty)" if n == 0 else f"{v} ({n} other {'entry' if n == 1 else 'entries'})"
