@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .errors import InputError
 from .finite import read_for_heads
+from .paths import check_file_or_folder
 from .store import FeatureStore
 from .tasks import AU, EXPR, VA, Task, get_task
 
@@ -184,9 +185,7 @@ def labels_source(root: str | os.PathLike, task: str | Task, split: str) -> tupl
     """Where a task's labels of a split come from: ("folder", <task folder>/<Split_Set>) when the root has it,
     else ("mtl", <file>) when the root (or <root>/MTL_Challenge) holds the split's MTL file."""
     task = get_task(task)
-    root = Path(root)
-    if not root.exists():
-        raise InputError("annotation root does not exist", root)
+    root = check_file_or_folder(root, "--labels", "annotation root does not exist")
     if root.is_file():
         raise InputError("--labels must be a folder: the annotation root, or the folder holding the MTL "
                          "train and validation files", root)
