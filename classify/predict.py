@@ -31,6 +31,8 @@ import pandas as pd
 
 from features.errors import InputError
 from features.outputs import Outputs, check_output, data_names
+from features.finite import read_for_heads
+from features.paths import check_file_or_folder
 from features.store import FeatureStore, cache_files
 from features.tasks import EXPR, Task, get_task
 from postprocess.gaps import fill_gaps
@@ -247,7 +249,7 @@ def score_run(store: FeatureStore, lr: LoadedRun, videos: list[str], chunk_rows:
     final = lr.heads[lr.final]
     parts = []
     for chunk in _chunks(store, exts[0], videos, chunk_rows):
-        blk = store.read(chunk, exts, outputs=outs)
+        blk = read_for_heads(store, chunk, exts, outputs=outs)
         face = blk.index["face"].to_numpy(bool)
         every = bool(face.all())                   # no copy of the features when every frame has a face
         rows = dict(groups=blk.index["video"].to_numpy(str)[face],
@@ -294,7 +296,7 @@ def score_pretrained(store: FeatureStore, extractor: str, videos: list[str]) -> 
     from postprocess.timeline import full_timeline, spread
     from .rules import affwild_probabilities
     names = pretrained_classes(store, extractor)
-    blk = store.read(videos, extractor, ("logits",))
+    blk = read_for_heads(store, videos, extractor, ("logits",))
     p = affwild_probabilities(names, blk.arrays[f"{extractor}/logits"])
     face = blk.index["face"].to_numpy(bool)
     video, frame, pos = full_timeline(blk.index["video"].to_numpy(str), blk.index["frame"].to_numpy(np.int64),
@@ -326,9 +328,7 @@ def frame_rates(source: str | os.PathLike | None, videos: Sequence[str]) -> dict
     as extract names them), read from the container with PyAV. Videos without a file get none."""
     if source is None:
         return {}
-    src = Path(source)
-    if not src.exists():
-        raise InputError("--source: no such video file or folder", src)
+    src = check_file_or_folder(source, "--source", "--source: no such video file or folder")
     files = [src] if src.is_file() else [p for p in sorted(src.iterdir()) if p.is_file()]
     want = set(videos)
     out = {}

@@ -28,6 +28,7 @@ import pandas as pd
 
 from features.cliargs import INT32_MAX, SEED_MAX, check_int, cpu_count
 from features.errors import InputError, naming, os_error_text
+from features.finite import read_for_heads
 from features.labels import Joined, join, label_array, load_labels
 from features.outputs import write_json, write_output
 from features.store import FeatureStore, cache_files
@@ -40,7 +41,7 @@ from postprocess.thresholds import tune_thresholds
 from postprocess.timeline import filled_scores, full_timeline, smoothed_scores, spread
 
 from . import catalog, crossval, featuresets, kfold, report
-from .base import Head, check_finite
+from .base import Head
 from .blend import BlendHead
 from .lama import LAMA_MAX_ROWS, LamaHead, LamaTimeout
 from .mlp import MLPHead
@@ -80,7 +81,6 @@ def load_split(store: FeatureStore, labels_root: str | Path, task: Task, split: 
         rows = keys[col].to_numpy()
         X[s] = joins[s].X if len(rows) == len(joins[s].X) and (rows == np.arange(len(rows))).all() \
             else joins[s].X[rows]
-        check_finite(X[s], f"{store.paths[0]}: features {s} ({split})")
     rows0 = keys["i0"].to_numpy()
     n_missing = first.n_labelled - len(rows0)
     if len(rows0) == 0:
@@ -220,7 +220,7 @@ def load_test(store: FeatureStore, videos: list[str], sets: list[str], log=print
             outs.setdefault(e, [])
             if o not in outs[e]:
                 outs[e].append(o)
-    blk = store.read(have, exts, outputs=outs)
+    blk = read_for_heads(store, have, exts, outputs=outs)
     X = {s: np.hstack([blk.arrays[k].astype(np.float32, copy=False) for k in featuresets.resolve(store, s)])
          for s in sets}
     return X, blk.index.assign(video=blk.index["video"].astype(str))
@@ -244,7 +244,6 @@ class Frames:
         s = np.full((len(self.video), self.task.n_outputs), np.nan, np.float32)
         if self.face.any():
             X = self.X[feature_set][self.row[self.face]]
-            check_finite(X, f"{what} features {feature_set}")
             rows = dict(groups=self.video[self.face], frames=self.frame[self.face])
             s[self.face] = head.predict_oof(X, **rows) if out_of_fold else head.predict_proba(X, **rows)
         return s

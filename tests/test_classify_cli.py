@@ -194,7 +194,8 @@ def test_nan_features_in_cache(tmp_path):
                           logits=np.zeros((10, 8), np.float32))
     write_labels(tmp_path / "lab", EXPR, "train", "a", np.arange(10) % 8)
     write_labels(tmp_path / "lab", EXPR, "val", "b", np.arange(10) % 8)
-    with pytest.raises(InputError, match=r"features m/embedding \(train\): 1 rows hold NaN or infinite values"):
+    with pytest.raises(InputError, match=r"c.h5: extractor 'm', output 'embedding': 1 frame with a face in 1 video "
+                                         r"holds NaN or infinite values \(first: video 'a', frame 3\)"):
         run("expr", tmp_path / "c.h5", tmp_path / "lab", ["mlp"], runs_dir=tmp_path / "runs", log=lambda *a: None)
 
 
