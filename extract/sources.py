@@ -40,6 +40,7 @@ import numpy as np
 from features.errors import InputError
 from features.outputs import write_output
 from features.paths import check_file_or_folder
+from features.store.paths import MAX_SHARDS
 from features.store import shard_path  # noqa: F401  (re-exported: the runner and tests name shards here)
 
 from .planning import shard_videos  # noqa: F401  (re-exported: `--shard i/n` is planned there)
@@ -340,7 +341,6 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # sharding
 
-MAX_SHARDS = 65_536
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
