@@ -1,5 +1,6 @@
-"""Feature caches given as things that are not cache files: a FIFO (h5py's open blocked forever before: no answer at all, recorded as "silent") and a set of
-shard files whose name claims an absurd split (the reader lists every shard number 1..n)."""
+"""Feature caches given as things that are not cache files: a FIFO (h5py's open blocked forever before: no
+answer at all, recorded as "silent") and a set of shard files whose name claims an absurd split (the reader
+listed every shard number 1..n)."""
 from __future__ import annotations
 
 import os
