@@ -42,6 +42,7 @@ _CODE_OBJECT_PREFIXES = ("custom_obj_", "opaque_obj_")     # torchbind pickles /
 # -- the program JSON
 _NAME = re.compile(r"[A-Za-z0-9_.]*\Z")                      # identifiers, dotted paths, device types, dialects
 _FREE_TEXT = {"as_string", "as_strings", "torch_version", "guards_code"}   # repr'd into code, or never compiled
+_SPECIAL_FLOATS = {"Infinity", "-Infinity", "NaN"}           # how the schema writes non-finite float arguments
 _SKIPPED = {"metadata"}        # node / module metadata: stack traces, module paths; stored, never compiled
 _SYM_OPS = {"_operator.add", "_operator.and_", "_operator.eq", "_operator.floordiv", "_operator.ge", "_operator.gt",
             "_operator.le", "_operator.lshift", "_operator.lt", "_operator.mod", "_operator.mul", "_operator.ne",
@@ -158,7 +159,7 @@ def program_problems(doc, where: str) -> list[str]:
             elif key in ("in_spec", "out_spec"):
                 if _spec_imports(o):
                     add(f"{key} that imports a class")
-            elif not _NAME.match(o):
+            elif not _NAME.match(o) and o not in _SPECIAL_FLOATS:
                 add(f"{key} {o[:40]!r} in {where} (becomes Python source)")
 
     walk(doc, "")

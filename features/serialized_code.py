@@ -132,19 +132,19 @@ def zip_pickle_members(z: zipfile.ZipFile) -> list[str]:
 
 def file_globals(path: str | os.PathLike, max_pickles: int = 5) -> list[str]:
     """The globals a file would import if loaded: every ``*.pkl`` member of a zip archive (torch checkpoints,
-    TorchScript archives), or the pickles at the start of any other file."""
-    p = Path(path)
-    if zipfile.is_zipfile(p):
-        found: list[str] = []
-        try:
-            with zipfile.ZipFile(p) as z:
-                for name in zip_pickle_members(z):
-                    found += pickle_globals(z.read(name), 1)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-            pass                # a damaged archive: what was read so far
-        return order_globals(found)
-    with open(p, "rb") as f:
-        return pickle_globals(f.read(), max_pickles)
+    TorchScript archives; told apart by their first bytes, as torch does), else the pickles at its start."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"PK\x03\x04":
+        return pickle_globals(data, max_pickles)
+    found: list[str] = []
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            for name in zip_pickle_members(z):
+                found += pickle_globals(z.read(name), 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        pass                    # a damaged archive: what was read so far
+    return order_globals(found)
 
 
 def shown(names: list[str], k: int = 3) -> str:
