@@ -16,6 +16,7 @@ import io
 import json
 import os
 import pickletools
+import re
 import zipfile
 from pathlib import Path
 
@@ -26,8 +27,11 @@ _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHOR
                "STRING"}
 _MARK = object()
 _OTHER = object()
-#: names torch itself rebuilds tensors with: listed after the ones that say what else a file holds
-_TENSOR_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.", "_codecs.")
+#: what torch rebuilds tensors and containers with: listed after the names that say what else a file holds
+_TENSOR_KIND = re.compile(r"(torch\._utils\._rebuild_\w+|torch\.\w*Storage|torch\.serialization\._get_layout"
+                          r"|torch\.(u?int|float|bfloat|half|double|long|short|bool|complex|qu?int)\w*"
+                          r"|collections\.(OrderedDict|Counter)|builtins\.(set|frozenset|bytearray|complex)"
+                          r"|_codecs\.encode)\Z")
 
 
 class _Malformed(Exception):
@@ -110,7 +114,7 @@ def _one_pickle(f: io.BytesIO, found: list[str]) -> bool:
 def order_globals(names: list[str]) -> list[str]:
     """Unique names, the ones that say what a file holds first, torch's tensor rebuilders last."""
     names = list(dict.fromkeys(names))
-    tensor_kind = [g for g in names if g.startswith(_TENSOR_PREFIXES)]
+    tensor_kind = [g for g in names if _TENSOR_KIND.match(g)]
     return [g for g in names if g not in tensor_kind] + tensor_kind
 
 
