@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,7 +134,9 @@ def load_weights(path: str | os.PathLike, allow_pickle: bool = False) -> Weights
             raise InputError(f"not a readable safetensors file ({e})", p) from None
         return Weights(sd, p, digest, "safetensors", meta)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():     # torch's note on newer pickle protocols: the refusal below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's safe loader refused the file (its wording changes between versions, so look at the file, not
         # the message): it names globals to import -> it holds Python objects; none -> not a torch checkpoint
