@@ -12,6 +12,7 @@ their format; this module only finds them and words the refusal.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import json
 import os
@@ -38,11 +39,22 @@ class _Malformed(Exception):
     pass
 
 
+def _py3_name(module: str, name: str, proto: int) -> str:
+    """What the unpickler imports: protocols 0-2 may use Python 2 names, which it maps (fix_imports)."""
+    if proto < 3:
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+    return f"{module}.{name}"
+
+
 def _one_pickle(f: io.BytesIO, found: list[str]) -> bool:
     """Walk one pickle from f's position, appending the globals it names; False when f holds no pickle there."""
     stack: list = []
     memo: dict = {}
     n_ops = 0
+    proto = 0
 
     def pop(k: int = 1):
         if len(stack) < k:
@@ -63,16 +75,17 @@ def _one_pickle(f: io.BytesIO, found: list[str]) -> bool:
             name = op.name
             if name in _STRING_OPS:
                 stack.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
-            elif name == "GLOBAL":
-                found.append(str(arg).replace(" ", ".", 1))
-                stack.append(_OTHER)
-            elif name == "INST":
-                found.append(str(arg).replace(" ", ".", 1))
-                pop_mark()
+            elif name == "PROTO":
+                proto = int(arg)
+            elif name in ("GLOBAL", "INST"):
+                found.append(_py3_name(*(str(arg).split(" ", 1) + [""])[:2], proto))
+                if name == "INST":
+                    pop_mark()
                 stack.append(_OTHER)
             elif name == "STACK_GLOBAL":
                 module, qual = pop(2)
-                found.append(f"{module}.{qual}" if isinstance(module, str) and isinstance(qual, str) else UNRESOLVED)
+                found.append(_py3_name(module, qual, proto) if isinstance(module, str) and isinstance(qual, str)
+                             else UNRESOLVED)
                 stack.append(_OTHER)
             elif name in ("EXT1", "EXT2", "EXT4"):
                 found.append(f"<copyreg extension {arg}>")

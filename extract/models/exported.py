@@ -11,6 +11,8 @@ it, is refused.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -81,6 +83,20 @@ def _static_batch(program) -> int | None:
     return None
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """torch.export.load logs its own tracebacks (one with a broken format string): failures become one line."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def load_program(path: Path, allow_pickle: bool = False):
     """(callable, static batch size or None, format). Without `allow_pickle`, only a .pt2 that check_pt2
     finds to be plain tensors and tensor operators is loaded."""
@@ -88,7 +104,8 @@ def load_program(path: Path, allow_pickle: bool = False):
         if not allow_pickle:
             check_pt2(path)
         try:
-            program = torch.export.load(str(path))
+            with _quiet_loggers("torch.export", "torch._export.serde.serialize"):
+                program = torch.export.load(str(path))
             # check_guards=False: the guards are Python source from the file, compiled into the module otherwise
             module = program.module(check_guards=False)
         except Exception as e:
