@@ -133,6 +133,10 @@ def load_weights(path: str | os.PathLike, allow_pickle: bool = False) -> Weights
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise InputError(f"not a readable safetensors file ({e})", p) from None
         return Weights(sd, p, digest, "safetensors", meta)
+    from .program_check import is_torchscript
+    if is_torchscript(p):           # torch.load would hand it to torch.jit.load, which runs its code
+        raise InputError("a TorchScript program, not a checkpoint: give it as exported:<file> (it needs "
+                         "--allow-pickle), or save the model's state_dict instead", p)
     try:
         with warnings.catch_warnings():     # torch's note on newer pickle protocols: the refusal below says more
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

@@ -175,7 +175,7 @@ def _pickle_problems(data: bytes, member: str, safe: set[str]) -> list[str]:
                 names = z.namelist()
                 if len(set(names)) != len(names):
                     return [f"{member}: an archive with repeated member names"]
-                if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+                if _torchscript_members(names):
                     return [f"{member}: a TorchScript program"]
                 found = [g for n in zip_pickle_members(z) for g in pickle_globals(z.read(n))]
         except (zipfile.BadZipFile, OSError, EOFError, ValueError):
@@ -262,14 +262,30 @@ def check_pt2(path: Path) -> None:
                       what="holds Python objects or code", effect="that torch would run while loading the program")
 
 
-def torchscript_refusal(path: Path) -> InputError:
-    """The refusal for a TorchScript archive (always: torch compiles and partly runs it while loading it)."""
+def _members(path: Path) -> list[str] | None:
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            return z.namelist()
     except (zipfile.BadZipFile, OSError):
+        return None
+
+
+def _torchscript_members(names: list[str]) -> bool:
+    return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether a file is a TorchScript archive (constants.pkl and a code/ folder beside data.pkl)."""
+    names = _members(path)
+    return names is not None and _torchscript_members(names)
+
+
+def torchscript_refusal(path: Path) -> InputError:
+    """The refusal for a TorchScript archive (always: torch compiles and partly runs it while loading it)."""
+    names = _members(path)
+    if names is None:
         return InputError("not a torch.export program (.pt2) or a TorchScript archive", path)
-    if not any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+    if not _torchscript_members(names):
         return InputError("a torch checkpoint (weights), not an exported program: load it with the extractor it "
                           "belongs to (e.g. timm:<architecture>:<file>)", path)
     return refusal(path, file_globals(path) or ["TorchScript code"],

@@ -17,6 +17,7 @@ from catalogue.loaders import (MARKER, RunsCode, TouchesViaPathlib, keras_lambda
                                pt2_operator, pt2_pickled_weight, pt2_sample_inputs, pt2_shape_expression, rewrite_pt2,
                                tiny_program, torchscript_setstate)
 
+from extract.checkpoints import load_weights
 from extract.factory import create
 from extract.program_check import program_problems, pt2_problems
 from features.errors import InputError
@@ -144,6 +145,9 @@ def test_torchscript_needs_opt_in(tmp_path):
     with pytest.raises(InputError, match=r"script.pt: is a TorchScript program \(__torch__\..*torch compiles and "
                                          r"runs while loading it.*--allow-pickle.*torch.export"):
         create(f"exported:{path}:size=16")
+    assert not (tmp_path / MARKER).exists()
+    with pytest.raises(InputError, match="script.pt: a TorchScript program, not a checkpoint"):
+        load_weights(path)                       # as a checkpoint: torch refuses it with weights_only
     assert not (tmp_path / MARKER).exists()
     torch.save({"w": torch.zeros(2)}, tmp_path / "weights.pt")
     with pytest.raises(InputError, match="weights.pt: a torch checkpoint"):
