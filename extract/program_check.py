@@ -180,9 +180,22 @@ def _pickle_problems(data: bytes, member: str, safe: set[str]) -> list[str]:
                 found = [g for n in zip_pickle_members(z) for g in pickle_globals(z.read(n))]
         except (zipfile.BadZipFile, OSError, EOFError, ValueError):
             return [f"{member}: a damaged archive"]
+    elif _is_tar(data):
+        # torch.load tries the pre-1.6 tar layout first, and fully unpickles three of its members
+        return [f"{member}: a legacy torch tar archive"]
     else:
-        found = pickle_globals(data, 5)
+        found = pickle_globals(data, 5)     # the legacy stream: magic, protocol, sys info, object, storage keys
     return [g for g in order_globals(found) if g not in safe]
+
+
+def _is_tar(data: bytes) -> bool:
+    import io
+    import tarfile
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:"):
+            return True
+    except (tarfile.TarError, EOFError, OSError, ValueError):
+        return False
 
 
 def pt2_problems(path: Path) -> list[str]:

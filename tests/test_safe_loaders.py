@@ -4,9 +4,11 @@ The crafted files come from tests/catalogue/loaders.py; each touches `code_ran` 
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import tarfile
 import warnings
 import zipfile
 
@@ -129,6 +131,14 @@ def test_pt2_names_specs_and_layout_are_checked(tmp_path):
                       edit_weights=lambda d: {"config": {k: {**v, "path_name": "../models/model.json"}
                                                          for k, v in d["config"].items()}})
     assert any("path_name '../models/model.json'" in p for p in pt2_problems(bad))
+    # a legacy tar checkpoint as sample inputs: torch.load fully unpickles its members
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        info = tarfile.TarInfo("pickle")
+        info.size = 2
+        t.addfile(info, io.BytesIO(b"N."))
+    bad = rewrite_pt2(tiny_program(tmp_path), tmp_path / "tar.pt2", {"data/sample_inputs/model.pt": tar.getvalue()})
+    assert pt2_problems(bad) == ["data/sample_inputs/model.pt: a legacy torch tar archive"]
     dup = tmp_path / "dup.pt2"
     with zipfile.ZipFile(tiny_program(tmp_path)) as zi, zipfile.ZipFile(dup, "w") as zo:
         for n in zi.namelist():
