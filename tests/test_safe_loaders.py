@@ -69,7 +69,8 @@ def test_exported_programs_torch_writes_load_without_opt_in(tmp_path):
     class Rich(torch.nn.Module):          # buffers, constants, string arguments, control flow, a dict output
         def __init__(self):
             super().__init__()
-            self.conv, self.bn, self.fc = torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 3)
+            self.conv, self.bn = torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.BatchNorm2d(4)
+            self.fc = torch.nn.Linear(4, 3)
             self.register_buffer("b", torch.ones(3))
 
         def forward(self, x):
@@ -124,8 +125,9 @@ def test_pt2_names_specs_and_layout_are_checked(tmp_path):
     spec = json.dumps([1, {"type": "builtins.dict", "context": json.dumps({"__enum__": True, "fqn": "os:system",
                                                                            "name": "x"}), "children_spec": []}])
     assert program_problems({"signature": {"in_spec": spec}}, "m.json") == ["in_spec that imports a class"]
-    assert program_problems({"graph": {"nodes": [{**node, "target": "torch.ops.aten.from_file.default",
-                                                  "inputs": []}]}}, "m.json") == ["operator torch.ops.aten.from_file.default"]
+    opens_files = {**node, "target": "torch.ops.aten.from_file.default", "inputs": []}
+    assert program_problems({"graph": {"nodes": [opens_files]}}, "m.json") == [
+        "operator torch.ops.aten.from_file.default"]
     # a weights config pointing outside its folder, and two members of one name
     bad = rewrite_pt2(tiny_program(tmp_path), tmp_path / "path.pt2",
                       edit_weights=lambda d: {"config": {k: {**v, "path_name": "../models/model.json"}
@@ -181,8 +183,9 @@ def test_keras_lambda_layers_named_and_refused_in_one_line(tmp_path):
     head.mkdir()
     keras_lambda_model(head / "model.keras", tmp_path / MARKER)
     (head / "fitted.json").write_text(json.dumps({"n_features_in_": 8}))
+    digests = {n: sha256(head / n) for n in ("model.keras", "fitted.json")}
     (head / "head.json").write_text(json.dumps({"kind": "mlp", "task": "expr", "params": {}, "feature_set": "x/logits",
-                                                "sha256": {n: sha256(head / n) for n in ("model.keras", "fitted.json")}}))
+                                                "sha256": digests}))
     assert keras_code_objects(head / "model.keras") == ["Lambda layer 'lam'"]
     with pytest.raises(InputError) as e:
         load_head(head)

@@ -1,9 +1,9 @@
 """Models the user exported themselves (e.g. POSTER++): `torch.export` ``.pt2`` or TorchScript ``.pt``.
 
 Spec: ``exported:<file>:size=224[:mean=...:std=...][:classes=a,b,...][:name=...][:allow_pickle=1]``. The
-module takes a normalised float NCHW batch and returns the embedding tensor, a tuple/list ``(embedding, logits[,
-va])`` or a dict with those keys. Output sizes are found by one probe call at load time. A ``.pt2`` exported with a static
-batch size is fed in chunks of exactly that size (the last one padded).
+module takes a normalised float NCHW batch and returns the embedding tensor, a tuple/list ``(embedding,
+logits[, va])`` or a dict with those keys. Output sizes are found by one probe call at load time. A ``.pt2``
+exported with a static batch size is fed in chunks of exactly that size (the last one padded).
 
 Loading runs no code from the file unless ``allow_pickle`` is given: a ``.pt2`` is checked member by member
 first (extract.program_check), and a TorchScript archive, which torch compiles and partly runs while loading
