@@ -119,7 +119,8 @@ def build_predict_parser() -> argparse.ArgumentParser:
                          "window wider than a video smooths it whole")
     ap.add_argument("--timelines", default="all", help="timeline PNGs for the first N videos, or all (default)")
     ap.add_argument("--allow-pickle", action="store_true",
-                    help="load LightAutoML heads (pickles: only runs you trained yourself)")
+                    help="load heads whose files run code when loaded: LightAutoML pickles, Keras Lambda "
+                         "layers (only runs you trained yourself)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     ap.add_argument("--print-extractors", action="store_true",
                     help="print the run's extractor names (comma-separated) and exit (for make predict)")
