@@ -225,4 +225,4 @@ def is_keras_safe_mode_error(e: BaseException) -> bool:
 
 def keras_refusal(path: str | os.PathLike, hint: str = "pass --allow-pickle") -> InputError:
     names = keras_code_objects(path) or ["Python code in its config"]
-    return refusal(path, names, hint, what="holds Python code")
+    return refusal(path, names, hint, what="holds Python code", effect="that Keras' safe mode refuses to load")

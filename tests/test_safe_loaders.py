@@ -176,7 +176,7 @@ def test_keras_lambda_layers_named_and_refused_in_one_line(tmp_path):
     from extract.models.fer import FerExtractor
     h5 = keras_lambda_model(tmp_path / "m.h5", tmp_path / MARKER)
     assert keras_code_objects(h5) == ["Lambda layer 'lam'"]
-    with pytest.raises(InputError, match=r"m.h5: holds Python code \(Lambda layer 'lam'\) that run code when loaded"
+    with pytest.raises(InputError, match=r"m.h5: holds Python code \(Lambda layer 'lam'\) that Keras' safe mode refuses to load"
                                          r".*--allow-pickle"):
         FerExtractor(h5)
     head = tmp_path / "head"

@@ -400,5 +400,5 @@ CASES = [
     Case("classify heads", "Keras model.keras with a Lambda layer (API)", _keras_lambda_api,
          expect="Keras' safe mode refuses", defect="traceback"),
     Case(P, "Keras model.keras naming os.system as a layer", _with(_blend, _keras_foreign_module),
-         expect="cannot load this mlp head", check=_nothing_ran, defect="traceback"),
+         expect="cannot load the Keras model", check=_nothing_ran, defect="traceback"),
 ]
