@@ -13,7 +13,12 @@ Outputs under `<runs-dir>/<task>/<name>/` (an existing run is never overwritten)
     lama.log        LightAutoML's own log
 and `<runs-dir>/<task>/latest` is pointed at the new run (a symlink) once everything is written. Options are
 checked before the folder is made; a run that fails after that is renamed `<name>.failed` (its error in
-FAILED.txt, lama.log kept) and `latest` stays where it was.
+FAILED.txt, lama.log kept) and `latest` stays where it was (the folder's life: features.runs).
+
+`train_run(RunConfig)` runs the jobs in order, each its own function: `plan_run` (options, members, folder
+name), `load_data` (labelled rows; classify.splits), `fit_member` per head, `fit_blend`, `save_fitted`,
+`score_test`, `write_reports`; a `Fitting` carries what the heads gave on the validation videos between them.
+Progress is logged (`logging`); the summary line is the result (`Trained.summary`, printed by the command).
 """
 from __future__ import annotations
 
