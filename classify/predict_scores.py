@@ -53,7 +53,7 @@ def _chunks(store: FeatureStore, extractor: str, videos: list[str], rows: int) -
 
 def score_run(store: FeatureStore, lr: LoadedRun, videos: list[str], chunk_rows: int = CHUNK_ROWS) -> ScoreSet:
     """The final head's scores on every frame of `videos`, a chunk of videos at a time (a chunk's features are
-    the only large arrays). Each head gets what `classify` gave it on validation (run.Frames.predict): the rows
+    the only large arrays). Each head gets what `classify` gave it on validation (splits.Frames.predict): the rows
     with a face, with their videos and frames (temporal heads window them by video), as stored (float16
     embeddings go to the Keras MLP as they are; it converts a block at a time). Frames without a face get NaN,
     for gap filling."""
