@@ -130,7 +130,7 @@ def no_submission(tmp: Path, shared: Path, res: Result) -> None:
 def swept_to_longest(tmp: Path, shared: Path, res: Result) -> None:
     """The sweep ran, stopped just past the longest video (30 frames) and said so."""
     assert "longest video (30 frames) smooths alike, so the sweep stops at k = 31 (32 of the 1000000001" \
-        in res.out, res.out[:800]
+        in res.log, res.log[:800]
     assert (tmp / "run" / "postprocess.json").exists()
 
 
@@ -210,11 +210,11 @@ def failed_run_told(note: str | None):
     def check(tmp: Path, shared: Path, res: Result) -> None:
         d = tmp / "runs" / "expr"
         assert (d / "r.failed").is_dir() and not (d / "r").exists(), sorted(p.name for p in d.iterdir())
-        assert "could not rename" not in res.out and "could not be renamed" not in res.out, res.out[-800:]
+        assert "could not rename" not in res.log and "could not be renamed" not in res.log, res.log[-800:]
         f = d / "r.failed" / "FAILED.txt"
         if note is None:
             assert not f.exists(), f"left {f} ({f.stat().st_size} bytes)"
-            assert "FAILED.txt could not be written (" in res.out and "No space left on device" in res.out
+            assert "FAILED.txt could not be written (" in res.log and "No space left on device" in res.log
         else:
             assert note in f.read_text(), f.read_text()
         assert not (d / "latest").exists()

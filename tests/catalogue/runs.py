@@ -30,7 +30,7 @@ def _runs(shared: Path) -> Path:
     """shared/runs_trust/runs/expr/{b,k}: a blend of the Keras MLP and the logits rule, and a k-fold run."""
     d = shared / "runs_trust" / "runs"
     w = world(shared)
-    quiet = dict(log=lambda *a: None, ks=[0, 2])
+    quiet = dict(ks=[0, 2])
     if not (d / "expr" / "b" / "metrics.json").exists():
         run("expr", w / "features.h5", w / "labels", ["mlp", "logits", "blend"], name="b", runs_dir=d,
             opts={"epochs": 1, "hidden": 8}, **quiet)
