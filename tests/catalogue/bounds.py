@@ -21,6 +21,7 @@ import subprocess
 import tracemalloc
 from pathlib import Path
 
+import features.outputs as outputs
 from classify.__main__ import main as classify_main
 from extract.cli import main as extract_main
 from postprocess.cli import main as post_main
@@ -187,12 +188,20 @@ def disk_full(folder: Path, names: tuple[str, ...] | None = None):
             if p.is_relative_to(folder) and (names is None or p.name in names):
                 return _FullFile(f)
         return f
+    real_stream = outputs._stream
+
+    def fake_stream(fd, path):             # the one writer's temporary files, judged by the name they will take
+        f = real_stream(fd, path)
+        p = Path(path).parent.resolve() / Path(path).name
+        return _FullFile(f) if p.is_relative_to(folder) and (names is None or p.name in names) else f
     saved = builtins.open, io.open
     builtins.open = io.open = fake
+    outputs._stream = fake_stream
     try:
         yield
     finally:
         builtins.open, io.open = saved
+        outputs._stream = real_stream
 
 
 def train_on_full_disk(names: tuple[str, ...] | None = None):
