@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from features.errors import InputError
-from features.import_order import torch_before_tensorflow
+from features.import_order import import_keras
 from features.outputs import output_path
 from features.serialized_code import is_keras_safe_mode_error, keras_refusal
 
@@ -32,12 +32,11 @@ _TF_READY = False
 def _keras():
     """Import TensorFlow/Keras once, with thread counts that respect the machine."""
     global _TF_READY
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # the torch heads (temporal, fusion MLP) share the process with this one, and torch's optimizers load
-    # torch._dynamo -> triton, which crashes the process when TensorFlow came first
-    torch_before_tensorflow()
+    # torch._dynamo -> triton, which crashes the process when TensorFlow came first: import_keras orders them
+    # (and keeps TensorFlow's start-up lines off the console)
+    keras = import_keras()
     import tensorflow as tf
-    import keras
     if not _TF_READY:
         n = os.cpu_count() or 1
         try:
