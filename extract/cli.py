@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
