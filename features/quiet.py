@@ -92,7 +92,8 @@ def is_noise(line: str) -> bool:
 @contextlib.contextmanager
 def native_stderr() -> Iterator[None]:
     """Capture what native code writes to file descriptor 2 in this block; afterwards write back every line that
-    is not known noise (all of it when verbose, or when the block raised, so a failure keeps its context)."""
+    is not known noise, whether the block succeeded or raised (an exception carries its own message, and a
+    one-line error stays one line). Verbose: nothing is captured."""
     if _verbose:
         yield
         return
@@ -102,22 +103,18 @@ def native_stderr() -> Iterator[None]:
     except OSError:
         yield
         return
-    failed = False
     with tempfile.TemporaryFile() as tmp:
         _flush()
         os.dup2(tmp.fileno(), fd)
         try:
             yield
-        except BaseException:
-            failed = True
-            raise
         finally:
             _flush()
             os.dup2(saved, fd)
             os.close(saved)
             tmp.seek(0)
             text = tmp.read().decode("utf-8", "replace")
-            keep = [ln for ln in text.splitlines() if failed or not is_noise(ln)]
+            keep = [ln for ln in text.splitlines() if not is_noise(ln)]
             if keep:
                 os.write(fd, ("\n".join(keep) + "\n").encode())
 

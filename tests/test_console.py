@@ -44,10 +44,10 @@ def test_native_lines_are_filtered_and_real_ones_kept(capfd, verbose_after):
     with quiet.native_stderr():
         os.write(2, noise + real)
     assert capfd.readouterr().err == real.decode()
-    with pytest.raises(RuntimeError), quiet.native_stderr():     # a failure keeps every line: its context
-        os.write(2, noise)
+    with pytest.raises(RuntimeError, match="boom"), quiet.native_stderr():     # a failure: its own lines kept
+        os.write(2, noise + real)
         raise RuntimeError("boom")
-    assert capfd.readouterr().err == noise.decode()
+    assert capfd.readouterr().err == real.decode()
     verbose_after(True)
     with quiet.native_stderr():
         os.write(2, noise)
