@@ -32,13 +32,17 @@ import time
 import warnings
 from pathlib import Path
 
+from numbers import Integral
+
 import numpy as np
 import pandas as pd
+from sklearn.utils._param_validation import Interval
 
 from features.errors import InputError
 from features.outputs import write_output
 
-from .base import Head, register
+from .base import Head, fit_context
+from .registry import register_head
 
 _LAMA_TASK = {"regression": "multi:reg", "multiclass": "multiclass", "multilabel": "multilabel"}
 _PKG_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -81,15 +85,19 @@ def _quiet():
                     lg.removeHandler(h)
 
 
-@register
+@register_head("lama", title="LightAutoML head")
 class LamaHead(Head):
-    kind = "lama"
     pickled = ("lama.pkl",)      # LightAutoML models exist only as pickles: loaded with allow_pickle only
     files = ("lama.pkl", "fitted.json")
+    _parameter_constraints = {**Head._parameter_constraints, "timeout": [Interval(Integral, 1, None, closed="left")],
+                              "cpu_limit": [Interval(Integral, 1, None, closed="left"), None],
+                              "cv": [Interval(Integral, 2, None, closed="left")],
+                              "seed": [Interval(Integral, 0, None, closed="left")], "log_file": [str, None],
+                              "max_rows": [Interval(Integral, 0, None, closed="left"), None]}   # 0, None: all
 
     def __init__(self, task, timeout: int = 60, cpu_limit: int | None = None, cv: int = 3, seed: int = 0,
-                 log_file: str | None = None, max_rows: int | None = LAMA_MAX_ROWS):
-        super().__init__(task)
+                 log_file: str | None = None, max_rows: int | None = LAMA_MAX_ROWS, feature_set: str | None = None):
+        super().__init__(task, feature_set)
         self.timeout = timeout
         self.cpu_limit = cpu_limit        # None: all cores, resolved in the worker
         self.cv = cv
@@ -100,6 +108,7 @@ class LamaHead(Head):
 
     rows_used = property(lambda self: getattr(self, "rows_used_", None))
 
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, X_val=None, y_val=None, **rows):
         """Fit on (X, y), or on a class-stratified sample of `max_rows` of them: TabularAutoML's time limit
         only starts once the first fold of its first model is done, and on hundreds of thousands of rows that

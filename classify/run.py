@@ -17,7 +17,6 @@ FAILED.txt, lama.log kept) and `latest` stays where it was.
 """
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -38,13 +37,13 @@ from postprocess.sweep import best_k, sweep_k
 from postprocess.thresholds import tune_thresholds
 from postprocess.timeline import filled_scores, full_timeline, smoothed_scores, spread
 
-from . import catalog, crossval, featuresets, kfold, report
+from . import crossval, featuresets, kfold, report
 from .base import Head, check_finite
-from .blend import BlendHead
-from .lama import LAMA_MAX_ROWS, LamaHead, LamaTimeout
-from .mlp import MLPHead
+from .factory import list_heads, make_head
+from .lama import LamaTimeout
+from .options import build_head, check_data, check_heads, check_options
 from .predict import run_provenance
-from .rules import LogitsRule, VAOnly
+from .registry import entry
 
 
 @dataclass
@@ -99,8 +98,6 @@ def merge_splits(a: Split, b: Split) -> Split:
                  missing_reasons={})
 
 
-LEARNED = ("mlp", "lama") + catalog.KINDS
-RULES = ("logits", "va_only")
 DEFAULT_KS = range(0, 201, 2)
 
 
@@ -109,13 +106,13 @@ def plan_members(task: Task, store: FeatureStore, heads: list[str], features: li
     mlp and lama) or `kind=set` (that head only); several sets for one kind give one member each (named
     `kind-<set>`); a kind with no entry gets the reference choice (featuresets.default_sets)."""
     kinds = [h for h in heads if h != "blend"]
+    learned = list_heads("learned")
     for k in kinds:
-        if k not in LEARNED + RULES:
-            raise InputError(f"unknown head {k!r}; choose from {', '.join(LEARNED + RULES)}, blend")
-    if "logits" in kinds and task.name != "expr":
-        raise InputError("the logits rule is for --task expr")
-    if "va_only" in kinds and task.name != "va":
-        raise InputError("the va_only rule is for --task va")
+        if k not in list_heads(("learned", "rule")):
+            raise InputError(f"unknown head {k!r}; choose from {', '.join(list_heads(('learned', 'rule', 'blend')))}")
+        e = entry(k)
+        if not e.supports(task.name):
+            raise InputError(f"the {e.title} is for --task {' or '.join(e.tasks)}")
     if not kinds:
         raise InputError("no heads to fit (blend needs members, e.g. --heads mlp,lama,blend)")
     explicit: dict[str, list[str]] = {}
@@ -130,14 +127,15 @@ def plan_members(task: Task, store: FeatureStore, heads: list[str], features: li
             bare.append(item)
     for fs in bare + [v for vs in explicit.values() for v in vs]:
         featuresets.resolve(store, fs)                      # unknown names fail here, before any work
-    if bare and not any(k in LEARNED for k in kinds):
+    if bare and not any(k in learned for k in kinds):
         raise InputError(f"--features {', '.join(bare)}: no learned head (mlp, lama) to use them; name the head "
                          f"as in logits=<set>")
     defaults = featuresets.default_sets(store, task.name)
     members: dict[str, tuple[str, str]] = {}
     for k in kinds:
-        sets = explicit.get(k) or (bare if k in LEARNED else []) or [defaults.get(k, defaults["mlp"] if k in
-                                                                               catalog.KINDS else "")]
+        # a learned kind without a reference choice of its own gets the mlp's
+        sets = explicit.get(k) or (bare if k in learned else []) or [defaults.get(k, defaults["mlp"] if k in
+                                                                              learned else "")]
         sets = list(dict.fromkeys(s for s in sets if s))
         if not sets:
             raise InputError(f"head {k!r}: the cache offers no feature set for it; pass {k}=<set> "
@@ -146,25 +144,6 @@ def plan_members(task: Task, store: FeatureStore, heads: list[str], features: li
             featuresets.resolve(store, fs)
             members[k if len(sets) == 1 else f"{k}-{fs.replace('/', '.')}"] = (k, fs)
     return members
-
-
-def make_head(kind: str, task: Task, store: FeatureStore, feature_set: str, opts: dict, run_dir: Path) -> Head:
-    if kind == "mlp":
-        return MLPHead(task, **{k: opts[k] for k in ("hidden", "epochs", "batch", "lr") if opts.get(k) is not None},
-                       seed=opts.get("seed", 0))
-    if kind == "lama":
-        return LamaHead(task, timeout=opts.get("lama_timeout", 60), cpu_limit=opts.get("cpus"),
-                        seed=opts.get("seed", 0), log_file=str(run_dir / "lama.log"),
-                        max_rows=opts.get("lama_max_rows", LAMA_MAX_ROWS))
-    if kind == "logits":
-        ext = feature_set.split("/")[0]
-        return LogitsRule(task, class_names=store.info(ext).extra.get("class_names") or None,
-                          seed=opts.get("seed", 0))
-    if kind == "va_only":
-        return VAOnly(task)
-    if kind in catalog.KINDS:
-        return catalog.make(kind, task, store, feature_set, opts)
-    raise InputError(f"unknown head {kind!r}; choose from {', '.join(LEARNED + RULES)}, blend")
 
 
 def smoothing(task: Task, ss: ScoreSet, ks) -> dict:
@@ -277,25 +256,6 @@ def load_frames(store: FeatureStore, task: Task, videos: list[str], sets: list[s
                   spread(pos, n, y, task.invalid))
 
 
-# option -> (smallest allowed value, what it is); None means "the default"
-_INT_OPTIONS = {"epochs": (1, "epochs"), "hidden": (1, "hidden units (leave it out for the reference layout)"),
-                "batch": (1, "rows per batch"), "lama_timeout": (1, "seconds"),
-                "lama_max_rows": (0, "rows (0: all rows)"), "cpus": (1, "cores"), "seed": (0, "seed")}
-
-
-def check_options(opts: dict) -> None:
-    """Refuse option values that would train nothing, or fail deep inside a library, before any work."""
-    for k, (lo, what) in _INT_OPTIONS.items():
-        v = opts.get(k)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise InputError(f"--{k.replace('_', '-')} must be an integer >= {lo} ({what}), got {v!r}")
-    lr = opts.get("lr")
-    if lr is not None and not (isinstance(lr, (int, float, np.number)) and math.isfinite(lr) and lr > 0):
-        raise InputError(f"--lr must be a positive finite learning rate (e.g. 0.001), got {lr!r}")
-
-
 def _unique_dir(runs_dir: Path, task: Task, name: str | None) -> Path:
     for d in (runs_dir, runs_dir / task.name):
         if d.exists() and not d.is_dir():
@@ -358,9 +318,11 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
     ks = DEFAULT_KS if ks is None else ks
     store = FeatureStore(cache_files(cache))    # the file, else its shard files; or a comma list
     members = plan_members(task, store, heads, list(features or []))
-    catalog.check_options(task, [k for k, _ in members.values()], opts)
+    check_heads(task, [k for k, _ in members.values()], opts)
     used = list(dict.fromkeys(fs for _, fs in members.values()))
     run_dir = _unique_dir(Path(runs_dir), task, name)
+    # every head built and its parameters validated (by the head itself) before any data is read
+    unfitted = {mname: build_head(kind, task, store, fs, opts, run_dir) for mname, (kind, fs) in members.items()}
     test_videos = read_test_list(test) if test is not None else None
 
     t0 = time.perf_counter()
@@ -375,7 +337,7 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
     if n_folds:
         fit_on = merge_splits(tr, va)
         kfold.check_folds(fit_on.video, n_folds)
-    catalog.check_data([k for k, _ in members.values()], opts, fit_on.video, fit_on.frame)
+    check_data(unfitted, fit_on.video, fit_on.frame)
     run_dir.mkdir(parents=True)
     started.append(run_dir)
     val_videos = list(dict.fromkeys((va.labels["video"] if va.labels is not None else va.video).astype(str)))
@@ -397,13 +359,11 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
         return report.row_fields(task, tuned, train_val, est)
     for mname, (kind, fs) in members.items():
         t = time.perf_counter()
-        head = make_head(kind, task, store, fs, opts, run_dir)
-        head.feature_set = fs
+        head = unfitted[mname]
         try:
             if n_folds:
                 # fold models on train + val grouped by video; the validation rows' scores are out-of-fold
-                head = kfold.KFoldHead(task, estimator=head, n_splits=n_folds)
-                head.feature_set = fs
+                head = make_head("kfold", task, estimator=head, n_splits=n_folds, feature_set=fs)
                 head.fit(fit_on.X[fs], fit_on.y, groups=fit_on.video, frames=fit_on.frame)
                 scores[mname] = head.oof_[len(tr.y):]
             else:
@@ -440,10 +400,9 @@ def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, k
     final_name = max((r for r in rows if r["method"] in scores), key=lambda r: r["metric_raw"])["method"]
     if "blend" in heads and len(scores) > 1:
         t = time.perf_counter()
-        blend = BlendHead(task).fit(scores, va.y)
+        blend = make_head("blend", task, feature_set=" & ".join(members[m][1] for m in scores)).fit(scores, va.y)
         scores["blend"] = blend.predict_proba(scores)
         fitted["blend"] = blend
-        blend.feature_set = " & ".join(members[m][1] for m in blend.members_)
         val_tl["blend"] = blend.predict_proba(val_tl)
         sm = smoothing(task, vf.scoreset(val_tl["blend"]), ks)
         rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",

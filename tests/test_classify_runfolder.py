@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from classify.base import KIND_MODULES, head_class, load_head, sha256
+from classify.base import load_head, sha256
+from classify.factory import head_class, list_heads
 from classify.kfold import KFoldHead
 from classify.rules import AFFECTNET8, LogitsRule
 from classify.runfolder import check_params, read_metrics
@@ -23,12 +24,12 @@ def logits_data(n=300, seed=0):
     return X, y
 
 
-@pytest.mark.parametrize("kind", list(KIND_MODULES))
+@pytest.mark.parametrize("kind", list_heads())
 def test_every_kinds_default_params_pass_the_check(kind, tmp_path):
     """Every constructor parameter has an annotation the check knows (else saved heads would be refused)."""
     cls = head_class(kind)
-    defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
-                if n not in ("self", "task") and p.default is not inspect.Parameter.empty}
+    defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()   # head.json's
+                if n not in ("self", "task", "feature_set") and p.default is not inspect.Parameter.empty}  # params
     check_params(cls, json.loads(json.dumps(defaults)), tmp_path / "head.json")
 
 
