@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import ClassifierTags, RegressorTags
 from sklearn.utils._param_validation import InvalidParameterError, make_constraint, validate_parameter_constraints
@@ -108,8 +109,13 @@ class Head(BaseEstimator):
         self.feature_set = feature_set
 
     def get_params(self, deep: bool = True) -> dict:
-        out = super().get_params(deep)
-        out["task"] = self.__dict__["task"]
+        """scikit-learn's, with the task as given (a bad task fails where it is used, not here)."""
+        out = {}
+        for key in self._get_param_names():
+            value = self.__dict__["task"] if key == "task" else getattr(self, key)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{key}__{k}", v) for k, v in value.get_params().items())
+            out[key] = value
         return out
 
     @property
@@ -165,6 +171,9 @@ class Head(BaseEstimator):
         return self.task.score(y, self.predict_proba(X, **rows))
 
     def _check_fit(self, X, y, X_val=None, y_val=None) -> None:
+        if y is None:
+            raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None "
+                             f"({self.task.name} labels)")
         check_xy(self.task, X, y, "training")
         check_finite(X, f"{self.task.name} training features")
         if X_val is not None:
@@ -183,6 +192,7 @@ class Head(BaseEstimator):
         if X.shape[1] != self.n_features_in_:
             raise InputError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
                              f"{self.n_features_in_} (feature set {self.feature_set or '?'})")
+        check_finite(X, f"{type(self).__name__}: features to predict from")
 
     def _save_fitted(self, path: Path) -> None:
         """The fitted attributes that are plain values (n_features_in_, classes_, weights_, ...) as JSON, so a
@@ -316,13 +326,23 @@ def load_mlp_classifier(path: Path, stem: str):
 def check_xy(task: Task, X, y=None, what: str = "training") -> None:
     """Shapes and label values that fit the task (a head fed another task's labels fails here, not deep
     inside a library); an empty split is refused."""
+    if sparse.issparse(X):
+        raise InputError(f"{task.name} {what}: sparse features are not supported; give a dense 2-D matrix")
     if getattr(X, "ndim", 0) != 2:
         raise InputError(f"{task.name} {what}: features must be a 2-D matrix, got shape {np.shape(X)}")
-    if len(X) == 0:
+    if X.shape[0] == 0:
         raise InputError(f"{task.name} {what}: no rows (empty split)")
+    if X.shape[1] == 0:
+        raise InputError(f"{task.name} {what}: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+    if np.dtype(getattr(X, "dtype", object)).kind not in "biuf":
+        raise InputError(f"{task.name} {what}: features must be real numbers, not of dtype {X.dtype}"
+                         + (" (Complex data not supported)" if np.dtype(X.dtype).kind == "c" else ""))
     if y is None:
         return
     y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise InputError(f"{task.name} {what}: labels must be numbers (the task's label columns: {task.header}), "
+                         f"not of dtype {y.dtype}")
     if y.shape != task.label_shape(len(X)):
         raise InputError(f"{task.name} {what}: labels of shape {y.shape} do not fit the task (expected "
                          f"{task.label_shape(len(X))}: {task.header})")

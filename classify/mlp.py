@@ -170,7 +170,7 @@ class MLPHead(Head):
         ytr = y.astype(np.float32) if self.task.kind != "multiclass" else y.astype(np.int64)
         self.model_ = self._build(X.shape[1], *column_moments(X))
         step = self._train_step(tf, keras, self._loss(y))
-        source = _batch_source(X, ytr, self._sample_weights(y), p["batch"], p["seed"])
+        source = _batch_source(X, ytr, self._sample_weights(ytr), p["batch"], p["seed"])
         n_batches = math.ceil(len(X) / p["batch"])
         best, best_w, self.history_, self.best_epoch_ = -np.inf, None, [], None
         # a plain loop over a compiled step, the next batch gathered in a thread while the step runs: less
