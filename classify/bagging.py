@@ -75,8 +75,8 @@ class BaggingHead(Composite):
                               "seed": [Interval(Integral, 0, None, closed="left")]}
 
     def __init__(self, task="expr", estimator: Head | dict | None = None, n_estimators: int = 5,
-                 max_samples: float = 1.0, rule: str = "majority", priority: Sequence[str] | None = None, quorum: float = 1 / 3,
-                 seed: int = 0, feature_set: str | None = None):
+                 max_samples: float = 1.0, rule: str = "majority", priority: Sequence[str] | None = None,
+                 quorum: float = 1 / 3, seed: int = 0, feature_set: str | None = None):
         super().__init__(task, feature_set)
         self.estimator = estimator
         self.n_estimators = n_estimators

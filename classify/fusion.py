@@ -167,8 +167,8 @@ class FusionMLPHead(TorchHead):
                               "sampling": [StrOptions(set(SAMPLINGS)), None]}
 
     def __init__(self, task, blocks: Sequence[int] | None = None, width: int = 64, hidden: int = 128,
-                 dropout: float = 0.1, loss: str | None = None, sampling: str | None = None, epochs: int = 10, batch: int = 256,
-                 lr: float = 1e-3, seed: int = 0, threads: int | None = None, verbose: int = 0,
+                 dropout: float = 0.1, loss: str | None = None, sampling: str | None = None, epochs: int = 10,
+                 batch: int = 256, lr: float = 1e-3, seed: int = 0, threads: int | None = None, verbose: int = 0,
                  feature_set: str | None = None):
         super().__init__(task, feature_set)
         self.blocks = blocks
