@@ -2,6 +2,7 @@
 takes, parameters are checked in fit (the scikit-learn way), clone keeps the feature set, and k-fold and bagging
 build their members through one path."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
 
 import classify  # noqa: F401  (sets the OpenMP wait policy before torch loads)
-from classify import registry
+from classify import factory, registry
 from classify.base import ParameterError, load_head
 from classify.factory import head_class, head_params, list_heads, make_head, reads
 from classify.fusion import FusionMLPHead
@@ -40,6 +41,10 @@ def test_one_registry_lists_every_kind_with_its_tasks():
         assert cls.kind == kind and registry.registered(cls).cls is cls
         # every constructor parameter has a declared constraint (scikit-learn checks them in fit)
         assert set(head_params(kind)) == set(cls._parameter_constraints), kind
+    # the table in classify.factory's docstring says what the registry holds
+    table = re.findall(r"^\| `(\w+)` +\| (\w+) +\| ([\w, ]+?) +\|", factory.__doc__, re.M)
+    assert {k: (role, tuple(t.split(", "))) for k, role, t in table} == \
+        {k: (registry.entry(k).role, registry.entry(k).tasks) for k in list_heads()}
     with pytest.raises(InputError, match="unknown head kind 'svm'"):
         head_class("svm")
     with pytest.raises(ValueError, match="registered twice"):
