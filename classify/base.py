@@ -13,17 +13,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import ClassifierTags, RegressorTags
-from sklearn.utils._param_validation import InvalidParameterError, make_constraint, validate_parameter_constraints
+from sklearn.utils._param_validation import (Interval, InvalidParameterError, make_constraint,
+                                             validate_parameter_constraints)
 from sklearn.utils.validation import check_is_fitted
 
+from features.cliargs import INT32_MAX, SEED_MAX
 from features.errors import InputError
 from features.outputs import write_output
+from features.serialized_code import file_globals, refusal
 from features.tasks import Task, get_task
 
 from .registry import registered
@@ -51,6 +55,23 @@ def check_constraints(constraints: dict, params: dict, caller: str) -> None:
         validate_parameter_constraints(constraints, params, caller_name=caller)
     except InvalidParameterError as e:
         raise ParameterError(str(e)) from None
+
+
+def integers(low: int, high: int | None = None) -> Interval:
+    """The constraint "an integer in [low, high]" (no upper bound when `high` is None)."""
+    return Interval(Integral, low, high, closed="both" if high is not None else "left")
+
+
+# Bounds of the numbers heads take (checked in fit, when a saved head is loaded, and on the command line's flags,
+# classify.options). The largest values keep every allocation a number drives to a few hundred MB (hidden units
+# and widths size weight matrices, batch the rows copied per step) and fit the libraries' types (32-bit seeds);
+# windows, folds and row samples are also bounded by the data where it is read (temporal.check_window, kfold,
+# lama.sample_rows).
+SEED = integers(0, SEED_MAX)
+EPOCHS = integers(1, 10_000)
+BATCH = integers(1, 65_536)
+HIDDEN = integers(0, 8192)           # 0: no hidden layer
+ROWS = integers(0, INT32_MAX)        # a row sample; 0 (or None): every row
 
 
 # scikit-learn's fit decorator: parameters validated (Head._validate_params) before the fit itself runs
@@ -262,8 +283,8 @@ def load_head(path: str | os.PathLike, task: str | Task | None = None, allow_pic
         if not f.exists():
             continue
         if not allow_pickle:
-            raise InputError(f"{name} is a pickle, and unpickling can run code; load it only if you trained it "
-                             f"yourself, with allow_pickle=True (command line: --allow-pickle)", f)
+            raise refusal(f, (file_globals(f, 1) if f.is_file() else []) or ["no readable pickle opcodes"],
+                          "load it only if you trained it yourself, with --allow-pickle (Python: allow_pickle=True)")
         if name not in recorded:
             raise InputError("no sha256 recorded for this pickle in head.json; refusing to unpickle it", f)
     runfolder.check_head_files(path, cls, recorded)

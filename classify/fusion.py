@@ -8,7 +8,7 @@ heads take as their `blocks` parameter.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +18,7 @@ from features.errors import InputError
 from features.store import FeatureStore
 
 from . import featuresets
-from .base import Head, fit_context
+from .base import BATCH, EPOCHS, HIDDEN, SEED, Head, fit_context, integers
 from .registry import register_head
 from .losses import check_loss, make_loss
 from .mlp import column_moments
@@ -149,13 +149,11 @@ def predict_rows(net, X, task_kind: str, step: int = 16384) -> np.ndarray:
 
 # the parameters the torch heads (fusion MLP, temporal) share
 TORCH_CONSTRAINTS = {**Head._parameter_constraints, "blocks": ["array-like", None],
-                     "width": [Interval(Integral, 1, None, closed="left")],
+                     "width": [integers(1, 4096)],
                      "dropout": [Interval(Real, 0, 1, closed="left")],
-                     "loss": [str, None], "epochs": [Interval(Integral, 1, None, closed="left")],
-                     "batch": [Interval(Integral, 1, None, closed="left")],
+                     "loss": [str, None], "epochs": [EPOCHS], "batch": [BATCH],
                      "lr": [Interval(Real, 0, None, closed="neither")],
-                     "seed": [Interval(Integral, 0, None, closed="left")],
-                     "threads": [Interval(Integral, 1, None, closed="left"), None], "verbose": ["verbose"]}
+                     "seed": [SEED], "threads": [integers(1), None], "verbose": ["verbose"]}
 
 
 @register_head("fusion_mlp", title="fusion MLP")
@@ -163,7 +161,7 @@ class FusionMLPHead(TorchHead):
     """Per-frame MLP on fused extractors: standardise -> affine fusion (one map per extractor to `width`) ->
     ReLU -> Dense(hidden) -> ReLU -> output. Loss by name (classify.losses); for AU, ML-ROS oversampling or
     balanced batches (`sampling`). Best validation epoch kept."""
-    _parameter_constraints = {**TORCH_CONSTRAINTS, "hidden": [Interval(Integral, 0, None, closed="left")],
+    _parameter_constraints = {**TORCH_CONSTRAINTS, "hidden": [HIDDEN],
                               "sampling": [StrOptions(set(SAMPLINGS)), None]}
 
     def __init__(self, task, blocks: Sequence[int] | None = None, width: int = 64, hidden: int = 128,

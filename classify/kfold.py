@@ -4,15 +4,13 @@ honest), per-fold metrics and out-of-fold scores, and the fold models averaged a
 """
 from __future__ import annotations
 
-from numbers import Integral
-
 import numpy as np
 from sklearn.model_selection import GroupKFold
-from sklearn.utils._param_validation import Interval
 
+from features.cliargs import INT32_MAX
 from features.errors import InputError
 
-from .base import Head, fit_context
+from .base import Head, fit_context, integers
 from .composite import Composite
 from .registry import register_head
 
@@ -33,7 +31,7 @@ class KFoldHead(Composite):
     member_prefix = "fold"
     _not_saved = ("oof_",)
     _parameter_constraints = {**Composite._parameter_constraints,
-                              "n_splits": [Interval(Integral, 2, None, closed="left")]}
+                              "n_splits": [integers(2, INT32_MAX)]}
 
     def __init__(self, task, estimator: Head | dict | None = None, n_splits: int = 5,
                  feature_set: str | None = None):

@@ -32,16 +32,13 @@ import time
 import warnings
 from pathlib import Path
 
-from numbers import Integral
-
 import numpy as np
 import pandas as pd
-from sklearn.utils._param_validation import Interval
 
 from features.errors import InputError
 from features.outputs import write_output
 
-from .base import Head, fit_context
+from .base import ROWS, SEED, Head, fit_context, integers
 from .registry import register_head
 
 _LAMA_TASK = {"regression": "multi:reg", "multiclass": "multiclass", "multilabel": "multilabel"}
@@ -89,11 +86,9 @@ def _quiet():
 class LamaHead(Head):
     pickled = ("lama.pkl",)      # LightAutoML models exist only as pickles: loaded with allow_pickle only
     files = ("lama.pkl", "fitted.json")
-    _parameter_constraints = {**Head._parameter_constraints, "timeout": [Interval(Integral, 1, None, closed="left")],
-                              "cpu_limit": [Interval(Integral, 1, None, closed="left"), None],
-                              "cv": [Interval(Integral, 2, None, closed="left")],
-                              "seed": [Interval(Integral, 0, None, closed="left")], "log_file": [str, None],
-                              "max_rows": [Interval(Integral, 0, None, closed="left"), None]}   # 0, None: all
+    _parameter_constraints = {**Head._parameter_constraints, "timeout": [integers(1, 86_400)],
+                              "cpu_limit": [integers(1), None], "cv": [integers(2)], "seed": [SEED],
+                              "log_file": [str, None], "max_rows": [ROWS, None]}
 
     def __init__(self, task, timeout: int = 60, cpu_limit: int | None = None, cv: int = 3, seed: int = 0,
                  log_file: str | None = None, max_rows: int | None = LAMA_MAX_ROWS, feature_set: str | None = None):

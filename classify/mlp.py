@@ -14,17 +14,19 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
 from sklearn.utils._param_validation import Interval
 from tqdm.auto import tqdm
 
+from features.errors import InputError
 from features.import_order import torch_before_tensorflow
 from features.outputs import output_path
+from features.serialized_code import is_keras_safe_mode_error, keras_refusal
 
-from .base import Head, fit_context
+from .base import BATCH, EPOCHS, HIDDEN, SEED, Head, fit_context
 from .registry import register_head
 
 _TF_READY = False
@@ -77,11 +79,9 @@ class MLPHead(Head):
     optional_files = ("fitted.json",)      # heads saved before fitted.json existed have only model.keras
     # None: the task's reference value (DEFAULTS); hidden 0 is no hidden layer (the reference's VA layout)
     _parameter_constraints = {**Head._parameter_constraints,
-                              "hidden": [Interval(Integral, 0, None, closed="left"), None],
-                              "epochs": [Interval(Integral, 1, None, closed="left"), None],
-                              "batch": [Interval(Integral, 1, None, closed="left"), None],
+                              "hidden": [HIDDEN, None], "epochs": [EPOCHS, None], "batch": [BATCH, None],
                               "lr": [Interval(Real, 0, None, closed="neither"), None],     # finite, > 0
-                              "seed": [Interval(Integral, 0, None, closed="left")], "verbose": ["verbose"]}
+                              "seed": [SEED], "verbose": ["verbose"]}
 
     def __init__(self, task, hidden: int | None = None, epochs: int | None = None, batch: int | None = None,
                  lr: float | None = None, seed: int = 0, verbose: int = 0, feature_set: str | None = None):
@@ -218,8 +218,16 @@ class MLPHead(Head):
 
     def _load(self, path: Path):
         tf, keras = _keras()
-        # safe mode (Keras' default, stated): a file that would run code (a Lambda layer) is refused
-        self.model_ = keras.models.load_model(path / "model.keras", compile=False, safe_mode=True)
+        f = path / "model.keras"
+        # safe mode (Keras refuses Lambda bytecode and modules outside Keras) unless the caller opted in
+        allow = bool(getattr(self, "_allow_pickle", False))
+        try:
+            self.model_ = keras.models.load_model(f, compile=False, safe_mode=not allow)
+        except Exception as e:
+            if is_keras_safe_mode_error(e):
+                raise keras_refusal(f, "pass --allow-pickle (Python: allow_pickle=True)") from None
+            msg = (str(e).strip().splitlines() or [""])[0][:200]
+            raise InputError(f"cannot load the Keras model ({type(e).__name__}: {msg})", f) from None
         self._load_fitted(path)
         if not hasattr(self, "n_features_in_"):          # saved before fitted.json existed
             self.n_features_in_ = int(self.model_.inputs[0].shape[-1])

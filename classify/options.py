@@ -10,11 +10,12 @@ names) are added for the kinds that take them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
+from typing import Callable
 
 from sklearn.utils._param_validation import Interval
 
+from features.cliargs import check_int, cpu_count
 from features.errors import InputError
 from features.store import FeatureStore
 from features.tasks import Task
@@ -28,47 +29,68 @@ from .registry import entry
 class Flag:
     params: tuple[str, ...]                  # the constructor parameters it sets
     kinds: tuple[str, ...] | None = None     # only these kinds' (None: every kind that takes them)
-    wording: str | None = None               # a good value, for the one-line error of check_options
-    rule: list | None = None                 # a stricter constraint than the heads' own
+    what: str | None = None                  # what the number counts, for the one-line error; None: a name,
+                                             # checked by the heads that read it (built before any work)
+    low: int | None = None                   # bounds stricter than the heads' own
+    high: Callable[[], int] | None = None
 
 
 FLAGS = {
-    "epochs": Flag(("epochs",), wording="an integer >= 1 (epochs)"),
-    "batch": Flag(("batch",), wording="an integer >= 1 (rows per batch)"),
-    "lr": Flag(("lr",), wording="a positive finite learning rate (e.g. 0.001)"),
+    "epochs": Flag(("epochs",), what="epochs"),
     # 0 (no hidden layer) is the reference's VA layout, which the command line gets by leaving --hidden out
-    "hidden": Flag(("hidden",), ("mlp", "fusion_mlp"),
-                   "an integer >= 1 (hidden units; leave it out for the reference layout)",
-                   [Interval(Integral, 1, None, closed="left")]),
-    "seed": Flag(("seed",), wording="an integer >= 0 (seed)"),
-    "cpus": Flag(("cpu_limit", "threads"), wording="an integer >= 1 (cores)"),
-    "lama_timeout": Flag(("timeout",), ("lama",), "an integer >= 1 (seconds)"),
-    "lama_max_rows": Flag(("max_rows",), ("lama",), "an integer >= 0 (rows; 0: all rows)"),
-    "width": Flag(("width",), wording="an integer >= 1 (units per extractor)"),
-    "window": Flag(("window",), wording="an integer >= 2 (frames)"),
-    "stride": Flag(("stride",), wording="an integer >= 1 (frames)"),
-    "layers": Flag(("layers",), wording="an integer >= 1 (encoder layers)"),
-    "heads_n": Flag(("heads_n",), wording="an integer >= 1 (attention heads)"),
-    "bags": Flag(("n_estimators",), wording="an integer >= 1 (sub-classifiers)"),
-    # names: checked by the heads that read them (built and validated before any work)
+    "hidden": Flag(("hidden",), ("mlp", "fusion_mlp"), "hidden units (leave it out for the reference layout)",
+                   low=1),
+    "batch": Flag(("batch",), what="rows per batch"),
+    "lr": Flag(("lr",), what="a positive finite learning rate (e.g. 0.001)"),
+    "lama_timeout": Flag(("timeout",), ("lama",), "seconds"),
+    "lama_max_rows": Flag(("max_rows",), ("lama",), "rows (0: all rows)"),
+    "cpus": Flag(("cpu_limit", "threads"), what="cores; this machine has {cores}", high=cpu_count),
+    "seed": Flag(("seed",), what="seed"),
+    "width": Flag(("width",), what="units per extractor"),
+    "window": Flag(("window",), what="frames per window"),
+    "stride": Flag(("stride",), what="frames"),
+    "layers": Flag(("layers",), what="encoder layers"),
+    "heads_n": Flag(("heads_n",), what="attention heads"),
+    "bags": Flag(("n_estimators",), what="sub-classifiers"),
+    "kfold": Flag(("n_splits",), ("kfold",), "folds"),
     **{k: Flag((k,)) for k in ("loss", "sampling", "arch")},
 }
 
 
+def _constraints(f: Flag) -> list[list]:
+    """The constraints of every head parameter the flag sets."""
+    return [head_class(k)._parameter_constraints[p] for k in (f.kinds or list_heads()) for p in f.params
+            if p in head_class(k)._parameter_constraints]
+
+
+def int_bounds(f: Flag) -> tuple[int, int | None]:
+    """[low, high] an integer flag must be in: within every bound the heads it sets declare (and the flag's own)."""
+    lows, highs = [f.low] if f.low is not None else [], [f.high()] if f.high else []
+    for c in (c for rule in _constraints(f) for c in rule if isinstance(c, Interval)):
+        if c.left is not None:
+            lows.append(int(c.left) + (c.closed in ("right", "neither")))
+        if c.right is not None:
+            highs.append(int(c.right) - (c.closed in ("left", "neither")))
+    return max(lows), (min(highs) if highs else None)
+
+
 def check_options(opts: dict) -> None:
-    """Refuse option values that would train nothing, or fail deep inside a library, before any work, whichever
-    heads are chosen: each value must meet the constraint of every head parameter it sets."""
+    """Refuse option values that would train nothing, allocate without bound, or fail deep inside a library,
+    before any work and whichever heads are chosen: one line naming the flag. The bounds are the heads' own
+    (`_parameter_constraints`)."""
     for flag, value in opts.items():
         f = FLAGS.get(flag)
-        if value is None or f is None or f.wording is None:
+        if value is None or f is None or f.what is None:
             continue
-        rules = [f.rule] if f.rule else [head_class(k)._parameter_constraints[p] for k in (f.kinds or list_heads())
-                                         for p in f.params if p in head_class(k)._parameter_constraints]
-        try:
-            for rule in rules:
-                check_constraints({flag: rule}, {flag: value}, "the run")
-        except ParameterError:
-            raise InputError(f"--{flag.replace('_', '-')} must be {f.wording}, got {value!r}") from None
+        name = f"--{flag.replace('_', '-')}"
+        if flag == "lr":
+            try:
+                for rule in _constraints(f):
+                    check_constraints({flag: rule}, {flag: value}, "the run")
+            except ParameterError:
+                raise InputError(f"{name} must be {f.what}, got {value!r}") from None
+        else:
+            check_int(value, name, *int_bounds(f), f.what.format(cores=cpu_count()))
 
 
 def check_heads(task: Task, kinds: list[str], opts: dict) -> None:

@@ -10,7 +10,7 @@ saved as plain arrays (no pickle).
 """
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import Interval
 
 from features.outputs import write_output
 
-from .base import Head, fit_context
+from .base import ROWS, SEED, Head, fit_context
 from .lama import sample_rows
 from .mlp import column_moments
 from .registry import register_head
@@ -46,8 +46,7 @@ class PolarityGateHead(Head):
                               "threshold": [Interval(Real, 0, 1, closed="neither")],
                               "alpha": [Interval(Real, 0, None, closed="left")],
                               "C": [Interval(Real, 0, None, closed="neither")], "feed_valence": ["boolean"],
-                              "max_rows": [Interval(Integral, 0, None, closed="left"), None],   # 0, None: all
-                              "seed": [Interval(Integral, 0, None, closed="left")]}
+                              "max_rows": [ROWS, None], "seed": [SEED]}
 
     def __init__(self, task="va", threshold: float = 0.5, alpha: float = 10.0, C: float = 1.0,
                  feed_valence: bool = True, max_rows: int | None = 100_000, seed: int = 0,

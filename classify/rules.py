@@ -8,17 +8,15 @@
 """
 from __future__ import annotations
 
-from numbers import Integral
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sklearn.utils._param_validation import Interval
 
 from features.errors import InputError
 from features.tasks import AFFECTNET8, EXPR, affwild_probabilities, softmax  # noqa: F401 (re-exported)
 
-from .base import Head, fit_context, load_mlp_classifier, save_mlp_classifier
+from .base import EPOCHS, HIDDEN, SEED, Head, fit_context, integers, load_mlp_classifier, save_mlp_classifier
 from .registry import register_head
 
 FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -74,9 +72,7 @@ class LogitsRule(Head):
     """EXPR from the pre-trained logits, with a binary MLP (scikit-learn, on the same logits) for Other."""
     optional_files = ("other.json", "other.npz")     # the Other gate, absent when training had one class
     _parameter_constraints = {**Head._parameter_constraints, "class_names": ["array-like", None],
-                              "hidden": [Interval(Integral, 1, None, closed="left")],
-                              "max_iter": [Interval(Integral, 1, None, closed="left")],
-                              "seed": [Interval(Integral, 0, None, closed="left")]}
+                              "hidden": [integers(1, HIDDEN.right)], "max_iter": [EPOCHS], "seed": [SEED]}
 
     def __init__(self, task="expr", class_names: Sequence[str] | None = None, hidden: int = 64,
                  max_iter: int = 50, seed: int = 0, feature_set: str | None = None):

@@ -14,16 +14,14 @@ for every head).
 from __future__ import annotations
 
 import math
-from numbers import Integral
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.utils._param_validation import Interval
 
 from features.errors import InputError
 
-from .base import fit_context
+from .base import fit_context, integers
 from .fusion import TORCH_CONSTRAINTS, affine_fusion, float_block, folded_fusion, set_moments, standardize
 from .losses import check_loss, make_loss
 from .registry import register_head
@@ -125,11 +123,9 @@ def _net(n_in: int, blocks: list[int], n_out: int, regression: bool, window: int
 class TemporalHead(TorchHead):
     """Per-frame scores from windows of a video's frames (needs `groups` = video ids and `frames` = frame
     numbers of the rows in fit and predict)."""
-    _parameter_constraints = {**TORCH_CONSTRAINTS, "window": [Interval(Integral, 2, None, closed="left")],
-                              "stride": [Interval(Integral, 1, None, closed="left"), None],
-                              "train_stride": [Interval(Integral, 1, None, closed="left"), None],
-                              "layers": [Interval(Integral, 1, None, closed="left")],
-                              "heads_n": [Interval(Integral, 1, None, closed="left")], "arch": [str]}
+    _parameter_constraints = {**TORCH_CONSTRAINTS, "window": [integers(2, 65_536)],
+                              "stride": [integers(1, 65_536), None], "train_stride": [integers(1, 65_536), None],
+                              "layers": [integers(1, 64)], "heads_n": [integers(1, 64)], "arch": [str]}
 
     def __init__(self, task, window: int = 64, stride: int | None = None, train_stride: int | None = None,
                  layers: int = 2, width: int = 64,

@@ -21,10 +21,17 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from features.cliargs import cores, cpu_count, integer, number
 from features.errors import InputError
 
 log = logging.getLogger("extract")
 DEFAULT_DATA = "data/synthetic"
+# upper bounds of the numeric options: each value above them only allocates more (a batch of 224 x 224 float
+# crops is 0.6 MB a frame; a face crop of margin m is (1 + m)^2 of the face box; each decode worker is a process)
+MAX_BATCH = 4096
+MAX_WORKERS = 2 * cpu_count()       # decode processes beyond that only compete for the cores
+MAX_MARGIN = 4.0
+MAX_DETECT_SIZE = 4096
 
 
 def split_specs(text: str | Sequence[str], names: Iterable[str] | None = None) -> list[str]:
@@ -68,22 +75,6 @@ def split_specs(text: str | Sequence[str], names: Iterable[str] | None = None) -
     if not out:
         raise InputError("--extractors is empty")
     return out
-
-
-def _number(kind: type, low: float, high: float | None = None, high_open: bool = False):
-    """argparse type: a `kind` number in [low, high] (or [low, high)); argparse prints the one-line error."""
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if v < low or (high is not None and (v >= high if high_open else v > high)) or v != v:
-            rng = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
-            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
-        return v
-    parse.__name__ = kind.__name__      # argparse names the type in some messages
-    return parse
 
 
 def create_extractor(spec: str, device: str, allow_pickle: bool = False, amp: str | None = None,
@@ -211,10 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated extractor specs (python -m extract list; default fer); option values may "
                         "hold commas (classes=a,b,c); may be repeated")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    r.add_argument("--batch", type=_number(int, 1), default=64, help="frames per forward pass (>= 1)")
-    r.add_argument("--workers", type=_number(int, 0), default=None,
-                   help="decode processes (default: cores - 1, at most 8; 0: decode in the main process)")
-    r.add_argument("--threads", type=_number(int, 0), default=0,
+    r.add_argument("--batch", type=integer(1, MAX_BATCH), default=64,
+                   help=f"frames per forward pass (1 to {MAX_BATCH})")
+    r.add_argument("--workers", type=integer(0, MAX_WORKERS), default=None,
+                   help=f"decode processes (default: cores - 1, at most 8; 0: decode in the main process; at most "
+                        f"{MAX_WORKERS})")
+    r.add_argument("--threads", type=cores(0), default=0,
                    help="torch CPU threads in the main process (0: default)")
     r.add_argument("--shard", default=None, help="i/n: extract shard i of n into <out>.shard-i-of-n.h5")
     r.add_argument("--layout", default="auto", choices=["auto", "affwild", "folders", "images", "videos"],
@@ -222,12 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "for a folder of images without sub-folders)")
     r.add_argument("--crops", default="auto", choices=["auto", "cropped", "cropped_aligned"],
                    help="Aff-Wild2 crop folder (auto: cropped, else cropped_aligned)")
-    r.add_argument("--limit-videos", type=_number(int, 1), default=None,
+    r.add_argument("--limit-videos", type=integer(1), default=None,
                    help="only the first N videos (sorted by name; N >= 1)")
     r.add_argument("--allow-pickle", action="store_true",
-                   help="unpickle checkpoints that hold Python objects (whole pickled modules): this EXECUTES code "
-                        "stored in the file while loading it, before any check of its contents, so use it only for "
-                        "files from a source you trust (or convert them once with python -m extract convert)")
+                   help="load model files that run code when loaded: checkpoints holding pickled Python objects "
+                        "(whole pickled modules), TorchScript archives, .pt2 programs with pickles or code in them, "
+                        "Keras Lambda layers. This EXECUTES code stored in the file while loading it, before any "
+                        "check of its contents, so use it only for files from a source you trust (or convert "
+                        "checkpoints once with python -m extract convert)")
     r.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="autocast for torch models (changes the features; recorded in the cache)")
     r.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch models (GPU)")
@@ -245,12 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: MTCNN when its weights are in the weights cache (make setup), else Haar")
     r.add_argument("--faces", default="largest", choices=["largest", "all"],
                    help="all (--layout images): one row per face, frame = face number, largest first")
-    r.add_argument("--margin", type=_number(float, 0.0), default=0.2,
-                   help="detection: crop side = (1 + margin) x face box")
-    r.add_argument("--smooth", type=_number(float, 0.0, 1.0, high_open=True), default=0.0,
+    r.add_argument("--margin", type=number(0.0, MAX_MARGIN), default=0.2,
+                   help=f"detection: crop side = (1 + margin) x face box (margin 0 to {MAX_MARGIN:g})")
+    r.add_argument("--smooth", type=number(0.0, 1.0, high_open=True), default=0.0,
                    help="detection: box smoothing factor in [0, 1)")
-    r.add_argument("--detect-size", type=_number(int, 32), default=256,
-                   help="detection: long side seen by the face detector (>= 32)")
+    r.add_argument("--detect-size", type=integer(32, MAX_DETECT_SIZE), default=256,
+                   help=f"detection: long side seen by the face detector (32 to {MAX_DETECT_SIZE})")
     r.add_argument("--resize-on", default="auto", choices=["auto", "workers", "device"],
                    help="resize crops in the decode workers (PIL) or a batch at a time on the device (same "
                         "pixels; auto: device on CUDA)")
@@ -264,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "<out>.shard-i-of-n.h5 (needs the ray extra)")
     r.add_argument("--ray-address", default=None,
                    help="--engine ray: auto (the cluster this node joined) or HOST:PORT; default: start Ray here")
-    r.add_argument("--gpus-per-worker", type=float, default=1.0, help="--engine ray with CUDA: GPUs per worker")
+    r.add_argument("--gpus-per-worker", type=number(0.0, 64.0, low_open=True), default=1.0,
+                   help="--engine ray with CUDA: GPUs per worker (a fraction shares one GPU)")
     r.add_argument("--ray-workers", type=int, default=None,
                    help="--engine ray: number of workers (default: one per GPU on CUDA, one per CPU otherwise)")
     r.set_defaults(func=cmd_run)

@@ -16,7 +16,7 @@ import numpy as np
 
 from features.errors import InputError
 
-from .sources import ImageVideo
+from .sources import ImageVideo, VideoFile
 
 log = logging.getLogger("extract.runner")
 
@@ -50,9 +50,15 @@ class Committer:
         for k in _complete(pending, chunk["ends"], vid):
             p = pending.pop(k)
             if p.received == 0:
-                log.warning("%s: no frames decoded; skipped", videos[k].describe())
+                n = getattr(videos[k], "est_frames", 0)
+                log.warning("%s: no frames decoded%s; skipped", videos[k].describe(),
+                            f" (its container announces {n})" if n > 0 else "")
                 continue
             _commit(videos[k], p, self.writers, self.needs[k], self.out)
+            short = videos[k].short_decode(p.received) if isinstance(videos[k], VideoFile) else None
+            if short:
+                log.warning("%s: %s", videos[k].describe(), short)
+                summary.short_videos += 1
             summary.videos += 1
             summary.frames += p.received
             summary.no_face += int(p.received - sum(int(f.sum()) for f in p.faces))

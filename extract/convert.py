@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         meta = convert(a.src, a.dst, allow_pickle=a.allow_pickle, arch=a.arch, force=a.force)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (InputError, OSError) as e:
+        from features.cli import error_line
+        print(error_line(e), file=sys.stderr)
         return 2
     print(f"wrote {a.dst}: {meta['architecture']}, {meta['num_classes']} classes, "
           f"source sha256 {meta['source_sha256'][:12]}..., sha256 {meta['sha256'][:12]}...")

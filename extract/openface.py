@@ -180,12 +180,16 @@ def import_openface(csvs: Iterable[str | os.PathLike], store_path: str | os.Path
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+
+    from features.cli import error_line
+    from features.cliargs import integer, number
     ap = argparse.ArgumentParser(prog="python -m extract openface",
                                  description="Import OpenFace 2.x FeatureExtraction CSVs into the feature store")
     ap.add_argument("csv", nargs="+", help="CSV files, or folders of them")
     ap.add_argument("--out", required=True, help="the .h5 feature cache")
-    ap.add_argument("--threshold", type=float, default=0.0, help="minimum confidence of a present face, in [0, 1]")
-    ap.add_argument("--face-id", type=int, default=None,
+    ap.add_argument("--threshold", type=number(0.0, 1.0), default=0.0,
+                    help="minimum confidence of a present face, in [0, 1]")
+    ap.add_argument("--face-id", type=integer(0), default=None,
                     help="FaceLandmarkVidMulti CSVs: keep this face_id (default: the most confident face per frame)")
     ap.add_argument("--pose-gaze", action="store_true",
                     help=f"also import head pose and gaze angles into group <name>{POSE_GAZE_SUFFIX} "
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("no *.csv files found", a.csv[0])
         n = import_openface(csvs, a.out, a.threshold, pose_gaze=a.pose_gaze, face_id=a.face_id)
     except (InputError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     print(f"imported {n} video(s) into {a.out}")
     return 0

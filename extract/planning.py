@@ -44,19 +44,23 @@ def balance(weights: Sequence[int], n: int, names: Sequence[str] | None = None) 
     should process them in (its long videos start early, its short ones fill the end)."""
     keys = names if names is not None else [f"{k:012d}" for k in range(len(weights))]
     order = sorted(range(len(weights)), key=lambda k: (-int(weights[k]), keys[k]))
-    heap = [(0, b) for b in range(n)]
-    bins: list[list[int]] = [[] for _ in range(n)]
+    # bins beyond the number of items stay empty (each item goes to the first empty bin), so only those are built
+    used = min(n, len(order))
+    heap = [(0, b) for b in range(used)]
+    bins: list[list[int]] = [[] for _ in range(used)]
     for k in order:
         load, b = heapq.heappop(heap)
         bins[b].append(k)
         heapq.heappush(heap, (load + int(weights[k]), b))
-    return bins
+    return bins + [[] for _ in range(n - used)]
 
 
 def shard_videos(videos: Sequence[Any], i: int, n: int) -> list[Any]:
     """The videos of shard i of n (``--shard i/n``): bin i of :func:`balance` by frames, ties broken by name, in
     the listed order. Deterministic, so n processes given the same data agree without talking."""
-    bins = balance(frame_weights(videos), n, [v.name for v in videos])
+    if i > len(videos):         # more shards than videos: the last ones are empty (balance fills bins in order)
+        return []
+    bins = balance(frame_weights(videos), min(n, len(videos)), [v.name for v in videos])
     return [videos[k] for k in sorted(bins[i - 1])]
 
 

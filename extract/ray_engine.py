@@ -44,6 +44,7 @@ from .sources import Source
 log = logging.getLogger(__name__)
 
 RESTARTS = 3                 # replacement actors per worker slot before the slot is given up
+MAX_RAY_WORKERS = 1024       # worker actors, each a process holding the models
 START_TIMEOUT_S = 120.0      # a worker that cannot be placed (no GPU left, node gone) within this is given up
 POLL_S = 0.5                 # progress poll interval
 
@@ -225,6 +226,8 @@ def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathL
     settings = settings or Settings()
     if n_workers is not None and n_workers < 1:
         raise InputError(f"--ray-workers must be >= 1, got {n_workers}")
+    if n_workers is not None and n_workers > MAX_RAY_WORKERS:      # each is a process holding the models
+        raise InputError(f"--ray-workers must be <= {MAX_RAY_WORKERS}, got {n_workers}")
     if settings.cuda and gpus_per_worker <= 0:
         raise InputError(f"--gpus-per-worker must be > 0, got {gpus_per_worker}")
     out = Path(out)
@@ -452,7 +455,8 @@ class _Driver:
                     except ray.exceptions.RayActorError as e:
                         self._lost(s, e)
                         continue
-                    for k in ("videos", "frames", "no_face", "bad_files", "wait_s", "model_s", "write_s"):
+                    for k in ("videos", "frames", "no_face", "bad_files", "short_videos", "wait_s", "model_s",
+                              "write_s"):
                         setattr(summary, k, getattr(summary, k) + r[k])
                     s.videos += int(r["videos"])
                     s.frames += int(r["frames"])

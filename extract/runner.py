@@ -66,6 +66,7 @@ class Summary:
     frames: int = 0
     no_face: int = 0
     bad_files: int = 0
+    short_videos: int = 0            # video files that decoded fewer frames than their header announces
     seconds: float = 0.0
     out: str = ""
     wait_s: float = 0.0              # main process waiting for decoded frames (input-bound when large)
@@ -78,7 +79,10 @@ class Summary:
 
     def line(self) -> str:
         return (f"{self.videos} videos ({self.skipped} already cached), {self.frames} frames, "
-                f"{self.no_face} without a face ({self.bad_files} unreadable files), {self.seconds:.1f} s, "
+                f"{self.no_face} without a face ({self.bad_files} unreadable files"
+                + (f", {self.short_videos} video file{'s' if self.short_videos > 1 else ''} shorter than announced"
+                   if self.short_videos else "")
+                + f"), {self.seconds:.1f} s, "
                 f"{self.fps:.1f} frames/s (waiting for frames {self.wait_s:.1f} s, models {self.model_s:.1f} s, "
                 f"writing {self.write_s:.1f} s) -> {self.out}")
 

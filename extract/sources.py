@@ -10,11 +10,16 @@ Layouts (``--layout``):
 - ``affwild``: ``<root>/cropped/<video>/00001.jpg`` (or ``cropped_aligned``), 1-based numbers. A video has
   max(largest JPEG number, longest annotation of it under ``<root>/*_Challenge/*/<video>.txt``) frames;
   numbers with no crop become rows with ``face=False``.
-- ``folders``: ``<root>/<video>/<any image names>``, sorted by name; frame = position (1-based).
+- ``folders``: ``<root>/<video>/<any image names>``, sorted by name; frame = position (1-based). Sub-folders
+  without an image are no video; one warning counts and names them.
 - ``images``: ``<root>/<photo>.jpg`` (png, gif, bmp, webp, tif; no sub-folders needed): each photo is one item
   named by its file stem. Its rows are its faces: frame = face number (1 = the largest face; only 1 unless
   ``--faces all``); a photo without a face is one row, frame 1, ``face=False``.
-- ``videos``: ``<root>/*.mp4`` (and other containers), or one video file; frame = decode order (1-based).
+- ``videos``: ``<root>/*.mp4`` (and other containers), or one video file; frame = decode order (1-based). A file
+  that decodes fewer frames than its container announces (cut off while copied) is named in a warning with both
+  numbers (VideoFile.short_decode).
+
+A device, a FIFO or a socket given as the data path is refused as what it is (features.paths).
 
 ``auto`` picks ``videos`` when the folder holds a video file, ``affwild`` when it has a crop folder,
 ``images`` when it holds images and no sub-folder, else ``folders``.
@@ -34,6 +39,8 @@ import numpy as np
 
 from features.errors import InputError
 from features.outputs import write_output
+from features.paths import check_file_or_folder
+from features.store.paths import MAX_SHARDS
 from features.store import shard_path  # noqa: F401  (re-exported: the runner and tests name shards here)
 
 from .planning import shard_videos  # noqa: F401  (re-exported: `--shard i/n` is planned there)
@@ -73,6 +80,7 @@ class VideoFile:
     name: str
     path: Path
     est_frames: int = 0
+    est_from: str = ""          # what est_frames was read from (see container_frames); "" when unknown
 
     @property
     def n_frames(self) -> int:
@@ -80,6 +88,20 @@ class VideoFile:
 
     def describe(self) -> str:
         return str(self.path)
+
+    def short_decode(self, decoded: int) -> str | None:
+        """A warning when `decoded` frames fall short of what the container's header announces (a file cut off
+        while it was copied or downloaded decodes its first part and then ends without an error), else None.
+        Allowed shortfall: 1% (at least 1 frame) of a header frame count, 5% (at least 2 frames) of an estimate
+        from the duration, which rounds and may include an audio track that runs longer."""
+        n = self.est_frames
+        if n <= 0 or decoded <= 0:
+            return None
+        slack = max(1, n // 100) if self.est_from == "frame count" else max(2, round(0.05 * n))
+        if decoded >= n - slack:
+            return None
+        return (f"decoded {decoded} of the {n} frames its container announces ({self.est_from}); the file is "
+                f"truncated or damaged: only the {decoded} decoded frames are in the cache")
 
 
 Video = ImageVideo | VideoFile
@@ -92,6 +114,7 @@ class Source:
     layout: str
     videos: list[Video]
     description: dict = field(default_factory=dict)
+    no_image: list[str] = field(default_factory=list)     # layout folders: sub-folders without an image (skipped)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -114,9 +137,7 @@ def _image_files(folder: Path) -> list[str]:
 
 def affwild_videos(root: str | os.PathLike, crops: str = "auto", use_annotations: bool = True) -> Source:
     """Videos of the Aff-Wild2 layout under `root` (see the module docstring)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError("data folder does not exist", root)
+    root = _data_folder(root, "affwild", "data folder does not exist")
     if crops == "auto":
         crops = next((c for c in CROP_FOLDERS if (root / c).is_dir()), "")
         if not crops:
@@ -146,23 +167,44 @@ def affwild_videos(root: str | os.PathLike, crops: str = "auto", use_annotations
 
 
 def folder_videos(root: str | os.PathLike) -> Source:
-    """One video per sub-folder of `root`, frames = its images sorted by name."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError("data folder does not exist", root)
+    """One video per sub-folder of `root`, frames = its images sorted by name. Sub-folders without an image
+    are no video: they are counted and named in one warning (the first few), never passed over in silence."""
+    root = _data_folder(root, "folders", "data folder does not exist")
     videos: list[Video] = []
+    without: list[str] = []
     for v in sorted(e.name for e in os.scandir(root) if e.is_dir()):
         files = _image_files(root / v)
         if files:
             videos.append(ImageVideo(v, root / v, [str(root / v / f) for f in files]))
-    return Source(root, "folders", videos, {"layout": "folders"})
+        else:
+            without.append(v)
+    if without and videos:      # (with no video at all, discover's error names them)
+        log.warning("%s: %s", root, _no_image_note(root, without))
+    return Source(root, "folders", videos, {"layout": "folders"}, no_image=without)
+
+
+def _no_image_note(root: Path, names: list[str], shown: int = 5) -> str:
+    """"3 sub-folders hold no image (jpg, png, ...) and are skipped: a (empty), b (2 other entries), c (empty)"."""
+    def what(v: str) -> str:
+        n = sum(1 for _ in os.scandir(root / v))
+        return f"{v} (empty)" if n == 0 else f"{v} ({n} other {'entry' if n == 1 else 'entries'})"
+    one = len(names) == 1
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return (f"{len(names)} sub-folder{'' if one else 's'} {'holds' if one else 'hold'} no image (jpg, png, ...) "
+            f"and {'is' if one else 'are'} skipped: {', '.join(what(v) for v in names[:shown])}{more}")
+
+
+def _data_folder(root: str | os.PathLike, layout: str, missing: str) -> Path:
+    """`root` when it is a folder; else one line saying what it is (missing, a file, a device, a FIFO)."""
+    root = check_file_or_folder(root, "the data path", missing)
+    if not root.is_dir():
+        raise InputError(f"a file, not a folder: layout {layout} takes a folder", root)
+    return root
 
 
 def image_files(root: str | os.PathLike) -> Source:
     """One item per photo in `root` (not its sub-folders), named by its file stem; see the module docstring."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError("photo folder does not exist (--layout images takes a folder of images)", root)
+    root = _data_folder(root, "images", "photo folder does not exist (--layout images takes a folder of images)")
     files = _image_files(root)
     stems = [Path(f).stem for f in files]
     seen: dict[str, str] = {}
@@ -174,30 +216,41 @@ def image_files(root: str | os.PathLike) -> Source:
     return Source(root, "images", videos, {"layout": "images", "frame": "face number (1 = largest face)"})
 
 
-def _video_frames_estimate(path: Path) -> int:
-    """Frame count from the container header (0 when absent); used only to balance shards."""
+def container_frames(path: str | os.PathLike) -> tuple[int, str]:
+    """Frames of the first video stream as the container's header announces them, and from what: its frame
+    count (mp4, avi), else its duration times its frame rate (mkv, webm); (0, "") when neither is recorded or the
+    file cannot be opened (that is reported when it is decoded). Used to balance shards, for the progress bar,
+    and to notice a file that decodes fewer frames than announced (VideoFile.short_decode)."""
     import av
     try:
         with av.open(str(path)) as c:
-            return int(c.streams.video[0].frames or 0) if c.streams.video else 0
-    except Exception:       # unreadable files are reported when they are decoded
-        return 0
+            if not c.streams.video:
+                return 0, ""
+            s = c.streams.video[0]
+            if s.frames:
+                return int(s.frames), "frame count"
+            rate = s.average_rate or s.guessed_rate
+            seconds = float(s.duration * s.time_base) if s.duration and s.time_base else \
+                (c.duration / 1e6 if c.duration else 0.0)
+            if rate and seconds > 0:
+                return int(round(seconds * float(rate))), f"duration {seconds:.2f} s at {float(rate):g} frames/s"
+    except Exception:       # noqa: BLE001 - PyAV raises its own error classes; unreadable files fail later
+        pass
+    return 0, ""
 
 
 def video_files(root: str | os.PathLike, detector: dict | None = None) -> Source:
     """Video files in `root` (or `root` itself when it is a file), one video each, named by file stem."""
-    root = Path(root)
+    root = check_file_or_folder(root, "the data path", "data folder or video file does not exist")
     if root.is_file():
         files = [root]
-    elif root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
     else:
-        raise InputError("data folder or video file does not exist", root)
+        files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
     stems = [p.stem for p in files]
     dup = sorted({s for s in stems if stems.count(s) > 1})
     if dup:
         raise InputError(f"two video files share the name {dup[0]!r} (different extensions)", root)
-    videos: list[Video] = [VideoFile(p.stem, p, _video_frames_estimate(p)) for p in files]
+    videos: list[Video] = [VideoFile(p.stem, p, *container_frames(p)) for p in files]
     return Source(root if root.is_dir() else root.parent, "videos", videos,
                   {"layout": "videos", "detector": detector or {}})
 
@@ -208,8 +261,7 @@ def discover(data: str | os.PathLike, layout: str = "auto", crops: str = "auto",
     data = Path(data)
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if not data.exists():
-        raise InputError("data folder does not exist", data)
+    check_file_or_folder(data, "the data path", "data folder does not exist")
     if layout == "auto":
         if data.is_file() or (data.is_dir() and any(p.suffix.lower() in VIDEO_EXTS for p in data.iterdir())):
             layout = "videos"
@@ -233,6 +285,8 @@ def discover(data: str | os.PathLike, layout: str = "auto", crops: str = "auto",
                              "folder)", data)
         hint = "; the images lie directly in the folder: use --layout images" \
             if layout == "folders" and data.is_dir() and _image_files(data) else ""
+        if src.no_image:
+            hint += f"; {_no_image_note(data, src.no_image)}"
         raise InputError(f"no videos found (layout {layout}){hint}", data)
     return src
 
@@ -287,13 +341,17 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # sharding
 
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"i/n"`` (1-based, 1 <= i <= n) -> (i, n)."""
     if not text:
         return None
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    m = re.fullmatch(r"\s*(\d{1,12})\s*/\s*(\d{1,12})\s*", text)
     if not m or not (1 <= int(m.group(1)) <= int(m.group(2))):
         raise InputError(f"--shard must be i/n with 1 <= i <= n (e.g. 1/4), got {text!r}")
+    if int(m.group(2)) > MAX_SHARDS:      # readers list every shard number 1..n
+        raise InputError(f"--shard: n must be <= {MAX_SHARDS}, got {text!r}")
     return int(m.group(1)), int(m.group(2))
 
 

@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from .errors import InputError
+from .errors import InputError, os_error_text
 
 INTERRUPTED = "interrupted"
 PACKAGES = ("features", "extract", "classify", "postprocess")
@@ -26,8 +26,9 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def error_line(e: BaseException) -> str:
-    """The one line printed for an error: its first line (a multi-line library message is cut there)."""
-    text = str(e).strip()
+    """The one line printed for an error: its first line (a multi-line library message is cut there); an
+    OSError as `<file>: <reason>`, so a full disk or a missing folder says which file."""
+    text = (os_error_text(e) if isinstance(e, OSError) and not isinstance(e, InputError) else str(e)).strip()
     return f"error: {text.splitlines()[0] if text else type(e).__name__}"
 
 

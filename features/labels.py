@@ -28,6 +28,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .errors import InputError
+from .finite import read_for_heads
+from .paths import check_file_or_folder
 from .store import FeatureStore
 from .tasks import AU, EXPR, VA, Task, get_task
 
@@ -183,9 +185,7 @@ def labels_source(root: str | os.PathLike, task: str | Task, split: str) -> tupl
     """Where a task's labels of a split come from: ("folder", <task folder>/<Split_Set>) when the root has it,
     else ("mtl", <file>) when the root (or <root>/MTL_Challenge) holds the split's MTL file."""
     task = get_task(task)
-    root = Path(root)
-    if not root.exists():
-        raise InputError("annotation root does not exist", root)
+    root = check_file_or_folder(root, "--labels", "annotation root does not exist")
     if root.is_file():
         raise InputError("--labels must be a folder: the annotation root, or the folder holding the MTL "
                          "train and validation files", root)
@@ -353,7 +353,7 @@ def join(store: FeatureStore, labels: pd.DataFrame, task: str | Task, keys: Sequ
         store.info(e)
     vids_all = labels["video"].unique().tolist()
     cached = [v for v in vids_all if all(store.has_video(e, v) for e in extractors)]
-    blk = store.read(cached, extractors, outputs=outputs) if cached else None
+    blk = read_for_heads(store, cached, extractors, outputs=outputs) if cached else None
 
     lab = labels.reset_index(drop=True)
     if blk is not None:

@@ -20,7 +20,7 @@ from features.tasks import Task, get_task
 
 from .smoothing import BoxSmoother, Stat
 from .stats import AUGridStats, check_labels, make_stats, valid_rows
-from .sweep import check_ks, choose_au, run_states
+from .sweep import check_ks, choose_au, longest_video, run_states
 
 
 @dataclass
@@ -73,7 +73,7 @@ def cross_validated_selection(task: Task | str, y: np.ndarray, scores: np.ndarra
     """Choose k (per output when `per_output`: VA per dimension, AU per unit; EXPR always one k) and, for AU
     when `tune_thresholds`, thresholds on a grid of 1/bins, by GroupKFold over videos."""
     task = get_task(task)
-    ks = check_ks(ks)
+    ks = check_ks(ks, longest_video(video))
     sm = BoxSmoother(scores, video, stat, max_k=ks[-1])
     if sm.c != task.n_outputs:
         raise InputError(f"{task.name}: scores have {sm.c} columns, expected {task.n_outputs}")

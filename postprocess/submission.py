@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.cliargs import INT32_MAX
 from features.errors import InputError
 from features.outputs import check_output, write_output
 from features.tasks import Task, get_task
@@ -33,6 +34,7 @@ class SampleList:
     video: np.ndarray            # (M,) str
     frame: np.ndarray            # (M,) int64
     first_line: int              # file line number of the first row (1-based)
+    line: np.ndarray | None = None   # (M,) int64, file line number of each row (1-based)
 
     def __len__(self) -> int:
         return len(self.image_location)
@@ -45,7 +47,8 @@ def read_sample_list(path: str | os.PathLike) -> SampleList:
     with open(path, encoding="utf-8-sig") as f:
         lines = f.read().splitlines()
     first = 1 if lines and lines[0].strip().lower().startswith("image_location") else 0
-    locs, vids, frames = [], [], []
+    locs, vids, frames, line_no = [], [], [], []
+    seen: dict[str, int] = {}
     for i in range(first, len(lines)):
         loc = lines[i].split(",", 1)[0].strip()
         if not loc:
@@ -55,12 +58,37 @@ def read_sample_list(path: str | os.PathLike) -> SampleList:
         m = _ROW.match(loc)
         if m is None:
             raise InputError(f"expected video/<frame>.jpg, got {loc!r}", path, i + 1)
+        if loc in seen:     # a submission has one row per sample: a repeated row could never be matched
+            raise InputError(f"{loc!r} again (first at line {seen[loc]}); each sample once", path, i + 1)
+        seen[loc] = i + 1
+        frame = int(m["frame"])
+        if frame > INT32_MAX:
+            raise InputError(f"frame number {frame} is above {INT32_MAX}, the largest a video has", path, i + 1)
         locs.append(loc)
         vids.append(m["video"])
-        frames.append(int(m["frame"]))
+        frames.append(frame)
+        line_no.append(i + 1)
     if not locs:
         raise InputError("sample list has no rows", path)
-    return SampleList(path, np.array(locs), np.array(vids), np.array(frames, np.int64), first + 1)
+    return SampleList(path, np.array(locs), np.array(vids), np.array(frames, np.int64), first + 1,
+                      np.array(line_no, np.int64))
+
+
+def check_sample_frames(samples: SampleList, ss) -> None:
+    """Refuse, before a timeline is extended to it, a sample row whose frame lies far past its video in the
+    scores `ss` (`postprocess.timeline.beyond_timeline`: past the larger of the video's last known frame and
+    the rows the list gives it, plus FRAME_MARGIN frames). One line naming the sample list's line."""
+    from .timeline import FRAME_MARGIN, beyond_timeline
+    bad = beyond_timeline(ss, samples.video, samples.frame)
+    if len(bad):
+        i = int(bad[0])
+        v = str(samples.video[i])
+        last = int(ss.frame[np.flatnonzero(ss.video == v)[-1]])
+        listed = int((samples.video == v).sum())
+        line = int(samples.line[i]) if samples.line is not None else None
+        raise InputError(f"frame {int(samples.frame[i])} of video {v!r} is far past the video: its last known "
+                         f"frame is {last} and the list names {listed} of its frames; at most {FRAME_MARGIN} "
+                         f"frames past the larger are taken ({len(bad)} such row(s))", samples.path, line)
 
 
 def _as_samples(samples) -> SampleList:

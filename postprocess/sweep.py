@@ -19,13 +19,37 @@ from tqdm import tqdm
 from features.errors import InputError
 from features.tasks import Task, get_task
 
+from .segments import video_segments
 from .smoothing import BoxSmoother, Stat, check_k
 from .stats import AUGridStats, AUStats, Stats, check_labels, f1_from_confusion, make_stats
 from .thresholds import NO_POSITIVES_THRESHOLD
 
 
-def check_ks(ks: Iterable[int]) -> list[int]:
-    out = sorted({check_k(k) for k in ks})
+def longest_video(video: np.ndarray) -> int:
+    """Rows of the longest video (0 for no rows): no box filter is wider than that."""
+    seg = video_segments(video)
+    return int(seg.lengths.max()) if len(seg) else 0
+
+
+def clip_ks(ks: Iterable[int], longest: int) -> list[int]:
+    """Sorted distinct ks. A ``range`` is cut before it is listed: a window wider than the longest video covers
+    every video whole, so every k of the range above `longest` smooths like the first of them, which stands
+    for all (kept, so the table still shows a value that was asked for); ``range(0, 10**9)`` then costs the
+    longest video's length, not a billion values. A list is kept whole (it costs what it holds already)."""
+    if isinstance(ks, range):
+        if ks.step <= 0 or ks.start < 0:
+            raise InputError(f"k values must be a non-negative increasing range, got {ks!r}")
+        n = len(range(ks.start, min(ks.stop, longest + 1), ks.step))
+        return list(ks[:n + 1])
+    return sorted({check_k(k) for k in ks})       # a list given whole costs what it holds already
+
+
+def check_ks(ks: Iterable[int], longest: int | None = None) -> list[int]:
+    """ks as a sorted list of distinct non-negative ints; with `longest` (rows of the longest video), clipped
+    to what the data can tell apart (`clip_ks`)."""
+    if isinstance(ks, range) and longest is None:
+        raise InputError("a range of k needs the longest video to be clipped to (pass longest=)")
+    out = clip_ks(ks, longest) if longest is not None else sorted({check_k(k) for k in ks})
     if not out:
         raise InputError("no values of k to sweep")
     return out
@@ -57,7 +81,7 @@ def sweep_k(task: Task | str, y: np.ndarray, scores: np.ndarray, video: np.ndarr
     """Metric of the box-filtered scores for each k (rows with an invalid label are left out of the metric
     but still smoothed). Columns: k, the task's metric name, per-output details."""
     task = get_task(task)
-    ks = check_ks(ks)
+    ks = check_ks(ks, longest_video(video))
     sm = BoxSmoother(scores, video, stat, max_k=ks[-1])
     if sm.c != task.n_outputs:
         raise InputError(f"{task.name}: scores have {sm.c} columns, expected {task.n_outputs}")
@@ -141,7 +165,7 @@ def tune_au_k_thresholds(y: np.ndarray, scores: np.ndarray, video: np.ndarray, k
     """Each AU's best (k, threshold) over ks x thresholds {1/bins, ..., (bins-1)/bins}, coordinate-wise (AU
     F1 is separable per column), next to the best shared k with per-AU thresholds from the same grid."""
     from features.tasks import AU
-    ks = check_ks(ks)
+    ks = check_ks(ks, longest_video(video))
     sm = BoxSmoother(scores, video, stat, max_k=ks[-1])
     if sm.c != AU.n_outputs:
         raise InputError(f"au: scores have {sm.c} columns, expected {AU.n_outputs}")
@@ -180,7 +204,7 @@ def tune_expr_class_k(y: np.ndarray, scores: np.ndarray, video: np.ndarray, ks: 
     with the other classes' k fixed, for `rounds` passes. Candidates are up to `max_candidates` values spread
     over ks (plus the shared best), each smoothed once."""
     from features.tasks import EXPR
-    ks = check_ks(ks)
+    ks = check_ks(ks, longest_video(video))
     shared = best_k(sweep_k(EXPR, y, scores, video, ks, stat=stat)) if shared_k is None else check_k(shared_k)
     cand = sorted({ks[int(round(i))] for i in np.linspace(0, len(ks) - 1, min(max_candidates, len(ks)))}
                   | {shared})

@@ -15,19 +15,28 @@ The path itself, the same for validation and test, for `classify`, `postprocess 
 `filled_scores` (frames without a face or crop take their neighbours' scores, `gaps.fill_gaps`) ->
 `smoothed_scores` (box filter over the timeline) -> the task's decision, with the metric computed afterwards on
 the labelled frames only (rows whose label is the task's invalid marker are smoothed but not scored).
+`decided` is that path for scores without labels (`classify predict`), where a video with no face at all is left
+empty rather than filled with other videos' scores.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features.errors import InputError
+from features.tasks import get_task
 
 from .gaps import fill_gaps
 from .segments import check_frames, video_segments
 from .smoothing import Stat, box_filter
+
+#: How many frames past the larger of a video's last known frame (last crop, cached row or label) and the number
+#: of sample rows naming it a sample list may go (`beyond_timeline`): 100 s at 30 fps, for faces lost before the
+#: video ends.
+FRAME_MARGIN = 3000
 
 if TYPE_CHECKING:
     from .scores import ScoreSet
@@ -79,10 +88,31 @@ def spread(pos: np.ndarray, n: int, values: np.ndarray | None, fill) -> np.ndarr
     return out
 
 
+def beyond_timeline(ss: "ScoreSet", video: np.ndarray, frame: np.ndarray, margin: int = FRAME_MARGIN) -> np.ndarray:
+    """Positions of the (video, frame) pairs that lie too far past their video to extend its timeline to: beyond
+    the larger of the video's last frame in `ss` and the number of pairs naming that video, plus `margin`
+    frames. Each frame up to the largest becomes a row, so this bounds what one bad frame number allocates by
+    the input's own size. Videos `ss` does not hold are not counted."""
+    seg = video_segments(ss.video)
+    names = np.asarray(video).astype(str)
+    last = pd.Series(ss.frame[seg.ends - 1] if len(seg) else np.zeros(0, np.int64), index=seg.names.astype(str))
+    have = last.reindex(names).to_numpy(np.float64)                       # NaN: a video `ss` lacks
+    listed = pd.Series(names).value_counts().reindex(names).to_numpy(np.float64)
+    limit = np.where(np.isnan(have), np.inf, np.fmax(have, listed) + margin)
+    return np.flatnonzero(np.asarray(frame, np.float64) > limit)
+
+
 def extend_timeline(ss: "ScoreSet", video: np.ndarray, frame: np.ndarray) -> "ScoreSet":
     """`ss` (on its full timeline) with each of its videos running at least to the largest of `frame` that
-    `video` names for it; the added frames have no face. Videos `ss` does not hold are ignored here."""
+    `video` names for it; the added frames have no face. Videos `ss` does not hold are ignored here. A frame
+    far past its video (`beyond_timeline`) is refused."""
     from .scores import ScoreSet      # scores imports this module
+    bad = beyond_timeline(ss, video, frame)
+    if len(bad):
+        i = int(bad[0])
+        raise InputError(f"frame {int(np.asarray(frame)[i])} of video {str(np.asarray(video)[i])!r} is more than "
+                         f"{FRAME_MARGIN} frames past the video (its last known frame, or the number of frames "
+                         f"named for it if more; {len(bad)} such frame(s))")
     want = pd.Series(np.asarray(frame, np.int64)).groupby(np.asarray(video).astype(str)).max()
     seg = video_segments(ss.video)
     last = ss.frame[seg.ends - 1] if len(seg) else np.zeros(0, np.int64)
@@ -104,15 +134,38 @@ def extend_timeline(ss: "ScoreSet", video: np.ndarray, frame: np.ndarray) -> "Sc
 
 
 def _invalid(ss: "ScoreSet"):
-    from features.tasks import get_task
     return get_task(ss.task).invalid
 
 
-def filled_scores(ss: "ScoreSet") -> np.ndarray:
-    """The split's scores with every frame without a face (or crop) filled from its neighbours, float64."""
-    return fill_gaps(ss.scores, ss.face, ss.video, ss.frame)
+def filled_scores(ss: "ScoreSet", default=None) -> np.ndarray:
+    """The split's scores with every frame without a face (or crop) filled from its neighbours, float64
+    (`default`: the scores of a video without any face, see gaps.fill_gaps)."""
+    return fill_gaps(ss.scores, ss.face, ss.video, ss.frame, default=default)
 
 
 def smoothed_scores(ss: "ScoreSet", k, stat: Stat = "mean", filled: np.ndarray | None = None) -> np.ndarray:
     """Filled, then box-filtered over the frame timeline with half-width k (one int, or one per column)."""
     return box_filter(filled_scores(ss) if filled is None else filled, ss.video, k, stat)
+
+
+@dataclass
+class Decided:
+    """A split through the whole path: gap-filled scores, smoothed scores and the task's decision, with the
+    videos that have no frame with a face (their rows NaN in filled and smoothed)."""
+    filled: np.ndarray
+    smoothed: np.ndarray
+    decision: np.ndarray
+    faceless: np.ndarray
+
+
+def decided(ss: "ScoreSet", k, stat: Stat = "mean", thresholds=None) -> Decided:
+    """`filled_scores` -> `smoothed_scores` -> the task's decision (AU at `thresholds`). A video with no face at
+    all has nothing to fill from: its rows stay NaN rather than borrowing other videos' mean."""
+    seg = video_segments(ss.video)
+    has = np.add.reduceat(ss.face.astype(np.int64), seg.starts) > 0 if len(seg) else np.zeros(0, bool)
+    filled = filled_scores(ss, default=None if ss.face.any() else 0.0)
+    smoothed = smoothed_scores(ss, k, stat, filled=filled)
+    empty = np.repeat(~has, seg.lengths)
+    filled[empty] = np.nan
+    smoothed[empty] = np.nan
+    return Decided(filled, smoothed, get_task(ss.task).decide(smoothed, thresholds), seg.names[~has])

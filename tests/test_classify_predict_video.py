@@ -50,8 +50,7 @@ def fer_run(tmp_path_factory):
             w.write_video(name, frame=np.arange(1, n + 1), face=np.ones(n, bool),
                           embedding=rng.normal(0, 1, (n, info.outputs["embedding"])).astype(np.float16),
                           logits=logits)
-    return run("expr", d / "train.h5", d / "labels", ["logits"], name="fer", runs_dir=d / "runs", ks=[0, 2],
-               log=lambda *a: None)
+    return run("expr", d / "train.h5", d / "labels", ["logits"], name="fer", runs_dir=d / "runs", ks=[0, 2])
 
 
 def make(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
@@ -107,6 +106,6 @@ def test_make_predict_from_a_folder_of_videos(fer_run, tmp_path):
 def test_make_predict_names_outputs_after_the_video(tmp_path):
     r = make(["-n", "VIDEO=some/where/clips/", "RUN=runs/expr/x"], tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "--cache cache/predict/clips.h5" in r.stdout and "--out predictions/clips.csv" in r.stdout
+    assert "--cache 'cache/predict/clips.h5'" in r.stdout and "--out 'predictions/clips.csv'" in r.stdout
     r = make(["-n", "VIDEO=a/b.mp4", "RUN=runs/expr/x"], tmp_path)
-    assert "--out predictions/b.csv" in r.stdout and "--run runs/expr/x --print-extractors" in r.stdout
+    assert "--out 'predictions/b.csv'" in r.stdout and "--run 'runs/expr/x' --print-extractors" in r.stdout

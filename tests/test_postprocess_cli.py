@@ -86,11 +86,14 @@ def test_validate_reports_problems(tmp_path, capsys):
 
 
 def test_parse_k():
-    assert parse_k("0:4") == [0, 1, 2, 3, 4]
-    assert parse_k("0:10:5") == [0, 5, 10]
+    assert list(parse_k("0:4")) == [0, 1, 2, 3, 4]
+    assert list(parse_k("0:10:5")) == [0, 5, 10]
     assert parse_k("50,0,5,5") == [0, 5, 50]
+    huge = parse_k("0:1000000000")          # a lazy range: nothing is listed before the data clips it
+    assert isinstance(huge, range) and len(huge) == 10**9 + 1
     for bad, msg in [("-1:5", "non-negative"), ("0:2.5", "not an integer"), ("a", "not an integer"),
-                     ("5:1", "below start"), ("0:5:0", "step"), ("1:2:3:4", "a:b"), ("", "empty")]:
+                     ("5:1", "below start"), ("0:5:0", "step"), ("1:2:3:4", "a:b"), ("", "empty"),
+                     ("0:3000000000", "above 2147483647"), ("99999999999999999999", "above 2147483647")]:
         with pytest.raises(InputError, match=msg):
             parse_k(bad)
 

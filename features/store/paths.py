@@ -27,6 +27,10 @@ def segments(path: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if SEG_RE.match(p.name))
 
 
+# the most shards `--shard i/n` accepts; a larger n in a file name is not one of ours
+MAX_SHARDS = 65536
+
+
 def main_or_shards(path: Path) -> list[Path]:
     """`path` when it exists (or has committed segments), else its complete set of shard files, else `path`."""
     if path.exists() or segments(path):
@@ -70,6 +74,9 @@ def shard_files(path: str | os.PathLike) -> list[Path]:
         raise InputError(f"shard files of {len(found)} different splits ({splits}) lie beside the absent cache; "
                          f"move the stale set away or name the files to read", path)
     n, have = next(iter(found.items()))
+    if n > MAX_SHARDS:                       # n comes from a file name: bounded before a list of n is built
+        raise InputError(f"shard files name a split into {n} shards, more than {MAX_SHARDS}; not a shard set "
+                         f"this tool writes", path)
     missing = [i for i in range(1, n + 1) if i not in have]
     if missing:
         raise InputError(f"the cache is absent and shard(s) {', '.join(map(str, missing))} of {n} are missing "

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..cachelock import CacheLock
 from ..errors import InputError
+from ..paths import path_kind
 from .compaction import Compaction
 from .durability import atomic_replace, io_error, sigint_deferred
 from .paths import SEG_RE, main_or_shards, parts_dir, segments
@@ -41,6 +42,10 @@ class FeatureStore(Compaction):
             raise InputError("write to one cache file at a time (shards are separate files)")
         if mode == "r":
             paths = [q for p in paths for q in main_or_shards(p)]
+        for p in paths:                      # a FIFO would block h5py's open forever, a device never end
+            kind = path_kind(p)
+            if kind not in ("missing", "a regular file"):
+                raise InputError(f"the feature cache is {kind}, not a regular file", p)
         super().__init__(paths, mode, compression)
         self._writers: dict[str, VideoWriter] = {}
         self._lock: CacheLock | None = None
