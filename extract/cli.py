@@ -1,4 +1,4 @@
-"""Command line: ``python -m extract {run,list,convert,openface}``.
+"""Command line: ``python -m extract {run,list,convert,openface,merge,finetune}``.
 
     python -m extract run --data DIR --cache FILE --extractors fer[,spec2] --device cpu|cuda --batch 64
                           [--workers N] [--shard i/n] [--layout auto|affwild|folders|images|videos]
@@ -9,6 +9,9 @@
     python -m extract convert ...          (extract.convert)
     python -m extract openface CSV_DIR --out FILE
     python -m extract merge CACHE_OR_SHARD... --out FILE [--remove-inputs]
+    python -m extract finetune --task expr|va|au --data ROOT --from SPEC --out CKPT.safetensors [--epochs N]
+                               [--batch N] [--lr X] [--backbone-lr X] [--freeze-until K] [--frames-per-video N]
+                               [--device cpu|cuda] [--amp bf16|fp16] [--workers N] [--seed N]   (extract.finetune)
 
 Bad input and I/O failures print one line ``error: ...`` to stderr and exit 2. A command's summary line goes to
 stdout, progress and log lines to stderr; ``-v`` adds debug lines and the dependencies' own (features.quiet).
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -183,6 +187,79 @@ def add_merge_parser(sub) -> None:
     m.set_defaults(func=cmd_merge)
 
 
+# -- finetune: train a network on a task's crops (extract.finetune); here only its options ---------------------
+def cmd_finetune(a: argparse.Namespace) -> int:
+    from .finetune import Settings, finetune
+    if a.threads:
+        import torch
+        torch.set_num_threads(a.threads)
+    s = Settings(task=a.task, data=a.data, source=a.source, out=a.out, epochs=a.epochs, batch=a.batch, lr=a.lr,
+                 backbone_lr=a.backbone_lr, freeze_until=a.freeze_until, frames_per_video=a.frames_per_video,
+                 val_frames_per_video=a.val_frames_per_video, loss=a.loss, device=a.device,
+                 amp=None if a.amp == "none" else a.amp, workers=a.workers, seed=a.seed, crops=a.crops,
+                 ceiling_steps=a.ceiling_steps, allow_pickle=a.allow_pickle, force=a.force, progress=not a.quiet)
+    res = finetune(s)
+    print(f"finetune: {res.line()}")
+    return 0
+
+
+def add_finetune_parser(sub) -> None:
+    from features.cliargs import SEED_MAX
+
+    from .finetune.settings import MAX_BATCH as FT_BATCH, MAX_CEILING_STEPS, MAX_EPOCHS, MAX_LR
+    f = sub.add_parser(
+        "finetune", help="train a network on a task's labelled crops; the result is an extractor (finetuned:CKPT)",
+        description="Fine-tune a torch extractor's whole network on the task's labelled training crops (its "
+                    "classifier replaced by the task's outputs), choose the best epoch by the official metric on "
+                    "the validation split, and write CKPT.safetensors (weights + metadata; run it with extract run "
+                    "--extractors finetuned:CKPT.safetensors) and its report CKPT.json. An interrupted run resumes "
+                    "from its last finished epoch when the same command is given again (state in "
+                    "CKPT.state.safetensors); a second run on the same --out is refused while one runs.")
+    f.add_argument("--task", required=True, choices=["expr", "va", "au"])
+    f.add_argument("--data", required=True,
+                   help="Aff-Wild2 root: crops (cropped/ or cropped_aligned/) and the task's annotations (challenge "
+                        "folders or MTL files) of the train and validation splits")
+    f.add_argument("--from", dest="source", required=True,
+                   help="extractor spec of the start network, e.g. enet_b0_8_va_mtl:ckpt.safetensors, "
+                        "resnet18_msceleb:r18.pth, timm:convnext_tiny:w.safetensors:size=224, finetuned:ft.safetensors")
+    f.add_argument("--out", required=True, help="the checkpoint to write (.safetensors); the report goes beside it")
+    f.add_argument("--epochs", type=integer(1, MAX_EPOCHS), default=5, help=f"epochs (1 to {MAX_EPOCHS}; default 5)")
+    f.add_argument("--batch", type=integer(1, FT_BATCH), default=32,
+                   help=f"frames per step (1 to {FT_BATCH}; default 32; 256 for B0 at 224 px on a GPU)")
+    f.add_argument("--lr", type=number(0.0, MAX_LR, low_open=True), default=1e-3,
+                   help="learning rate of the new classifier (default 0.001)")
+    f.add_argument("--backbone-lr", type=number(0.0, MAX_LR, low_open=True), default=None,
+                   help="learning rate of the rest of the network (default --lr / 10)")
+    f.add_argument("--freeze-until", type=integer(0, 10_000), default=0,
+                   help="leading layer groups kept frozen (timm's stem, stages, ...; 0: train everything)")
+    f.add_argument("--frames-per-video", type=integer(1), default=256,
+                   help="training frames drawn per video each epoch (neighbouring frames are near copies)")
+    f.add_argument("--val-frames-per-video", type=integer(1), default=None,
+                   help="validation frames per video, evenly spaced (default: every labelled frame)")
+    f.add_argument("--loss", default=None,
+                   help="ce, ce_dice (expr); bce, focal, asl (au); ccc, mse_ccc (va); default ce / bce / ccc")
+    f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    f.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="autocast (bf16 on CPU or GPU; fp16 on CUDA, with gradient scaling)")
+    f.add_argument("--workers", type=integer(0, MAX_WORKERS), default=0,
+                   help=f"decode processes (0: decode in this process; at most {MAX_WORKERS})")
+    f.add_argument("--threads", type=cores(0), default=0, help="torch CPU threads (0: default)")
+    f.add_argument("--seed", type=integer(0, SEED_MAX), default=0,
+                   help="seed of the classifier's initialisation, the frame samples and the augmentation")
+    f.add_argument("--crops", default="auto", choices=["auto", "cropped", "cropped_aligned"],
+                   help="Aff-Wild2 crop folder (auto: cropped, else cropped_aligned)")
+    f.add_argument("--ceiling-steps", type=integer(0, MAX_CEILING_STEPS), default=None,
+                   help="steps timed for the forward+backward ceiling on random tensors (default 10 on CUDA, 2 on "
+                        "a CPU; 0: not measured)")
+    f.add_argument("--allow-pickle", action="store_true",
+                   help="unpickle a start checkpoint that holds Python objects (runs code from the file: only for "
+                        "files you trust; or convert it once with python -m extract convert)")
+    f.add_argument("--force", action="store_true", help="replace an existing checkpoint and report")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_verbose(f)
+    f.set_defaults(func=cmd_finetune)
+
+
 def _delegate(module: str, func: str, argv: Sequence[str]) -> int:
     try:
         mod = importlib.import_module(module)
@@ -274,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("openface", help="read OpenFace CSVs into the cache (python -m extract openface -h)",
                    add_help=False)
     add_merge_parser(sub)
+    add_finetune_parser(sub)
     return ap
 
 
@@ -289,4 +367,6 @@ def _main(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from features.cli import run_main
-    return run_main(_main, argv, interrupted="interrupted; committed videos are kept, rerun to resume")
+    args = list(sys.argv[1:] if argv is None else argv)
+    done = "finished epochs are kept" if args[:1] == ["finetune"] else "committed videos are kept"
+    return run_main(_main, args, interrupted=f"interrupted; {done}, rerun to resume")
