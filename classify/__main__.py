@@ -26,6 +26,26 @@ def parse_k(spec: str):
     return ks[0] if ":" not in spec and "," not in spec else ks
 
 
+def blend_weights(text: str) -> dict[str, float]:
+    """argparse type: 'a=0.6,b=0.4' -> {'a': 0.6, 'b': 0.4} (finite numbers >= 0; the sum is checked with the
+    members, classify.blend.check_weights)."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        name, eq, value = part.partition("=")
+        if not eq or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected MEMBER=WEIGHT pairs separated by commas, got {part!r}")
+        try:
+            w = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"weight of {name.strip()!r} is not a number: {value!r}") from None
+        if not (w >= 0 and w < float("inf")):
+            raise argparse.ArgumentTypeError(f"weight of {name.strip()!r} must be a finite number >= 0, got {value}")
+        if name.strip() in out:
+            raise argparse.ArgumentTypeError(f"member {name.strip()!r} is named twice")
+        out[name.strip()] = w
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m classify [train]",
                                  description="Train light heads on cached features; blend, smooth, report. "
@@ -65,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kfold", type=int, default=None,
                     help="video-level k-fold on train + val (e.g. 5): per-fold metrics, fold models averaged")
+    ap.add_argument("--blend-weights", type=blend_weights, default=None, metavar="MEMBER=W,...",
+                    help="fixed blend weights instead of a search on validation, e.g. the reference's "
+                         "mlp=0.6,logits-finetuned.logits=0.3,logits-enet_b0_8_va_mtl.logits=0.1 (members as the "
+                         "run names them: the head, or head-<feature set with / as .> when a head has several "
+                         "sets); unnamed members get 0; the weights must sum to 1")
     g = ap.add_argument_group("fusion_mlp, temporal and bagging heads")
     g.add_argument("--loss", default=None, help="training loss: ce, ce_dice (EXPR); bce, focal, asl (AU); ccc, "
                                                 "mse_ccc (VA); default: the reference's (ce / bce / ccc)")
@@ -95,7 +120,7 @@ def train(argv: list[str]) -> int:
         dict(epochs=a.epochs, hidden=a.hidden, batch=a.batch, lr=a.lr, lama_timeout=a.lama_timeout,
              lama_max_rows=a.lama_max_rows, cpus=a.cpus, seed=a.seed, loss=a.loss, sampling=a.sampling,
              width=a.width, window=a.window, stride=a.stride, layers=a.layers, heads_n=a.heads_n, arch=a.arch,
-             kfold=a.kfold, bags=a.bags, vote=a.vote),
+             kfold=a.kfold, bags=a.bags, vote=a.vote, blend_weights=a.blend_weights),
         test=a.test))
     print(res.summary)
     return 0

@@ -3,7 +3,8 @@
 Weights are searched on validation over the probability simplex: an exhaustive grid (step 0.1) for up to four
 members, which contains every one-hot weighting, so the blend is never worse on validation than its best
 member; beyond four members the grid grows too fast and a coordinate search from the best one-hot start is used
-(same guarantee, since it starts there and only accepts improvements).
+(same guarantee, since it starts there and only accepts improvements). Fixed weights (`fixed=`, the CLI's
+``--blend-weights``, e.g. the reference's 0.6·MLP + 0.3·fine-tuned + 0.1·logits) are used as given.
 """
 from __future__ import annotations
 
@@ -31,20 +32,38 @@ def simplex_grid(m: int, step: float = 0.1) -> np.ndarray:
     return np.array([[*c, n - sum(c)] for c in rows], float) / n
 
 
+def check_weights(weights: dict, members: Sequence[str]) -> list[float]:
+    """Fixed blend weights (member name -> weight) in member order; members not named get 0. Each weight finite
+    and >= 0, the sum 1; a name that is no member is one line listing the members."""
+    unknown = [m for m in weights if m not in members]
+    if unknown:
+        raise InputError(f"--blend-weights: {', '.join(map(repr, unknown))} is not a blend member; the members are "
+                         f"{', '.join(members)}")
+    w = [weights.get(m, 0.0) for m in members]
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and x >= 0 for x in w):
+        raise InputError(f"--blend-weights: weights must be finite numbers >= 0, got {weights}")
+    if abs(sum(w) - 1) > 1e-6:
+        raise InputError(f"--blend-weights: weights must sum to 1, they sum to {sum(w):g}")
+    return [float(x) for x in w]
+
+
 @register_head("blend", role="blend", title="blend")
 class BlendHead(Head):
     files = ("weights.json", "fitted.json")
     _parameter_constraints = {**Head._parameter_constraints, "members": ["array-like", None],
-                              "step": [Interval(Real, 0, 1, closed="right")]}
+                              "step": [Interval(Real, 0, 1, closed="right")], "fixed": [dict, None]}
 
     def __init__(self, task, members: Sequence[str] | None = None, step: float = 0.1,
-                 feature_set: str | None = None):
+                 feature_set: str | None = None, fixed: dict | None = None):
         super().__init__(task, feature_set)
         self.members = members        # None: the keys of the dict given to fit (or m0, m1, ... for a list)
         self.step = step
+        self.fixed = fixed            # member -> weight, used as given; None: weights searched on validation
 
     @property
     def search_method(self) -> str:
+        if self.fixed:
+            return "fixed weights (given, not searched)"
         m = len(getattr(self, "members_", None) or self.members or ())
         return (f"exhaustive simplex grid, step {self.step} ({len(simplex_grid(m, self.step))} weightings)"
                 if m <= 4 else f"pairwise coordinate ascent, step {self.step}, from the best single member")
@@ -80,7 +99,9 @@ class BlendHead(Head):
         if not np.isfinite(S).all():
             raise InputError("blend: member scores hold NaN or infinite values")
         score = lambda w: self.task.score(y, np.tensordot(w, S, axes=1))
-        if m <= 4:
+        if self.fixed:
+            w = np.asarray(check_weights(self.fixed, members))
+        elif m <= 4:
             grid = simplex_grid(m, self.step)
             vals = np.array([score(w) for w in grid])
             best = int(np.argmax(vals))

@@ -44,6 +44,7 @@ from postprocess.timeline import filled_scores, smoothed_scores
 
 from . import crossval, featuresets, kfold, report
 from .base import Head
+from .blend import check_weights
 from .factory import list_heads, make_head
 from .lama import LamaTimeout
 from .options import build_head, check_data, check_heads, check_options
@@ -232,6 +233,10 @@ def plan_run(cfg: RunConfig) -> Plan:
     check_options(cfg.opts)
     store = FeatureStore(cache_files(cfg.cache))    # the file, else its shard files; or a comma list
     members = plan_members(cfg.task, store, cfg.heads, cfg.features)
+    if cfg.opts.get("blend_weights"):
+        if "blend" not in cfg.heads:
+            raise InputError("--blend-weights needs blend among --heads")
+        check_weights(cfg.opts["blend_weights"], list(members))
     check_heads(cfg.task, [k for k, _ in members.values()], cfg.opts)
     used = list(dict.fromkeys(fs for _, fs in members.values()))
     run_dir = runs.new_run_dir(cfg.runs_dir, cfg.task.name, cfg.name)
@@ -338,7 +343,8 @@ def fit_blend(f: Fitting) -> str:
         log.info("blend skipped: it needs at least two members")
         return final
     task, ks, t = f.cfg.task, f.cfg.ks, time.perf_counter()
-    blend = make_head("blend", task, feature_set=" & ".join(f.plan.members[m][1] for m in f.scores))
+    fixed = f.cfg.opts.get("blend_weights")
+    blend = make_head("blend", task, feature_set=" & ".join(f.plan.members[m][1] for m in f.scores), fixed=fixed)
     blend.fit(f.scores, f.data.val.y)
     f.scores["blend"] = blend.predict_proba(f.scores)
     f.heads["blend"] = blend
@@ -346,8 +352,10 @@ def fit_blend(f: Fitting) -> str:
     sm = smoothing(task, f.frames.scoreset(f.timeline["blend"]), ks)
     f.rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",
                        **_metrics(task, sm),
-                       **_honest(f, "blend", ["weights"] + report.tuned_after(task, ks),
-                                 {m: f.timeline[m] for m in blend.members_}, blend=True),
+                       # fixed weights are not chosen on validation: the blend is then one fixed scorer
+                       **(_honest(f, "blend", report.tuned_after(task, ks), {"blend": f.timeline["blend"]}) if fixed
+                          else _honest(f, "blend", ["weights"] + report.tuned_after(task, ks),
+                                       {m: f.timeline[m] for m in blend.members_}, blend=True)),
                        scored_on=f"val ({f.n_val_videos} videos)", seconds=round(time.perf_counter() - t, 1)))
     log.info(f"blend {blend.describe()}: {task.metric_name} {report.said(task, f.rows, 'blend')} "
              f"[{time.perf_counter() - t:.1f} s]")

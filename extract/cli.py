@@ -190,6 +190,7 @@ def add_merge_parser(sub) -> None:
 # -- finetune: train a network on a task's crops (extract.finetune); here only its options ---------------------
 def cmd_finetune(a: argparse.Namespace) -> int:
     from .finetune import Settings, finetune
+    _ensure_default_data(Path(a.data))
     if a.threads:
         import torch
         torch.set_num_threads(a.threads)
