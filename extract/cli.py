@@ -227,9 +227,9 @@ def add_finetune_parser(sub) -> None:
     f.add_argument("--epochs", type=integer(1, MAX_EPOCHS), default=5, help=f"epochs (1 to {MAX_EPOCHS}; default 5)")
     f.add_argument("--batch", type=integer(1, FT_BATCH), default=32,
                    help=f"frames per step (1 to {FT_BATCH}; default 32; 256 for B0 at 224 px on a GPU)")
-    f.add_argument("--lr", type=number(0.0, MAX_LR, low_open=True), default=1e-3,
+    f.add_argument("--lr", type=number(0, MAX_LR, low_open=True), default=1e-3,
                    help="learning rate of the new classifier (default 0.001)")
-    f.add_argument("--backbone-lr", type=number(0.0, MAX_LR, low_open=True), default=None,
+    f.add_argument("--backbone-lr", type=number(0, MAX_LR, low_open=True), default=None,
                    help="learning rate of the rest of the network (default --lr / 10)")
     f.add_argument("--freeze-until", type=integer(0, 10_000), default=0,
                    help="leading layer groups kept frozen (timm's stem, stages, ...; 0: train everything)")

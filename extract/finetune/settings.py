@@ -14,7 +14,7 @@ from features.tasks import get_task
 MAX_EPOCHS = 1000
 MAX_BATCH = 4096            # a batch of 224 px float crops with its activations: beyond this only memory runs out
 MAX_CEILING_STEPS = 1000
-MAX_LR = 1.0
+MAX_LR = 1
 AMPS = (None, "bf16", "fp16")
 CROPS = ("auto", "cropped", "cropped_aligned")
 WEIGHT_DECAY = 1e-4         # AdamW's decoupled weight decay (recorded in the checkpoint)

@@ -208,8 +208,11 @@ def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Resu
     for p in (s.out, s.report):
         check_output(p, s.force)
     check_output(s.state, force=True)        # a link or folder at the state's name is refused
-    if s.cuda and not torch.cuda.is_available():
-        raise InputError(f"--device {s.device}: no CUDA device is available here")
+    if s.cuda:
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = torch.device(s.device).index or 0
+        if index >= n:
+            raise InputError(f"--device {s.device}: no CUDA device of that number here ({n} available)")
     videos = crop_videos(s.data, s.crops)
     train = labelled_frames(s.data, task, "train", videos)
     val = labelled_frames(s.data, task, "val", videos)
