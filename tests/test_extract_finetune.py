@@ -129,7 +129,7 @@ def test_b0_stand_in_from_shared_fixture_lowers_the_loss(data, tmp_path):
     assert ext.input_size == 224 and ext.outputs == {"embedding": 1280, "logits": 8}
     before = _batch_loss(start.net, EXPR, x, y, y_all, start.mean, start.std)
     after = _batch_loss(ext.net, EXPR, x, y, y_all, ext.mean, ext.std)
-    assert after < before, (before, after)
+    assert after < before - 0.01, (before, after)
     _, meta = _read(out)
     src = json.loads(meta["source"])
     # the starting checkpoint's sha256 is the original published file's (convert records it)

@@ -104,30 +104,45 @@ def even_sample(frames: Frames, per_video: int | None) -> np.ndarray:
 
 
 class FrameSet(_Dataset):
-    """Frames `rows` of `frames`, decoded and resized like extraction; flipped and cropped when `train` (then
-    `epoch` and `seed` fix each frame's draw). Item: (uint8 (3, size, size) tensor, label, decoded ok)."""
+    """A split's frames, decoded and resized like extraction; when `train`, also flipped and cropped, each
+    frame by its own draw. Keys: a row (validation) or (row, epoch, position) from :class:`EpochOrder`
+    (training: epoch and position fix the draw). Item: (uint8 (3, size, size) tensor, label, decoded ok)."""
 
-    def __init__(self, frames: Frames, rows: np.ndarray, size: int, task: Task, train: bool, seed: int = 0,
-                 epoch: int = 0):
-        self.paths = [frames.paths[i] for i in rows]
-        self.y = frames.y[rows]
-        self.size, self.train, self.seed, self.epoch = int(size), bool(train), int(seed), int(epoch)
+    def __init__(self, frames: Frames, size: int, task: Task, train: bool, seed: int = 0):
+        self.paths, self.y = frames.paths, frames.y
+        self.size, self.train, self.seed = int(size), bool(train), int(seed)
         self.float_labels = task.kind != "multiclass"      # VA values, AU 0/1 targets of the BCE
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key):
         import torch
-        img, _ = load_image(self.paths[i])
+        row, epoch, position = key if self.train else (key, 0, 0)
+        img, _ = load_image(self.paths[row])
         ok = img is not None
         if ok:
             x = torch.from_numpy(np.array(resize_square(img, self.size))).permute(2, 0, 1)   # a writable copy
             if self.train:
-                x = geometric(x, np.random.default_rng(seed_of(self.seed, self.epoch, i)))
+                x = geometric(x, np.random.default_rng(seed_of(self.seed, epoch, position)))
             x = x.contiguous()
         else:
             x = torch.zeros((3, self.size, self.size), dtype=torch.uint8)
-        y = torch.as_tensor(self.y[i], dtype=torch.float32 if self.float_labels else torch.int64)
+        y = torch.as_tensor(self.y[row], dtype=torch.float32 if self.float_labels else torch.int64)
         return x, y, ok
 
+
+class EpochOrder:
+    """The sampler of training keys: epoch `epoch`'s sample (:func:`epoch_sample`) as (row, epoch, position).
+    Set `epoch` before iterating; it lives in the main process, so persistent decode workers serve every epoch."""
+
+    def __init__(self, frames: Frames, per_video: int, seed: int):
+        self.frames, self.per_video, self.seed, self.epoch = frames, int(per_video), int(seed), 1
+        self.n = epoch_size(frames, per_video)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        rows = epoch_sample(self.frames, self.per_video, self.seed, self.epoch)
+        return iter([(int(r), self.epoch, i) for i, r in enumerate(rows)])

@@ -29,7 +29,7 @@ from features.tasks import Task, get_task
 
 from ..models.finetuned import FORMAT, output_layout, output_name
 from .augment import AUGMENTATION, colour_jitter, seed_of
-from .frames import FrameSet, crop_videos, epoch_sample, epoch_size, even_sample, labelled_frames
+from .frames import EpochOrder, FrameSet, crop_videos, epoch_size, even_sample, labelled_frames
 from .network import Start, freeze, param_groups, start_network, train_mode
 from .settings import WEIGHT_DECAY, Settings
 from .state import Progress, load_state, save_state, write_checkpoint
@@ -109,13 +109,15 @@ class _Batches:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-def _loader(ds, s: Settings, drop_last: bool):
+def _loader(ds, s: Settings, sampler, drop_last: bool):
+    """Batches of `ds` in `sampler`'s order; decode workers persist from epoch to epoch (their start-up, a batch
+    of decodes per worker, would otherwise recur every epoch)."""
     import torch
 
     from ..datasets import _worker_init
     return torch.utils.data.DataLoader(
-        ds, batch_size=s.batch, shuffle=False, drop_last=drop_last, num_workers=s.workers, pin_memory=s.cuda,
-        worker_init_fn=_worker_init, prefetch_factor=4 if s.workers else None, persistent_workers=False,
+        ds, batch_size=s.batch, sampler=sampler, drop_last=drop_last, num_workers=s.workers, pin_memory=s.cuda,
+        worker_init_fn=_worker_init, prefetch_factor=4 if s.workers else None, persistent_workers=s.workers > 0,
         generator=torch.Generator().manual_seed(0))       # the global generator is not drawn from here
 
 
@@ -183,14 +185,14 @@ def ceiling(net, task: Task, loss_fn, batch: int, size: int, device, amp: str | 
     return rate
 
 
-def predict(net, task: Task, frames, rows: np.ndarray, size: int, s: Settings, prep: _Batches):
-    """Scores of frames[rows] (eval mode, no augmentation) and which rows decoded."""
+def predict(net, task: Task, loader, s: Settings, prep: _Batches):
+    """Scores of the loader's frames (eval mode, no augmentation) and which of them decoded."""
     import torch
     net.eval()
     out, oks = [], []
     head = output_name(task)
     with torch.inference_mode():
-        for xb, _, ok in _loader(FrameSet(frames, rows, size, task, train=False), s, drop_last=False):
+        for xb, _, ok in loader:
             with _autocast(prep.device, s.amp):
                 z = net(prep(xb))[head].float()
             out.append(scores_of(task, z).cpu().numpy())
@@ -241,6 +243,10 @@ def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Resu
     prep = _Batches(start, device, channels_last)
     size = start.input_size
 
+    order = EpochOrder(train, s.frames_per_video, s.seed)
+    train_loader = _loader(FrameSet(train, size, task, True, s.seed), s, order, drop_last)
+    val_loader = _loader(FrameSet(val, size, task, False), s, [int(r) for r in val_rows], False)
+
     lock = _lock(s)
     try:
         progress = load_state(s.state, fingerprint, net, opt, s.epochs) if s.state.exists() else Progress()
@@ -258,13 +264,12 @@ def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Resu
         for epoch in range(progress.epoch + 1, s.epochs + 1):
             t0 = time.perf_counter()
             torch.manual_seed(epoch_seed(s.seed, epoch))
-            rows = epoch_sample(train, s.frames_per_video, s.seed, epoch)
-            loader = _loader(FrameSet(train, rows, size, task, True, s.seed, epoch), s, drop_last)
+            order.epoch = epoch
             train_mode(net, frozen_bn)
             loss_sum = torch.zeros((), device=device)
             seen = bad = 0
             from tqdm.auto import tqdm
-            for b, (xb, yb, ok) in enumerate(tqdm(loader, desc=f"epoch {epoch}/{s.epochs}", unit="batch",
+            for b, (xb, yb, ok) in enumerate(tqdm(train_loader, desc=f"epoch {epoch}/{s.epochs}", unit="batch",
                                                   leave=False, disable=not s.progress)):
                 if not bool(ok.all()):
                     bad += int((~ok).sum())
@@ -294,7 +299,7 @@ def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Resu
                 raise InputError(f"training diverged at epoch {epoch} (the loss is {train_loss}); lower --lr or "
                                  f"--backbone-lr (the state of epoch {epoch - 1} is kept: rerun to retry)")
             t1 = time.perf_counter()
-            scores, decoded = predict(net, task, val, val_rows, size, s, prep)
+            scores, decoded = predict(net, task, val_loader, s, prep)
             if not decoded.any():
                 raise InputError(f"{task.name}: no validation crop could be decoded", s.data)
             details = task.evaluate(val.y[val_rows][decoded], scores[decoded])
