@@ -72,7 +72,7 @@ def test_blend_fit_leaves_its_params_alone():
     good = np.eye(8)[y].astype(np.float32)
     b = BlendHead("expr")
     b.fit({"a": good, "b": np.full_like(good, 1 / 8)}, y)
-    assert b.get_params() == {"task": "expr", "members": None, "step": 0.1, "feature_set": None}
+    assert b.get_params() == {"task": "expr", "members": None, "step": 0.1, "feature_set": None, "fixed": None}
     assert b.members_ == ["a", "b"] and np.isclose(sum(b.weights_), 1)
     assert b.val_score_ == EXPR.score(y, good)
     c = clone(b)
