@@ -18,5 +18,6 @@ PYTHONPATH="$PWD" timeout 300 "$PY" bench/bench_finetune.py --device cuda --fram
     --batch 256 --workers 14 --amp bf16 "${JSON[@]}" "$@"
 PYTHONPATH="$PWD" timeout 150 "$PY" bench/bench_finetune.py --device cuda --frames 4000 --per-video 500 \
     --batch 256 --workers 14 --amp fp16 "${JSON[@]}"
-PYTHONPATH="$PWD" timeout 120 "$PY" -m pytest tests/test_extract_finetune.py -q -m "not slow" -p no:cacheprovider \
+PYTHONPATH="$PWD" timeout 120 "$PY" -m pytest tests/test_extract_finetune.py -q -m "not slow" \
+    -p no:cacheprovider \
     2>&1 | tail -3 || true

@@ -287,6 +287,27 @@ def test_resume_with_other_settings_is_refused(data, tiny, tmp_path):
     assert not out.exists()
 
 
+def test_damaged_or_tampered_state_is_one_line(data, tiny, tmp_path):
+    """The state is read back from disk: a damaged file or metadata that does not add up is refused, not used."""
+    from safetensors.torch import save_file
+    out = tmp_path / "ft.safetensors"
+    kw = dict(epochs=2, frames_per_video=4, val_frames_per_video=2)
+
+    def stop(epoch):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_settings(data, tiny, out, **kw), on_epoch=stop)
+    state = out.with_suffix(".state.safetensors")
+    tensors, meta = _read(state)
+    save_file(tensors, str(state), metadata={**meta, "history": json.dumps([{"epoch": 1, "frames": "many"}])})
+    with pytest.raises(InputError, match="history do not add up"):
+        finetune(_settings(data, tiny, out, **kw))
+    state.write_bytes(b"\x00" * 64)
+    with pytest.raises(InputError, match="unreadable"):
+        finetune(_settings(data, tiny, out, **kw))
+    assert not out.exists()
+
+
 def test_second_writer_is_refused(data, tiny, tmp_path):
     out = tmp_path / "ft.safetensors"
     with CacheLock(out):

@@ -16,6 +16,7 @@ from (seed, epoch), so a resumed run makes the draws an uninterrupted one makes.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,10 +85,8 @@ def load_state(path: Path, fingerprint: str, net: torch.nn.Module, opt: torch.op
                      best_metric=json.loads(meta["best_metric"]), scaler=json.loads(meta["scaler"]))
     except (KeyError, ValueError):
         raise InputError("the state's metadata is incomplete; remove it to start afresh", path) from None
-    ints = (p.epoch, p.step)
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in ints) or p.epoch > epochs \
-            or not isinstance(p.history, list) or len(p.history) != p.epoch:
-        raise InputError("the state's epoch counts do not add up; remove it to start afresh", path)
+    if not _counts_add_up(p, epochs):
+        raise InputError("the state's epoch counts or history do not add up; remove it to start afresh", path)
     own = net.state_dict()
     last = {k[5:]: v for k, v in tensors.items() if k.startswith("last/")}
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
@@ -98,7 +97,7 @@ def load_state(path: Path, fingerprint: str, net: torch.nn.Module, opt: torch.op
         raise InputError("the state holds no network; remove it to start afresh", path)
     net.load_state_dict(last)
     p.best = best or None
-    if (p.best is None) != (p.best_epoch is None):
+    if (p.best is None) != (p.epoch == 0):
         raise InputError("the state's best epoch has no network; remove it to start afresh", path)
     params = [q for g in opt.param_groups for q in g["params"]]
     state: dict[int, dict] = {}
@@ -113,6 +112,34 @@ def load_state(path: Path, fingerprint: str, net: torch.nn.Module, opt: torch.op
         state.setdefault(int(i), {})[key] = v
     opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     return p
+
+
+def _count(v, low: int = 0) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int) and v >= low
+
+
+def _number(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _counts_add_up(p: Progress, epochs: int) -> bool:
+    """Epochs, steps and the per-epoch history of a state read from disk: the types and ranges the report and
+    the best-epoch choice rely on."""
+    if not (_count(p.epoch) and _count(p.step) and p.epoch <= epochs and isinstance(p.history, list)
+            and len(p.history) == p.epoch):
+        return False
+    for i, h in enumerate(p.history, 1):
+        if not (isinstance(h, dict) and h.get("epoch") == i and _count(h.get("frames")) and
+                _count(h.get("unreadable")) and all(_number(h.get(k)) for k in ("train_loss", "val_metric",
+                                                                                 "frames_per_s"))):
+            return False
+    scaler_keys = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker")
+    if p.scaler is not None and not (isinstance(p.scaler, dict) and all(_number(p.scaler.get(k)) for k in scaler_keys)):
+        return False
+    if p.epoch == 0:
+        return p.best_epoch is None and p.best_metric is None
+    best = p.history[p.best_epoch - 1] if _count(p.best_epoch, 1) and p.best_epoch <= p.epoch else None
+    return best is not None and _number(p.best_metric) and best["val_metric"] == round(p.best_metric, 6)
 
 
 def _difference(old: str, new: str) -> str:

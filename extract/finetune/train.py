@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import math
 import time
@@ -180,9 +179,7 @@ def ceiling(net, task: Task, loss_fn, batch: int, size: int, device, amp: str | 
     for _ in range(steps):
         step()
     _sync(device)
-    rate = steps * batch / (time.perf_counter() - t)
-    del twin
-    return rate
+    return steps * batch / (time.perf_counter() - t)
 
 
 def predict(net, task: Task, loader, s: Settings, prep: _Batches):
