@@ -9,7 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-from classify.__main__ import main as classify_main
 from extract.cli import main
 
 from . import Case, Result, cli
