@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import zlib
-from multiprocessing import Pool
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +56,10 @@ def make_data(root: Path, frames: int, per_video: int, val_videos: int = 2) -> P
     n_train = max(1, -(-frames // per_video))
     jobs = [(str(root), f"t{v:04d}", per_video, "Train_Set") for v in range(n_train)]
     jobs += [(str(root), f"v{v:04d}", min(per_video, 200), "Validation_Set") for v in range(val_videos)]
-    with Pool(max(1, min(len(jobs), os.cpu_count() or 1))) as p:
-        p.map(_write_video, jobs)
+    # threads, not processes: Pillow's JPEG encoder releases the GIL, and bench/run.py loads this module under a
+    # name a process pool could not pickle its functions by
+    with ThreadPoolExecutor(max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        list(pool.map(_write_video, jobs))
     return root
 
 

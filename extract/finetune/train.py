@@ -197,6 +197,60 @@ def predict(net, task: Task, loader, s: Settings, prep: _Batches):
     return np.concatenate(out), np.concatenate(oks)
 
 
+@dataclass
+class _Step:
+    """What one training step needs, made once per run."""
+    s: Settings
+    task: Task
+    net: object
+    opt: object
+    loss_fn: Callable
+    prep: _Batches
+    scaler: object
+    total_steps: int
+
+    def epoch(self, epoch: int, loader, p: Progress) -> tuple[float, int, int]:
+        """One pass over the epoch's frames: (mean training loss, frames trained on, frames not decoded)."""
+        import torch
+        from tqdm.auto import tqdm
+        s, opt, device = self.s, self.opt, self.prep.device
+        head = output_name(self.task)
+        base_lrs = [g["initial_lr"] for g in opt.param_groups]
+        loss_sum = torch.zeros((), device=device)      # summed on the device: no sync per step
+        seen = bad = 0
+        for b, (xb, yb, ok) in enumerate(tqdm(loader, desc=f"epoch {epoch}/{s.epochs}", unit="batch", leave=False,
+                                              disable=not s.progress)):
+            if not bool(ok.all()):
+                bad += int((~ok).sum())
+                xb, yb = xb[ok], yb[ok]
+                if len(xb) == 0:
+                    continue
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * lr_factor(p.step, self.total_steps)
+            with _autocast(device, s.amp):
+                out = self.net(self.prep(xb, seed_of(s.seed, epoch, _BATCH_KEY + b)))
+            loss = self.loss_fn(out[head].float(), yb.to(device, non_blocking=True))
+            opt.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(opt)
+                self.scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            loss_sum += loss.detach() * len(xb)
+            seen += len(xb)
+            p.step += 1
+        _sync(device)
+        if seen == 0:
+            raise InputError(f"{self.task.name}: no training crop of epoch {epoch} could be decoded", s.data)
+        loss = float(loss_sum) / seen
+        if not math.isfinite(loss):
+            raise InputError(f"training diverged at epoch {epoch} (the loss is {loss}); start afresh with a lower "
+                             f"--lr or --backbone-lr (remove {s.state})")
+        return loss, seen, bad
+
+
 def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Result:
     """Fine-tune `s.source` on `s.task`'s labelled crops under `s.data` into `s.out` (see extract.finetune).
 
@@ -209,8 +263,7 @@ def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Resu
     check_output(s.state, force=True)        # a link or folder at the state's name is refused
     if s.cuda:
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = torch.device(s.device).index or 0
-        if index >= n:
+        if (torch.device(s.device).index or 0) >= n:
             raise InputError(f"--device {s.device}: no CUDA device of that number here ({n} available)")
     videos = crop_videos(s.data, s.crops)
     train = labelled_frames(s.data, task, "train", videos)
@@ -220,8 +273,6 @@ def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Resu
     val_rows = even_sample(val, s.val_frames_per_video)
     per_epoch = epoch_size(train, s.frames_per_video)
     drop_last = per_epoch >= s.batch          # a last short batch would weigh its few frames as much as a full one
-    steps_per_epoch = per_epoch // s.batch if drop_last else 1
-    total_steps = steps_per_epoch * s.epochs
     fingerprint = s.fingerprint(
         architecture=start.architecture, source_sha256=start.sha256, input_size=start.input_size,
         train_data=_digest("\n".join(train.paths), train.y.tobytes()),
@@ -229,17 +280,17 @@ def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Resu
 
     device = torch.device(s.device)
     net = start.net.to(device)
-    channels_last = s.cuda
-    if channels_last:
+    if s.cuda:                                # channels_last and cudnn's autotuner: the GPU's fast paths
         net = net.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     opt = torch.optim.AdamW(param_groups(net, s.lr, s.backbone_lr), weight_decay=WEIGHT_DECAY)
-    base_lrs = [g["lr"] for g in opt.param_groups]
+    for g in opt.param_groups:
+        g["initial_lr"] = g["lr"]             # the schedule scales these
     loss_fn = make_loss(s.loss, task, train.y, device=device)
-    head = output_name(task)
-    prep = _Batches(start, device, channels_last)
+    prep = _Batches(start, device, channels_last=s.cuda)
     size = start.input_size
-
+    step = _Step(s, task, net, opt, loss_fn, prep, torch.amp.GradScaler("cuda") if s.amp == "fp16" else None,
+                 (per_epoch // s.batch if drop_last else 1) * s.epochs)
     order = EpochOrder(train, s.frames_per_video, s.seed)
     train_loader = _loader(FrameSet(train, size, task, True, s.seed), s, order, drop_last)
     val_loader = _loader(FrameSet(val, size, task, False), s, [int(r) for r in val_rows], False)
@@ -250,10 +301,9 @@ def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Resu
         resumed = progress.epoch
         if resumed:
             log.info("resuming after epoch %d of %d (state %s)", resumed, s.epochs, s.state)
-        scaler = torch.amp.GradScaler("cuda") if s.amp == "fp16" else None
-        if scaler is not None and progress.scaler:
-            scaler.load_state_dict(progress.scaler)
-        top = ceiling(net, task, loss_fn, s.batch, size, device, s.amp, channels_last, s.steps_for_ceiling) \
+        if step.scaler is not None and progress.scaler:
+            step.scaler.load_state_dict(progress.scaler)
+        top = ceiling(net, task, loss_fn, s.batch, size, device, s.amp, s.cuda, s.steps_for_ceiling) \
             if progress.epoch < s.epochs else None
         if top:
             log.info("ceiling: %.1f frames/s (forward+backward of this network on random tensors, batch %d, %d px%s)",
@@ -263,58 +313,26 @@ def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Resu
             torch.manual_seed(epoch_seed(s.seed, epoch))
             order.epoch = epoch
             train_mode(net, frozen_bn)
-            loss_sum = torch.zeros((), device=device)
-            seen = bad = 0
-            from tqdm.auto import tqdm
-            for b, (xb, yb, ok) in enumerate(tqdm(train_loader, desc=f"epoch {epoch}/{s.epochs}", unit="batch",
-                                                  leave=False, disable=not s.progress)):
-                if not bool(ok.all()):
-                    bad += int((~ok).sum())
-                    xb, yb = xb[ok], yb[ok]
-                    if len(xb) == 0:
-                        continue
-                for g, base in zip(opt.param_groups, base_lrs):
-                    g["lr"] = base * lr_factor(progress.step, total_steps)
-                with _autocast(device, s.amp):
-                    out = net(prep(xb, seed_of(s.seed, epoch, _BATCH_KEY + b)))
-                loss = loss_fn(out[head].float(), yb.to(device, non_blocking=True))
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                loss_sum += loss.detach() * len(xb)
-                seen += len(xb)
-                progress.step += 1
-            _sync(device)
+            train_loss, seen, bad = step.epoch(epoch, train_loader, progress)
             t_train = time.perf_counter() - t0
-            train_loss = float(loss_sum) / max(seen, 1)
-            if not math.isfinite(train_loss):
-                raise InputError(f"training diverged at epoch {epoch} (the loss is {train_loss}); lower --lr or "
-                                 f"--backbone-lr (the state of epoch {epoch - 1} is kept: rerun to retry)")
-            t1 = time.perf_counter()
             scores, decoded = predict(net, task, val_loader, s, prep)
             if not decoded.any():
                 raise InputError(f"{task.name}: no validation crop could be decoded", s.data)
             details = task.evaluate(val.y[val_rows][decoded], scores[decoded])
             metric = float(details[task.metric_name])
-            t_val = time.perf_counter() - t1
             rec = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_metric": round(metric, 6),
                    "val": {k: round(float(v), 6) for k, v in details.items()},
                    "frames": seen, "unreadable": bad + int((~decoded).sum()), "steps": progress.step,
                    "seconds": round(time.perf_counter() - t0, 3), "train_seconds": round(t_train, 3),
-                   "val_seconds": round(t_val, 3), "frames_per_s": round(seen / max(t_train, 1e-9), 2),
-                   "val_frames": int(decoded.sum())}
+                   "val_seconds": round(time.perf_counter() - t0 - t_train, 3),
+                   "frames_per_s": round(seen / max(t_train, 1e-9), 2), "val_frames": int(decoded.sum())}
             progress.history.append(rec)
             better = progress.best_metric is None or metric > progress.best_metric
             if better:
                 progress.best_epoch, progress.best_metric = epoch, metric
                 progress.best = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
             progress.epoch = epoch
-            progress.scaler = scaler.state_dict() if scaler is not None else None
+            progress.scaler = step.scaler.state_dict() if step.scaler is not None else None
             save_state(s.state, fingerprint, net, opt, progress)
             speed = f"{rec['frames_per_s']:.1f} frames/s" + (f" (ceiling {top:.1f}: {rec['frames_per_s'] / top:.2f}x)"
                                                               if top else "")
