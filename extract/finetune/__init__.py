@@ -11,7 +11,8 @@ scores each epoch on the validation split by the official metric and keeps the b
 metadata says everything extract.models.finetuned needs to run it; a report (CKPT.json) lists per epoch the
 training loss, the validation metric, seconds and frames/s.
 
-Modules: settings (options and their bounds), frames (labelled crops, per-epoch sampling, augmentation),
+Modules: settings (options and their bounds), frames (labelled crops, per-epoch sampling), augment (flip and crop
+in the decode workers, colour jitter on the device),
 network (start network, layer groups, freezing), state (resumable state, checkpoint writer), train (the loop).
 """
 from .settings import Settings
