@@ -19,7 +19,7 @@ from ..paths import path_kind
 from .compaction import Compaction
 from .durability import atomic_replace, io_error, sigint_deferred
 from .paths import SEG_RE, main_or_shards, parts_dir, segments
-from .schema import ExtractorInfo, create_group, new_file, open_read, provenance_diff
+from .schema import FACE_OUTPUTS, ExtractorInfo, create_group, new_file, open_read, provenance_diff
 
 
 class FeatureStore(Compaction):
@@ -145,7 +145,11 @@ class VideoWriter:
         return self.store.has_video(self.info.name, video)
 
     def write_video(self, video: str, frame: np.ndarray, face: np.ndarray, embedding: np.ndarray,
-                    logits: np.ndarray | None = None, va: np.ndarray | None = None) -> None:
+                    logits: np.ndarray | None = None, va: np.ndarray | None = None,
+                    faces: dict[str, np.ndarray] | None = None, source_video: str | None = None) -> None:
+        """Commit all rows of `video` (atomically). `faces`: the detector's face_box, face_score and
+        face_landmarks rows (schema: features.store.schema), or None when no detector ran; `source_video`:
+        the video file `video` was cut from (a tracked person), None when it is one."""
         info = self.info
         store = self.store
         if store._lock is None or not store._lock.held:
@@ -163,6 +167,12 @@ class VideoWriter:
                                  f"got {None if a is None else np.shape(a)}")
         if np.shape(face) != (n,):
             raise InputError(f"{info.name}/{video}: face mask must have shape ({n},)")
+        if faces is not None:
+            for k, dim in FACE_OUTPUTS.items():
+                if np.shape(faces.get(k)) != (n, dim):
+                    raise InputError(f"{info.name}/{video}: face dataset {k!r} must have shape ({n}, {dim}), "
+                                     f"got {np.shape(faces.get(k)) if k in faces else None}")
+            data.update({k: faces[k] for k in FACE_OUTPUTS})
         if n > 1 and np.any(np.diff(frame) <= 0):
             raise InputError(f"{info.name}/{video}: frame numbers must increase")
         if n and frame[0] < 1:
@@ -174,7 +184,7 @@ class VideoWriter:
         # after it leaves a committed segment that compaction indexes (and folds in) before deleting anything.
         with sigint_deferred():
             try:
-                _write_segment(tmp, info, video, frame, face, data)
+                _write_segment(tmp, info, video, frame, face, data, faces is not None, source_video)
                 atomic_replace(tmp, seg)
             except BaseException as e:
                 tmp.unlink(missing_ok=True)
@@ -187,17 +197,19 @@ class VideoWriter:
 
 
 def _write_segment(tmp: Path, info: ExtractorInfo, video: str, frame: np.ndarray, face: np.ndarray,
-                   data: dict) -> None:
+                   data: dict, faces: bool = False, source_video: str | None = None) -> None:
     n = len(frame)
     with new_file(tmp) as f:
-        g = create_group(f, info, n, 1)
+        g = create_group(f, info, n, 1, faces=faces, sources=bool(source_video))
         g["video_names"][0] = video
+        if source_video:
+            g["video_source"][0] = source_video
         g["video_start"][0] = 0
         g["video_count"][0] = n
         if n:
             g["frame"][:] = frame
             g["face"][:] = np.asarray(face, bool)
-            for k in info.outputs:
+            for k in (*info.outputs, *(FACE_OUTPUTS if faces else ())):
                 # cast here, not in HDF5: its float32 -> float16 conversion is ~25x slower than numpy's
                 # and rounds wrongly (-0.24998 became -0.125; subnormals are truncated)
                 g[k][:] = np.asarray(data[k]).astype(g[k].dtype, copy=False)
