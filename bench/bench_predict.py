@@ -83,7 +83,7 @@ def run(quick: bool = False, frames: int | None = None) -> list[dict]:
         cache, run_dir = build(tmp, n, n_videos)
         print(f"  set-up (cache + heads, not timed): {time.perf_counter() - t0:.0f} s", flush=True)
         t0, c0 = time.perf_counter(), time.process_time()
-        res = predict(cache, tmp / "preds.parquet", run=run_dir, fps=30, timelines=0, log=lambda *a: None)
+        res = predict(cache, tmp / "preds.parquet", run=run_dir, fps=30, timelines=0)
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         size = (tmp / "preds.parquet").stat().st_size
     assert len(res.table) == n

@@ -65,7 +65,7 @@ def run_heads(cache, labels, task: str, plan: list[tuple[str, str, str]], runs: 
         t = time.perf_counter()
         opts = dict(epochs=epochs if kind != "mlp" else None, window=window, seed=0)
         d = run(task, cache, labels, [kind], [fs], name=f"{label}".replace(" ", "_").replace("+", "_"),
-                runs_dir=runs, opts=opts, log=lambda *a: None)
+                runs_dir=runs, opts=opts)
         m = json.loads((d / "metrics.json").read_text())
         r = m["heads"][0]
         rows.append(dict(task=task, head=label, features=fs, frames=r["metric_raw"], k=r["k"],

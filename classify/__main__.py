@@ -3,7 +3,8 @@
 
 `train` is the default sub-command, so `python -m classify --task ...` keeps working. Flags shared with the other
 commands: `--cache` (the HDF5 feature cache) and `--data` (the data root; here the annotation root, which
-`--labels` also names)."""
+`--labels` also names). Argument handling only; a command's result line is its output on stdout, progress and
+notes are log lines on stderr."""
 from __future__ import annotations
 
 import argparse
@@ -85,15 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
-    from .run import run
-    run(a.task, a.cache, a.labels, [h.strip() for h in a.heads.split(",") if h.strip()],
-        [f.strip() for f in a.features.split(",") if f.strip()], a.name, a.runs_dir, a.train_val,
-        parse_k(a.k), dict(epochs=a.epochs, hidden=a.hidden, batch=a.batch, lr=a.lr,
-                           lama_timeout=a.lama_timeout, lama_max_rows=a.lama_max_rows, cpus=a.cpus,
-                           seed=a.seed, loss=a.loss, sampling=a.sampling, width=a.width, window=a.window,
-                           stride=a.stride, layers=a.layers, heads_n=a.heads_n, arch=a.arch, kfold=a.kfold,
-                           bags=a.bags, vote=a.vote),
-        test=a.test)
+    from .run import RunConfig, train_run
+    res = train_run(RunConfig(
+        a.task, a.cache, a.labels, [h.strip() for h in a.heads.split(",") if h.strip()],
+        [f.strip() for f in a.features.split(",") if f.strip()], a.name, a.runs_dir, a.train_val, parse_k(a.k),
+        dict(epochs=a.epochs, hidden=a.hidden, batch=a.batch, lr=a.lr, lama_timeout=a.lama_timeout,
+             lama_max_rows=a.lama_max_rows, cpus=a.cpus, seed=a.seed, loss=a.loss, sampling=a.sampling,
+             width=a.width, window=a.window, stride=a.stride, layers=a.layers, heads_n=a.heads_n, arch=a.arch,
+             kfold=a.kfold, bags=a.bags, vote=a.vote),
+        test=a.test))
+    print(res.summary)
     return 0
 
 
@@ -119,7 +121,8 @@ def build_predict_parser() -> argparse.ArgumentParser:
                          "window wider than a video smooths it whole")
     ap.add_argument("--timelines", default="all", help="timeline PNGs for the first N videos, or all (default)")
     ap.add_argument("--allow-pickle", action="store_true",
-                    help="load LightAutoML heads (pickles: only runs you trained yourself)")
+                    help="load heads whose files run code when loaded: LightAutoML pickles, Keras Lambda "
+                         "layers (only runs you trained yourself)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     ap.add_argument("--print-extractors", action="store_true",
                     help="print the run's extractor names (comma-separated) and exit (for make predict)")

@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from features.errors import InputError
 from features.outputs import write_output
+from features.serialized_code import file_globals, refusal
 from features.tasks import Task, get_task
 
 HEAD_KINDS: dict[str, type["Head"]] = {}
@@ -212,8 +213,8 @@ def load_head(path: str | os.PathLike, task: str | Task | None = None, allow_pic
         if not f.exists():
             continue
         if not allow_pickle:
-            raise InputError(f"{name} is a pickle, and unpickling can run code; load it only if you trained it "
-                             f"yourself, with allow_pickle=True (command line: --allow-pickle)", f)
+            raise refusal(f, (file_globals(f, 1) if f.is_file() else []) or ["no readable pickle opcodes"],
+                          "load it only if you trained it yourself, with --allow-pickle (Python: allow_pickle=True)")
         if name not in recorded:
             raise InputError("no sha256 recorded for this pickle in head.json; refusing to unpickle it", f)
     runfolder.check_head_files(path, cls, recorded)

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from features.errors import InputError
 from features.import_order import torch_before_tensorflow
 from features.outputs import output_path
+from features.serialized_code import is_keras_safe_mode_error, keras_refusal
 
 from .base import Head, register
 
@@ -209,8 +211,16 @@ class MLPHead(Head):
 
     def _load(self, path: Path):
         tf, keras = _keras()
-        # safe mode (Keras' default, stated): a file that would run code (a Lambda layer) is refused
-        self.model_ = keras.models.load_model(path / "model.keras", compile=False, safe_mode=True)
+        f = path / "model.keras"
+        # safe mode (Keras refuses Lambda bytecode and modules outside Keras) unless the caller opted in
+        allow = bool(getattr(self, "_allow_pickle", False))
+        try:
+            self.model_ = keras.models.load_model(f, compile=False, safe_mode=not allow)
+        except Exception as e:
+            if is_keras_safe_mode_error(e):
+                raise keras_refusal(f, "pass --allow-pickle (Python: allow_pickle=True)") from None
+            msg = (str(e).strip().splitlines() or [""])[0][:200]
+            raise InputError(f"cannot load the Keras model ({type(e).__name__}: {msg})", f) from None
         self._load_fitted(path)
         if not hasattr(self, "n_features_in_"):          # saved before fitted.json existed
             self.n_features_in_ = int(self.model_.inputs[0].shape[-1])

@@ -13,91 +13,47 @@ Outputs under `<runs-dir>/<task>/<name>/` (an existing run is never overwritten)
     lama.log        LightAutoML's own log
 and `<runs-dir>/<task>/latest` is pointed at the new run (a symlink) once everything is written. Options are
 checked before the folder is made; a run that fails after that is renamed `<name>.failed` (its error in
-FAILED.txt, lama.log kept) and `latest` stays where it was.
+FAILED.txt, lama.log kept) and `latest` stays where it was (the folder's life: features.runs).
+
+`train_run(RunConfig)` runs the jobs in order, each its own function: `plan_run` (options, members, folder
+name), `load_data` (labelled rows; classify.splits), `fit_member` per head, `fit_blend`, `save_fitted`,
+`score_test`, `write_reports`; a `Fitting` carries what the heads gave on the validation videos between them.
+Progress is logged (`logging`); the summary line is the result (`Trained.summary`, printed by the command).
 """
 from __future__ import annotations
 
+import logging
 import math
-import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from features import runs
 from features.cliargs import INT32_MAX, SEED_MAX, check_int, cpu_count
-from features.errors import InputError, naming, os_error_text
-from features.finite import read_for_heads
-from features.labels import Joined, join, label_array, load_labels
-from features.outputs import write_json, write_output
+from features.errors import InputError, naming
+from features.outputs import write_output
 from features.store import FeatureStore, cache_files
 from features.tasks import Task, get_task
-from postprocess.scores import ScoreSet, save_scores, timeline_scores
+from postprocess.scores import ScoreSet, save_scores
 from postprocess.stats import valid_rows
-from postprocess.submission import read_sample_list
 from postprocess.sweep import best_k, clip_ks, longest_video, sweep_k
 from postprocess.thresholds import tune_thresholds
-from postprocess.timeline import filled_scores, full_timeline, smoothed_scores, spread
+from postprocess.timeline import filled_scores, smoothed_scores
 
 from . import catalog, crossval, featuresets, kfold, report
 from .base import Head
 from .blend import BlendHead
 from .lama import LAMA_MAX_ROWS, LamaHead, LamaTimeout
 from .mlp import MLPHead
-from .predict import run_provenance
+from .provenance import run_provenance
 from .rules import LogitsRule, VAOnly
+from .splits import Frames, Split, load_frames, load_split, merge_splits, read_test_list
 
-
-@dataclass
-class Split:
-    """One split's rows for every feature set, on a common set of (video, frame) rows."""
-    X: dict[str, np.ndarray]
-    y: np.ndarray
-    video: np.ndarray
-    frame: np.ndarray
-    n_labelled: int
-    n_missing: int
-    missing_reasons: dict
-    labels: pd.DataFrame | None = None     # every valid labelled frame (video, frame, label columns)
-    source: str = ""             # the annotation folder or MTL file the labels came from
-
-
-def load_split(store: FeatureStore, labels_root: str | Path, task: Task, split: str,
-               sets: list[str]) -> Split:
-    """Labelled frames of a split with the features of every set; only rows every set has are kept."""
-    labels = load_labels(labels_root, task, split)
-    if len(labels) == 0:
-        raise InputError(f"{task.name}: the {split} split has no valid labelled frames", labels_root)
-    joins: dict[str, Joined] = {s: join(store, labels, task, featuresets.resolve(store, s)) for s in sets}
-    first = joins[sets[0]]
-    keys = first.index.assign(i0=np.arange(len(first.index)))
-    for s in sets[1:]:
-        keys = keys.merge(joins[s].index.assign(**{f"i_{s}": np.arange(len(joins[s].index))}),
-                          on=["video", "frame"], how="inner")
-    X = {}
-    for s in sets:
-        col = "i0" if s == sets[0] else f"i_{s}"
-        rows = keys[col].to_numpy()
-        X[s] = joins[s].X if len(rows) == len(joins[s].X) and (rows == np.arange(len(rows))).all() \
-            else joins[s].X[rows]
-    rows0 = keys["i0"].to_numpy()
-    n_missing = first.n_labelled - len(rows0)
-    if len(rows0) == 0:
-        raise InputError(f"{task.name}: none of the {first.n_labelled} labelled {split} frames has features "
-                         f"({first.summary()})", store.paths[0])
-    return Split(X=X, y=first.y[rows0], video=first.groups[rows0], frame=first.index["frame"].to_numpy()[rows0],
-                 n_labelled=first.n_labelled, n_missing=n_missing,
-                 missing_reasons=first.missing["reason"].value_counts().to_dict(), labels=labels,
-                 source=labels.attrs.get("source", ""))
-
-
-def merge_splits(a: Split, b: Split) -> Split:
-    """Train+val: both splits once each (the reference appended validation rows twice)."""
-    return Split(X={s: np.concatenate([a.X[s], b.X[s]]) for s in a.X}, y=np.concatenate([a.y, b.y]),
-                 video=np.concatenate([a.video, b.video]), frame=np.concatenate([a.frame, b.frame]),
-                 n_labelled=a.n_labelled + b.n_labelled, n_missing=a.n_missing + b.n_missing,
-                 missing_reasons={})
+log = logging.getLogger(__name__)
 
 
 LEARNED = ("mlp", "lama") + catalog.KINDS
@@ -189,95 +145,6 @@ def smoothing(task: Task, ss: ScoreSet, ks) -> dict:
     return out
 
 
-def read_test_list(path: str | Path) -> list[str]:
-    """Test videos from the organisers' sample list (`video/00001.jpg,...` rows) or a file of video names."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError("test list not found", p)
-    lines = [ln.split(",", 1)[0].strip() for ln in p.read_text(encoding="utf-8-sig").splitlines()]
-    lines = [ln for ln in lines if ln and not ln.lower().startswith("image_location")]
-    if not lines:
-        raise InputError("test list has no rows", p)
-    if all("/" in ln for ln in lines):
-        return list(dict.fromkeys(read_sample_list(p).video.tolist()))
-    return list(dict.fromkeys(lines))
-
-
-def load_test(store: FeatureStore, videos: list[str], sets: list[str], log=print,
-              what: str = "test") -> tuple[dict, pd.DataFrame]:
-    """All cached frames of the test (or other) videos for every feature set (face-less rows included, flagged)."""
-    exts = list(dict.fromkeys(k.split("/")[0] for s in sets for k in featuresets.resolve(store, s)))
-    have = [v for v in videos if all(store.has_video(e, v) for e in exts)]
-    if len(have) < len(videos):
-        log(f"  {what}: {len(videos) - len(have)} of {len(videos)} videos are not cached for {', '.join(exts)}; "
-            f"they get no scores here")
-    if not have:
-        raise InputError(f"none of the {what} videos is cached", store.paths[0])
-    outs: dict[str, list[str]] = {}
-    for s in sets:
-        for k in featuresets.resolve(store, s):
-            e, o = k.split("/")
-            outs.setdefault(e, [])
-            if o not in outs[e]:
-                outs[e].append(o)
-    blk = read_for_heads(store, have, exts, outputs=outs)
-    X = {s: np.hstack([blk.arrays[k].astype(np.float32, copy=False) for k in featuresets.resolve(store, s)])
-         for s in sets}
-    return X, blk.index.assign(video=blk.index["video"].astype(str))
-
-
-@dataclass
-class Frames:
-    """Every frame 1..last of some videos (the full timeline of postprocess.timeline): features of the cached
-    frames, and labels where given (the task's invalid marker elsewhere)."""
-    task: Task
-    X: dict[str, np.ndarray]     # per feature set, cached rows
-    row: np.ndarray              # (N,) cached row of each frame, -1 where the cache has none
-    video: np.ndarray
-    frame: np.ndarray
-    face: np.ndarray             # (N,) cached with a face: the frames that get scores
-    y: np.ndarray | None
-
-    def predict(self, head: Head, feature_set: str, what: str, out_of_fold: bool = False) -> np.ndarray:
-        """The head's scores on every frame with a face, NaN on the others (filled later, when smoothing).
-        `out_of_fold`: a k-fold head scores each video with the fold model that did not see it."""
-        s = np.full((len(self.video), self.task.n_outputs), np.nan, np.float32)
-        if self.face.any():
-            X = self.X[feature_set][self.row[self.face]]
-            rows = dict(groups=self.video[self.face], frames=self.frame[self.face])
-            s[self.face] = head.predict_oof(X, **rows) if out_of_fold else head.predict_proba(X, **rows)
-        return s
-
-    def scoreset(self, scores: np.ndarray, heads: dict | None = None) -> ScoreSet:
-        return timeline_scores(self.task.name, self.video, self.frame, scores, self.face, self.y, heads)
-
-
-def load_frames(store: FeatureStore, task: Task, videos: list[str], sets: list[str],
-                labels: pd.DataFrame | None = None, log=print, what: str = "test") -> Frames:
-    """Every frame of the cached videos among `videos`: cached frames (with or without a face) and labelled
-    frames the cache lacks, laid out on the full timeline, so that a split is smoothed over frames."""
-    X, idx = load_test(store, videos, sets, log, what)
-    cached = pd.DataFrame({"video": idx["video"].to_numpy(str), "frame": idx["frame"].to_numpy(np.int64),
-                           "face": idx["face"].to_numpy(bool), "row": np.arange(len(idx))})
-    m = cached
-    if labels is not None:
-        lab = labels[labels["video"].astype(str).isin(set(cached["video"]))]
-        lab = lab.assign(video=lab["video"].astype(str), frame=lab["frame"].to_numpy(np.int64))
-        m = cached.merge(lab, on=["video", "frame"], how="outer", sort=False)
-    order = pd.Categorical(m["video"], categories=pd.unique(cached["video"])).codes
-    m = m.assign(_v=order).sort_values(["_v", "frame"], kind="stable")
-    row = m["row"].fillna(-1).to_numpy(np.int64)
-    face = m["face"].eq(True).to_numpy() & (row >= 0)
-    y = None
-    if labels is not None:
-        cols = ["label"] if task.kind == "multiclass" else list(task.labels)
-        y = label_array(task, m[cols].fillna(task.invalid))
-    video, frame, pos = full_timeline(m["video"].to_numpy(str), m["frame"].to_numpy(np.int64), what)
-    n = len(video)
-    return Frames(task, X, spread(pos, n, row, -1), video, frame, spread(pos, n, face, False),
-                  spread(pos, n, y, task.invalid))
-
-
 # option -> (smallest, largest allowed value, what it is); None means "the default". The largest values keep
 # every allocation a number drives to a few hundred MB (hidden units and widths size weight matrices, batch the
 # rows copied per step) and fit the libraries' types (32-bit seeds); windows, folds and row samples are also
@@ -305,262 +172,314 @@ def check_options(opts: dict) -> None:
         raise InputError(f"--lr must be a positive finite learning rate (e.g. 0.001), got {lr!r}")
 
 
-def _unique_dir(runs_dir: Path, task: Task, name: str | None) -> Path:
-    for d in (runs_dir, runs_dir / task.name):
-        if d.exists() and not d.is_dir():
-            raise InputError("--runs-dir: this is a file, not a folder", d)
-    if name is not None:
-        if not name.strip() or name != Path(name).name or name in (".", "..", "latest") \
-                or name.endswith(".failed") or name.startswith("."):
-            raise InputError(f"--name {name!r}: give a plain folder name (no '/', not 'latest', not starting "
-                             f"with '.' or ending in '.failed')")
-        d = runs_dir / task.name / name
-        if d.exists():
-            raise InputError("run folder exists; choose another --name (runs are never overwritten)", d)
-        return d
-    base = time.strftime("%Y%m%d-%H%M%S")
-    d, i = runs_dir / task.name / base, 2
-    while d.exists():
-        d, i = runs_dir / task.name / f"{base}-{i}", i + 1
-    return d
+# -- one run, job by job ----------------------------------------------------------------------------------------
+@dataclass
+class RunConfig:
+    """What one run is given: the options of `classify train` (defaults as there)."""
+    task: Task | str
+    cache: str | Path
+    labels: str | Path
+    heads: Sequence[str]
+    features: Sequence[str] | None = None
+    name: str | None = None
+    runs_dir: str | Path = "runs"
+    train_val: bool = False
+    ks: int | Sequence[int] | None = None    # None: sweep DEFAULT_KS
+    opts: dict | None = None                 # head options (epochs, hidden, ..., kfold), see check_options
+    test: str | Path | None = None           # sample list or file of video names to score as split 'test'
+
+    def __post_init__(self) -> None:
+        self.task = get_task(self.task)
+        self.heads, self.features = list(self.heads), list(self.features or [])
+        self.runs_dir = Path(self.runs_dir)
+        self.ks = DEFAULT_KS if self.ks is None else self.ks
+        self.opts = dict(self.opts or {})
+
+    @property
+    def n_folds(self) -> int | None:
+        return self.opts.get("kfold")
+
+
+@dataclass
+class Plan:
+    """What the options name, checked before any work: the cache, the members to fit, the new run folder."""
+    store: FeatureStore
+    members: dict[str, tuple[str, str]]      # name -> (head kind, feature set)
+    used: list[str]                          # the feature sets, each once
+    run_dir: Path
+    test_videos: list[str] | None
+
+
+@dataclass
+class Data:
+    """The labelled rows: train, validation and what the heads are fitted on (train, or train + val)."""
+    train: Split
+    val: Split
+    fit_on: Split
+    val_videos: list[str]                    # the labelled validation videos
+
+
+@dataclass
+class Fitting:
+    """A run in progress: what every head fitted so far gave on the validation videos."""
+    cfg: RunConfig
+    plan: Plan
+    data: Data
+    frames: Frames                           # the validation videos on their full frame timeline
+    scores: dict[str, np.ndarray] = field(default_factory=dict)     # per member, on the labelled val rows
+    timeline: dict[str, np.ndarray] = field(default_factory=dict)   # per head, on the validation timeline
+    heads: dict[str, Head] = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)                  # results.csv / metrics.json "heads"
+    extra: dict[str, dict] = field(default_factory=dict)            # metrics.json "training"
+    cv: dict[str, crossval.CVEstimate] = field(default_factory=dict)  # per row: its video-level CV estimate
+
+    @property
+    def n_val_videos(self) -> int:
+        return len(self.data.val_videos)
+
+
+@dataclass
+class Trained:
+    """A finished run: its folder and the one-line summary of its result."""
+    dir: Path
+    summary: str
 
 
 def run(task_name: str, cache: str | Path, labels: str | Path, heads: list[str], features: list[str] | None = None,
         name: str | None = None, runs_dir: str | Path = "runs", train_val: bool = False,
-        ks: int | list[int] | range | None = None, opts: dict | None = None, test: str | Path | None = None,
-        log=print) -> Path:
-    """Fit the heads, blend them, choose k (and AU thresholds) on validation and write the run folder.
-
-    Bad options and inputs are refused before the folder exists; if anything fails once it does, the folder
-    is renamed `<name>.failed` (FAILED.txt says why) and `latest` is not moved."""
-    started: list[Path] = []
-    try:
-        return _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, ks, opts, test, log,
-                    started)
-    except BaseException as e:
-        if started and started[0].exists():
-            _mark_failed(started[0], e, log)
-        raise
+        ks: int | list[int] | range | None = None, opts: dict | None = None,
+        test: str | Path | None = None) -> Path:
+    """Fit the heads, blend them, choose k (and AU thresholds) on validation and write the run folder; the
+    summary is logged. Bad options and inputs are refused before the folder exists; if anything fails once it
+    does, the folder is renamed `<name>.failed` (FAILED.txt says why) and `latest` is not moved."""
+    res = train_run(RunConfig(task_name, cache, labels, heads, features, name, runs_dir, train_val, ks, opts, test))
+    log.info(res.summary)
+    return res.dir
 
 
-def _mark_failed(run_dir: Path, e: BaseException, log=print) -> None:
-    """Rename the folder of a failed run `<name>.failed` and say why in its FAILED.txt. Each step that fails is
-    reported as what it is, and never hides the run's own error (re-raised by the caller); an OSError of the run
-    that names a file in the folder is pointed at the file's new place."""
-    failed = run_dir.with_name(run_dir.name + ".failed")
-    latest = run_dir.parent / "latest"
-    try:
-        if failed.exists():                  # an earlier failed attempt of the same name: nothing valid
-            shutil.rmtree(failed)
-        run_dir.rename(failed)
-    except OSError as oe:
-        log(f"  run failed; its folder {run_dir} could not be renamed {failed.name} ({os_error_text(oe)}); "
-            f"{latest} unchanged")
-        return
-    if isinstance(e, OSError) and isinstance(e.filename, str) and Path(e.filename).is_relative_to(run_dir):
-        e.filename = str(failed / Path(e.filename).relative_to(run_dir))
-    note = failed / "FAILED.txt"
-    why = os_error_text(e) if isinstance(e, OSError) and not isinstance(e, InputError) else str(e)
-    try:
-        write_output(note, f"{type(e).__name__}: {why}\n")
-    except OSError as oe:                    # a full disk: no empty or half note is left to mislead
-        note.unlink(missing_ok=True)
-        log(f"  run failed; its folder is now {failed} ({latest} unchanged); FAILED.txt could not be written "
-            f"({os_error_text(oe)})")
-        return
-    log(f"  run failed; its folder is now {failed} ({latest} unchanged)")
-
-
-def _run(task_name, cache, labels, heads, features, name, runs_dir, train_val, ks, opts, test, log,
-         started: list[Path]) -> Path:
-    task = get_task(task_name)
-    opts = dict(opts or {})
-    check_options(opts)
-    ks = DEFAULT_KS if ks is None else ks
-    store = FeatureStore(cache_files(cache))    # the file, else its shard files; or a comma list
-    members = plan_members(task, store, heads, list(features or []))
-    catalog.check_options(task, [k for k, _ in members.values()], opts)
-    used = list(dict.fromkeys(fs for _, fs in members.values()))
-    run_dir = _unique_dir(Path(runs_dir), task, name)
-    test_videos = read_test_list(test) if test is not None else None
-
+def train_run(cfg: RunConfig) -> Trained:
+    """The run of `cfg`: plan, load, fit and score each head, blend, save, write the reports, move `latest`."""
+    plan = plan_run(cfg)
     t0 = time.perf_counter()
-    tr = load_split(store, labels, task, "train", used)
-    va = load_split(store, labels, task, "val", used)
+    data = load_data(cfg, plan)
+    with runs.creating(plan.run_dir):
+        f = Fitting(cfg, plan, data, _val_frames(cfg, plan, data))
+        for mname, (kind, fs) in plan.members.items():
+            fit_member(f, mname, kind, fs)
+        final = fit_blend(f)
+        save_fitted(f, final)
+        n_test = score_test(f, final)
+        summary = write_reports(f, final, n_test, t0)
+        with naming(plan.run_dir.parent / runs.LATEST):
+            runs.point_latest(plan.run_dir)
+    return Trained(plan.run_dir, summary)
+
+
+def plan_run(cfg: RunConfig) -> Plan:
+    """Options, cache, members, run folder name and test list checked; nothing is read or made yet."""
+    check_options(cfg.opts)
+    store = FeatureStore(cache_files(cfg.cache))    # the file, else its shard files; or a comma list
+    members = plan_members(cfg.task, store, cfg.heads, cfg.features)
+    catalog.check_options(cfg.task, [k for k, _ in members.values()], cfg.opts)
+    used = list(dict.fromkeys(fs for _, fs in members.values()))
+    run_dir = runs.new_run_dir(cfg.runs_dir, cfg.task.name, cfg.name)
+    test_videos = read_test_list(cfg.test) if cfg.test is not None else None
+    return Plan(store, members, used, run_dir, test_videos)
+
+
+def load_data(cfg: RunConfig, plan: Plan) -> Data:
+    """The labelled train and validation rows with their features; what the heads need of them checked."""
+    t0 = time.perf_counter()
+    tr = load_split(plan.store, cfg.labels, cfg.task, "train", plan.used)
+    va = load_split(plan.store, cfg.labels, cfg.task, "val", plan.used)
     for nm, sp in (("train", tr), ("val", va)):
-        log(f"{task.name}/{nm}: {len(sp.y)} frames; {sp.n_missing} of {sp.n_labelled} labelled frames have no "
-            f"features{f' {sp.missing_reasons}' if sp.n_missing else ''} (labels: {sp.source})")
-    log(f"  loaded in {time.perf_counter() - t0:.1f} s")
-    fit_on = merge_splits(tr, va) if train_val else tr
-    n_folds = opts.get("kfold")
-    if n_folds:
+        log.info(f"{cfg.task.name}/{nm}: {len(sp.y)} frames; {sp.n_missing} of {sp.n_labelled} labelled frames "
+                 f"have no features{f' {sp.missing_reasons}' if sp.n_missing else ''} (labels: {sp.source})")
+    log.info(f"loaded in {time.perf_counter() - t0:.1f} s")
+    fit_on = merge_splits(tr, va) if cfg.train_val else tr
+    if cfg.n_folds:
         fit_on = merge_splits(tr, va)
-        kfold.check_folds(fit_on.video, n_folds)
-    catalog.check_data([k for k, _ in members.values()], opts, fit_on.video, fit_on.frame)
-    run_dir.mkdir(parents=True)
-    started.append(run_dir)
+        kfold.check_folds(fit_on.video, cfg.n_folds)
+    catalog.check_data([k for k, _ in plan.members.values()], cfg.opts, fit_on.video, fit_on.frame)
     val_videos = list(dict.fromkeys((va.labels["video"] if va.labels is not None else va.video).astype(str)))
-    vf = load_frames(store, task, val_videos, used, va.labels, log, "val")
+    return Data(tr, va, fit_on, val_videos)
 
-    scores: dict[str, np.ndarray] = {}
-    val_tl: dict[str, np.ndarray] = {}       # every head's scores on the validation frame timeline
-    fitted: dict[str, Head] = {}
-    rows, extra = [], {}
-    cv: dict[str, crossval.CVEstimate] = {}  # per row: the video-level CV estimate of its headline number
-    n_val_videos = len(val_videos)
 
-    def honest(name: str, tuned: list[str], members_tl: dict, blend: bool = False) -> dict:
-        """The row's in-sample columns and, where something was tuned, its video-level CV estimate."""
-        est = None
-        if report.needs_cv(tuned, train_val):
-            est = cv[name] = crossval.cross_validated(task, vf.y, vf.video, vf.frame, vf.face, members_tl, ks,
-                                                      blend=blend)
-        return report.row_fields(task, tuned, train_val, est)
-    for mname, (kind, fs) in members.items():
-        t = time.perf_counter()
-        head = make_head(kind, task, store, fs, opts, run_dir)
+def _val_frames(cfg: RunConfig, plan: Plan, data: Data) -> Frames:
+    return load_frames(plan.store, cfg.task, data.val_videos, plan.used, data.val.labels, "val")
+
+
+def fit_member(f: Fitting, mname: str, kind: str, fs: str) -> None:
+    """Fit one member, score it on the validation videos (out-of-fold with --kfold) and add its rows; a
+    LightAutoML head stopped at its time limit is left out (the log and metrics.json say so)."""
+    cfg, data, n_folds = f.cfg, f.data, f.cfg.n_folds
+    t = time.perf_counter()
+    head = make_head(kind, cfg.task, f.plan.store, fs, cfg.opts, f.plan.run_dir)
+    head.feature_set = fs
+    try:
+        head, f.scores[mname] = _fit_head(head, cfg.task, fs, data, n_folds)
+    except LamaTimeout as e:
+        log.info(f"{mname} left out: {e}")
+        f.extra[mname] = {"left_out": str(e)}
+        return
+    f.heads[mname] = head
+    f.timeline[mname] = f.frames.predict(head, fs, f"{cfg.cache}: val", out_of_fold=bool(n_folds))
+    sm = smoothing(cfg.task, f.frames.scoreset(f.timeline[mname]), cfg.ks)
+    # what was chosen on the validation videos this row is scored on
+    tuned = (["epoch"] if getattr(head, "best_epoch", None) is not None and not n_folds else []) + \
+        report.tuned_after(cfg.task, cfg.ks)
+    scored_on = (f"val ({f.n_val_videos} videos), out-of-fold: each by the fold model that did not see it"
+                 if n_folds else f"val ({f.n_val_videos} videos)")
+    f.rows.append(dict(method=mname, feature_set=fs, ensemble=f"{n_folds} fold models averaged" if n_folds else "no",
+                       **_metrics(cfg.task, sm), **_honest(f, mname, tuned, {mname: f.timeline[mname]}),
+                       scored_on=scored_on, seconds=round(time.perf_counter() - t, 1)))
+    f.rows.extend(report.fold_rows(mname, fs, head, n_folds))
+    sample = _training_notes(f, mname, head)
+    log.info(f"{mname} on {fs}: {cfg.task.metric_name} {report.said(cfg.task, f.rows, mname)} "
+             f"[{time.perf_counter() - t:.1f} s{sample}]")
+
+
+def _fit_head(head: Head, task: Task, fs: str, data: Data, n_folds: int | None) -> tuple[Head, np.ndarray]:
+    """The fitted head and its scores on the labelled validation rows."""
+    fit_on, va = data.fit_on, data.val
+    if n_folds:
+        # fold models on train + val grouped by video; the validation rows' scores are out-of-fold
+        head = kfold.KFoldHead(task, estimator=head, n_splits=n_folds)
         head.feature_set = fs
-        try:
-            if n_folds:
-                # fold models on train + val grouped by video; the validation rows' scores are out-of-fold
-                head = kfold.KFoldHead(task, estimator=head, n_splits=n_folds)
-                head.feature_set = fs
-                head.fit(fit_on.X[fs], fit_on.y, groups=fit_on.video, frames=fit_on.frame)
-                scores[mname] = head.oof_[len(tr.y):]
-            else:
-                head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y, groups=fit_on.video, frames=fit_on.frame,
-                         groups_val=va.video, frames_val=va.frame)
-                scores[mname] = head.predict_proba(va.X[fs], groups=va.video, frames=va.frame)
-        except LamaTimeout as e:          # the other members still make a run; the log and metrics say so
-            log(f"  {mname} left out: {e}")
-            extra[mname] = {"left_out": str(e)}
-            continue
-        fitted[mname] = head
-        val_tl[mname] = vf.predict(head, fs, f"{cache}: val", out_of_fold=bool(n_folds))
-        sm = smoothing(task, vf.scoreset(val_tl[mname]), ks)
-        # what was chosen on the validation videos this row is scored on
-        tuned = (["epoch"] if getattr(head, "best_epoch", None) is not None and not n_folds else []) + \
-            report.tuned_after(task, ks)
-        scored_on = (f"val ({n_val_videos} videos), out-of-fold: each by the fold model that did not see it"
-                     if n_folds else f"val ({n_val_videos} videos)")
-        rows.append(dict(method=mname, feature_set=fs,
-                         ensemble=f"{n_folds} fold models averaged" if n_folds else "no",
-                         **_metrics(task, sm), **honest(mname, tuned, {mname: val_tl[mname]}),
-                         scored_on=scored_on, seconds=round(time.perf_counter() - t, 1)))
-        rows.extend(report.fold_rows(mname, fs, head, n_folds))
-        if getattr(head, "history", None):
-            extra[mname] = {"val_metric_by_epoch": head.history, "best_epoch": head.best_epoch}
-        sample, n_fit = "", getattr(head, "rows_used", None)
-        if n_fit and n_fit < len(fit_on.y):
-            sample = f", trained on a sample of {n_fit} of {len(fit_on.y)} rows"
-            extra.setdefault(mname, {})["train_rows"] = n_fit
-        log(f"  {mname} on {fs}: {task.metric_name} {report.said(task, rows, mname)} "
-            f"[{time.perf_counter() - t:.1f} s{sample}]")
-    if not scores:
-        raise InputError(f"no head was fitted: {'; '.join(v['left_out'] for v in extra.values())}")
-    final_name = max((r for r in rows if r["method"] in scores), key=lambda r: r["metric_raw"])["method"]
-    if "blend" in heads and len(scores) > 1:
-        t = time.perf_counter()
-        blend = BlendHead(task).fit(scores, va.y)
-        scores["blend"] = blend.predict_proba(scores)
-        fitted["blend"] = blend
-        blend.feature_set = " & ".join(members[m][1] for m in blend.members_)
-        val_tl["blend"] = blend.predict_proba(val_tl)
-        sm = smoothing(task, vf.scoreset(val_tl["blend"]), ks)
-        rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",
-                         **_metrics(task, sm),
-                         **honest("blend", ["weights"] + report.tuned_after(task, ks),
-                                  {m: val_tl[m] for m in blend.members_}, blend=True),
-                         scored_on=f"val ({n_val_videos} videos)", seconds=round(time.perf_counter() - t, 1)))
-        final_name = "blend"
-        log(f"  blend {blend.describe()}: {task.metric_name} {report.said(task, rows, 'blend')} "
-            f"[{time.perf_counter() - t:.1f} s]")
-    elif "blend" in heads:
-        log("  blend skipped: it needs at least two members")
+        head.fit(fit_on.X[fs], fit_on.y, groups=fit_on.video, frames=fit_on.frame)
+        return head, head.oof_[len(data.train.y):]
+    head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y, groups=fit_on.video, frames=fit_on.frame,
+             groups_val=va.video, frames_val=va.frame)
+    return head, head.predict_proba(va.X[fs], groups=va.video, frames=va.frame)
 
-    for hname, head in fitted.items():
+
+def _training_notes(f: Fitting, mname: str, head: Head) -> str:
+    """The head's training history and row sample in metrics.json; the sample's note for the log."""
+    if getattr(head, "history", None):
+        f.extra[mname] = {"val_metric_by_epoch": head.history, "best_epoch": head.best_epoch}
+    n_fit, n_rows = getattr(head, "rows_used", None), len(f.data.fit_on.y)
+    if n_fit and n_fit < n_rows:
+        f.extra.setdefault(mname, {})["train_rows"] = n_fit
+        return f", trained on a sample of {n_fit} of {n_rows} rows"
+    return ""
+
+
+def _honest(f: Fitting, name: str, tuned: list[str], members_tl: dict, blend: bool = False) -> dict:
+    """The row's in-sample columns and, where something was tuned, its video-level CV estimate."""
+    est = None
+    if report.needs_cv(tuned, f.cfg.train_val):
+        vf = f.frames
+        est = f.cv[name] = crossval.cross_validated(f.cfg.task, vf.y, vf.video, vf.frame, vf.face, members_tl,
+                                                    f.cfg.ks, blend=blend)
+    return report.row_fields(f.cfg.task, tuned, f.cfg.train_val, est)
+
+
+def fit_blend(f: Fitting) -> str:
+    """Blend the members when asked and there are two or more; the name of the final head (the blend, else the
+    member with the best frame-level metric)."""
+    if not f.scores:
+        raise InputError(f"no head was fitted: {'; '.join(v['left_out'] for v in f.extra.values())}")
+    final = max((r for r in f.rows if r["method"] in f.scores), key=lambda r: r["metric_raw"])["method"]
+    if "blend" not in f.cfg.heads:
+        return final
+    if len(f.scores) < 2:
+        log.info("blend skipped: it needs at least two members")
+        return final
+    task, ks, t = f.cfg.task, f.cfg.ks, time.perf_counter()
+    blend = BlendHead(task).fit(f.scores, f.data.val.y)
+    f.scores["blend"] = blend.predict_proba(f.scores)
+    f.heads["blend"] = blend
+    blend.feature_set = " & ".join(f.plan.members[m][1] for m in blend.members_)
+    f.timeline["blend"] = blend.predict_proba(f.timeline)
+    sm = smoothing(task, f.frames.scoreset(f.timeline["blend"]), ks)
+    f.rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",
+                       **_metrics(task, sm),
+                       **_honest(f, "blend", ["weights"] + report.tuned_after(task, ks),
+                                 {m: f.timeline[m] for m in blend.members_}, blend=True),
+                       scored_on=f"val ({f.n_val_videos} videos)", seconds=round(time.perf_counter() - t, 1)))
+    log.info(f"blend {blend.describe()}: {task.metric_name} {report.said(task, f.rows, 'blend')} "
+             f"[{time.perf_counter() - t:.1f} s]")
+    return "blend"
+
+
+def save_fitted(f: Fitting, final: str) -> None:
+    """Every fitted head under heads/, and the validation scores (final and per head) in scores.h5."""
+    run_dir, vf = f.plan.run_dir, f.frames
+    for hname, head in f.heads.items():
         with naming(run_dir / "heads" / hname):
             head.save(run_dir / "heads" / hname)
-    attrs = {"task": task.name, "final": final_name, "train_val": train_val}
-    with naming(run_dir / "scores.h5"):
-        save_scores(run_dir / "scores.h5", "val", vf.video, vf.frame, val_tl[final_name], y=vf.y, face=vf.face,
-                    heads=val_tl, attrs=attrs)
-    val_valid = valid_rows(task, vf.y)
+    with naming(run_dir / runs.SCORES):
+        save_scores(run_dir / runs.SCORES, "val", vf.video, vf.frame, f.timeline[final], y=vf.y, face=vf.face,
+                    heads=f.timeline, attrs=_score_attrs(f, final))
+
+
+def _score_attrs(f: Fitting, final: str) -> dict:
+    return {"task": f.cfg.task.name, "final": final, "train_val": f.cfg.train_val}
+
+
+def score_test(f: Fitting, final: str) -> dict | None:
+    """With --test: every head on every frame of the test videos, in scores.h5 as split 'test'; its counts."""
+    if f.plan.test_videos is None:
+        return None
+    t, run_dir = time.perf_counter(), f.plan.run_dir
+    tf = load_frames(f.plan.store, f.cfg.task, f.plan.test_videos, f.plan.used, what="test")
+    ts = {mname: tf.predict(f.heads[mname], fs, f"{f.cfg.cache}: test")
+          for mname, (kind, fs) in f.plan.members.items() if mname in f.heads}
+    if final == "blend":
+        ts["blend"] = f.heads["blend"].predict_proba(ts)
+    with naming(run_dir / runs.SCORES):
+        save_scores(run_dir / runs.SCORES, "test", tf.video, tf.frame, ts[final], face=tf.face, heads=ts,
+                    attrs=_score_attrs(f, final))
+    n_test = {"frames": int(len(tf.video)), "with_face": int(tf.face.sum()), "videos": int(len(np.unique(tf.video)))}
+    log.info(f"test: scored {len(tf.video)} frames of {n_test['videos']} videos ({int((~tf.face).sum())} without "
+             f"a face or crop, left for gap filling) [{time.perf_counter() - t:.1f} s]")
+    return n_test
+
+
+def write_reports(f: Fitting, final: str, n_test: dict | None, t0: float) -> str:
+    """results.csv, results.md and metrics.json; the run's one-line summary."""
+    task, run_dir, rows = f.cfg.task, f.plan.run_dir, f.rows
+    table = pd.DataFrame(rows)
+    write_output(run_dir / "results.csv", lambda fh: table.to_csv(fh, index=False), text=True)
+    sm = smoothing(task, f.frames.scoreset(f.timeline[final]), f.cfg.ks)
+    final_row = next(r for r in rows if r["method"].split(" ")[0] == final)
+    md = report.markdown(task, rows, f.cfg.train_val, f.n_val_videos, f.cv)
+    if "thresholds" in sm:
+        md += (f"\nPer-AU thresholds of {final} (tuned on the smoothed validation scores, k = {sm['k']}; "
+               f"their F1 above is in-sample): "
+               + ", ".join(f"{n} {t:.2f}" for n, t in zip(task.labels, sm["thresholds"])) + "\n")
+    write_output(run_dir / "results.md", md)
+    summary = {"frame_level": sm["metric_raw"], "smoothed": sm["metric_smoothed"], "k": sm["k"],
+               **({"thresholds": sm["thresholds"], "smoothed_thresholds": sm["metric_smoothed_thresholds"]}
+                  if "thresholds" in sm else {})}
+    summary.update(report.summary_fields(final_row, f.cv.get(final), f.cfg.train_val, f.n_val_videos, summary))
+    runs.write_metrics(run_dir, _metrics_json(f, final, summary, n_test, t0))
+    return (f"{task.name}: final {final}: {task.metric_name} {sm['metric_raw']:.4f} -> "
+            f"{sm['metric_smoothed']:.4f} with k={sm['k']}"
+            + (f" -> {sm['metric_smoothed_thresholds']:.4f} with tuned thresholds" if "thresholds" in sm else "")
+            + f"; {report.honesty_line(final_row, f.cv.get(final), f.cfg.train_val, f.n_val_videos)}; "
+              f"wrote {run_dir}")
+
+
+def _metrics_json(f: Fitting, final: str, summary: dict, n_test: dict | None, t0: float) -> dict:
+    """metrics.json: the summary, every row, members, training notes, blend weights, frame counts, provenance."""
+    cfg, tr, va, vf, blend = f.cfg, f.data.train, f.data.val, f.frames, f.heads.get("blend")
+    val_valid = valid_rows(cfg.task, vf.y)
     n_val = {"frames": int(len(vf.video)), "with_face": int(vf.face.sum()), "labelled": int(val_valid.sum()),
              "labelled_filled": int((val_valid & ~vf.face).sum())}
-    n_test = None
-    if test_videos is not None:
-        t = time.perf_counter()
-        tf = load_frames(store, task, test_videos, used, log=log, what="test")
-        ts = {mname: tf.predict(fitted[mname], fs, f"{cache}: test") for mname, (kind, fs) in members.items()
-              if mname in fitted}
-        if final_name == "blend":
-            ts["blend"] = fitted["blend"].predict_proba(ts)
-        with naming(run_dir / "scores.h5"):
-            save_scores(run_dir / "scores.h5", "test", tf.video, tf.frame, ts[final_name], face=tf.face, heads=ts,
-                        attrs=attrs)
-        n_test = {"frames": int(len(tf.video)), "with_face": int(tf.face.sum()),
-                  "videos": int(len(np.unique(tf.video)))}
-        log(f"  test: scored {len(tf.video)} frames of {n_test['videos']} videos ({int((~tf.face).sum())} without "
-            f"a face or crop, left for gap filling) [{time.perf_counter() - t:.1f} s]")
-
-    table = pd.DataFrame(rows)
-    write_output(run_dir / "results.csv", lambda f: table.to_csv(f, index=False), text=True)
-    final = smoothing(task, vf.scoreset(val_tl[final_name]), ks)
-    final_row = next(r for r in rows if r["method"].split(" ")[0] == final_name)
-    md = report.markdown(task, rows, train_val, n_val_videos, cv)
-    if "thresholds" in final:
-        md += (f"\nPer-AU thresholds of {final_name} (tuned on the smoothed validation scores, k = {final['k']}; "
-               f"their F1 above is in-sample): "
-               + ", ".join(f"{n} {t:.2f}" for n, t in zip(task.labels, final["thresholds"])) + "\n")
-    write_output(run_dir / "results.md", md)
-    summary = {"frame_level": final["metric_raw"], "smoothed": final["metric_smoothed"], "k": final["k"],
-               **({"thresholds": final["thresholds"], "smoothed_thresholds": final["metric_smoothed_thresholds"]}
-                  if "thresholds" in final else {})}
-    summary.update(report.summary_fields(final_row, cv.get(final_name), train_val, n_val_videos, summary))
-    metrics = {"task": task.name, "metric": task.metric_name, "final": final_name, "summary": summary,
-               "heads": rows, "members": {m: {"head": k, "feature_set": fs} for m, (k, fs) in members.items()},
-               "training": extra,
-               "blend": {"weights": dict(zip(fitted["blend"].members_, fitted["blend"].weights.tolist())),
-                         "search": fitted["blend"].search_method} if "blend" in fitted else None,
-               "frames": {"train": len(tr.y), "val": len(va.y), "train_labelled": tr.n_labelled,
-                          "val_labelled": va.n_labelled, "train_labelled_without_features": tr.n_missing,
-                          "val_labelled_without_features": va.n_missing,
-                          "train_missing_reasons": tr.missing_reasons, "val_missing_reasons": va.missing_reasons,
-                          "val_timeline": n_val, "test": n_test},
-               "train_val": train_val, "validation_in_training": train_val,
-               "provenance": run_provenance(store, used),      # what `classify predict` checks a cache against
-               "cache": str(cache), "labels": str(labels), "seconds": round(time.perf_counter() - t0, 1)}
-    write_json(run_dir / "metrics.json", metrics, default=_json_default)
-    with naming(run_dir.parent / "latest"):
-        _point_latest(run_dir, log)
-    log(f"{task.name}: final {final_name}: {task.metric_name} {final['metric_raw']:.4f} -> "
-        f"{final['metric_smoothed']:.4f} with k={final['k']}"
-        + (f" -> {final['metric_smoothed_thresholds']:.4f} with tuned thresholds" if "thresholds" in final else "")
-        + f"; {report.honesty_line(final_row, cv.get(final_name), train_val, n_val_videos)}; wrote {run_dir}")
-    return run_dir
-
-
-def _point_latest(run_dir: Path, log=print) -> None:
-    """`<runs>/<task>/latest` -> the newest run (a symlink, so `make sweep` finds it); a real folder of that
-    name is left alone."""
-    latest = run_dir.parent / "latest"
-    if latest.exists() and not latest.is_symlink():
-        log(f"  note: {latest} is a run folder, not a link; it is left as it is")
-        return
-    tmp = run_dir.parent / f".latest-{run_dir.name}"
-    if tmp.is_symlink():
-        tmp.unlink()
-    tmp.symlink_to(run_dir.name)
-    tmp.replace(latest)
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    return {"task": cfg.task.name, "metric": cfg.task.metric_name, "final": final, "summary": summary,
+            "heads": f.rows, "members": {m: {"head": k, "feature_set": fs} for m, (k, fs) in f.plan.members.items()},
+            "training": f.extra,
+            "blend": {"weights": dict(zip(blend.members_, blend.weights.tolist())),
+                      "search": blend.search_method} if blend is not None else None,
+            "frames": {"train": len(tr.y), "val": len(va.y), "train_labelled": tr.n_labelled,
+                       "val_labelled": va.n_labelled, "train_labelled_without_features": tr.n_missing,
+                       "val_labelled_without_features": va.n_missing,
+                       "train_missing_reasons": tr.missing_reasons, "val_missing_reasons": va.missing_reasons,
+                       "val_timeline": n_val, "test": n_test},
+            "train_val": cfg.train_val, "validation_in_training": cfg.train_val,
+            "provenance": run_provenance(f.plan.store, f.plan.used),  # what `classify predict` checks a cache against
+            "cache": str(cfg.cache), "labels": str(cfg.labels), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _metrics(task: Task, sm: dict) -> dict:

@@ -1,9 +1,10 @@
-"""A run folder (`runs/<task>/<name>/`, written by `classify train`) and the saved heads in it are untrusted input
-(copied, downloaded, edited): everything in them is checked here, once, before any of it is used.
+"""A run folder (`runs/<task>/<name>/`, written by `classify train`) as `classify predict` loads it (`load_run`),
+and the saved heads in it. Both are untrusted input (copied, downloaded, edited): everything in them is checked,
+once, before any of it is used.
 
-Run folder: its files (metrics.json, postprocess.json, scores.h5) and head folders stay inside it (no `..`,
-absolute path or symlink leading out); the head names metrics.json and a blend's weights.json give are plain
-folder names under `heads/`; metrics.json has the types `classify predict` reads.
+Run folder: the folder itself, its files and metrics.json are features.runs (the format both stages read);
+postprocess.json is postprocess.config. Here: the head names metrics.json and a blend's weights.json give are
+plain folder names under `heads/`, folders that stay inside the run.
 
 Saved head (`head.json` beside the head's files):
 - head.json: a known kind and task, params that the kind's constructor takes, with the types it declares (a
@@ -25,22 +26,26 @@ import types
 import typing
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.errors import InputError
 from features.paths import inside, plain_name
-from features.tasks import get_task
+from features.runs import METRICS, check_finished, read_metrics, run_file, task_name
+from features.tasks import Task, get_task
+from postprocess.config import Post, per_output_thresholds, read_post
+from postprocess.smoothing import check_k
+
+from .base import Head, load_head
+
+__all__ = ["HEAD_JSON", "LoadedRun", "Post", "check_head_files", "check_params", "head_entries", "head_folder",
+           "load_files", "load_run", "read_head_json", "read_metrics", "run_extractors", "run_file", "run_post"]
 
 HEAD_JSON = "head.json"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 # -- run folders ------------------------------------------------------------------------------------------------
-def run_file(run: str | os.PathLike, name: str) -> Path:
-    """`run/name`, refused when it leads outside the run (a symlink); it need not exist."""
-    return inside(run, Path(run) / name, file=True)
-
-
 def head_folder(run: str | os.PathLike, name: object, where: str | os.PathLike, what: str = "head") -> Path:
     """`run/heads/<name>` for a head name read from `where` (metrics.json, a blend's weights.json): a plain
     name, and a folder that stays inside the run."""
@@ -48,44 +53,78 @@ def head_folder(run: str | os.PathLike, name: object, where: str | os.PathLike, 
     return inside(run, Path(run) / "heads" / name)
 
 
-def read_metrics(run: str | os.PathLike) -> dict:
-    """metrics.json of a finished run, with the fields `classify predict` reads checked for their types."""
-    mp = run_file(run, "metrics.json")
-    if not mp.is_file():
-        raise InputError("no metrics.json: not a finished classify run", run)
-    m = _json_object(mp)
-    for key in ("task", "final"):
-        if key not in m:
-            raise InputError(f"no {key!r} in it; not a classify run's metrics", mp)
-    _task(m["task"], mp)
-    plain_name(m["final"], "the final head", mp)
-    for key in ("summary", "members", "provenance"):
-        if m.get(key) is not None and not isinstance(m[key], dict):
-            raise InputError(f"{key!r} must be a JSON object, got {type(m[key]).__name__}", mp)
-    for key in ("members", "provenance"):
-        bad = [k for k, v in (m.get(key) or {}).items() if not isinstance(v, dict)]
-        if bad:
-            raise InputError(f"{key}[{bad[0]!r}] must be a JSON object", mp)
-    return m
+@dataclass
+class LoadedRun:
+    """A finished run as `classify predict` applies it."""
+    dir: Path
+    task: Task
+    final: str
+    heads: dict[str, Head]                   # the final head and, for a blend, its members
+    members: dict[str, str]                  # member name -> feature set (the heads that read features)
+    post: Post
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def feature_sets(self) -> list[str]:
+        return list(dict.fromkeys(self.members.values()))
 
 
-def _json_object(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"not valid JSON ({e})", path) from None
-    if not isinstance(d, dict):
-        raise InputError("expected a JSON object", path)
-    return d
+def run_post(run: Path, task: Task, metrics: dict) -> Post:
+    """k (or per-output ks) and thresholds: postprocess.json when `postprocess sweep` wrote one (its per-output
+    choice when it was made with --per-output, as `submit` reads it), else what `classify` chose."""
+    post = read_post(run, task)
+    if post is not None:
+        return post
+    s = metrics.get("summary") or {}
+    if "k" not in s:
+        raise InputError("metrics.json has no summary k; the run did not finish", run / METRICS)
+    k = check_k(s["k"], "k")
+    return Post(int(k), per_output_thresholds(s.get("thresholds"), task), "mean", METRICS)
 
 
-def _task(name: object, where: Path) -> str:
-    if not isinstance(name, str):
-        raise InputError(f"task must be a task name, got {name!r}", where)
-    try:
-        return get_task(name).name
-    except InputError as e:
-        raise InputError(str(e), where) from None
+def load_run(run: str | os.PathLike, allow_pickle: bool = False) -> LoadedRun:
+    """The run's final head (and a blend's members), its post-processing and the recorded provenance, each
+    checked before it is used."""
+    run = check_finished(run)
+    metrics = read_metrics(run)
+    task, final = get_task(metrics["task"]), metrics["final"]
+    heads = _load_heads(run, task, final, allow_pickle)
+    heads_dir = run / "heads"
+    members = {}
+    for m in (list(heads[final].members_) if heads[final].kind == "blend" else [final]):
+        fs = heads[m].feature_set or (metrics.get("members") or {}).get(m, {}).get("feature_set")
+        if not fs:
+            raise InputError(f"head {m!r} records no feature set", heads_dir / m / HEAD_JSON)
+        members[m] = fs
+    return LoadedRun(run, task, final, heads, members, run_post(run, task, metrics),
+                     metrics.get("provenance") or {})
+
+
+def _load_heads(run: Path, task: Task, final: str, allow_pickle: bool) -> dict[str, Head]:
+    """The final head and, for a blend, its members (heads that read features, each saved in the run)."""
+    heads_dir = run / "heads"
+    if not head_folder(run, final, run / METRICS, "the final head").is_dir():
+        raise InputError(f"the final head {final!r} was not saved (no heads/{final}/); train the run again", run)
+    heads = {final: load_head(heads_dir / final, task, allow_pickle=allow_pickle)}
+    names = list(heads[final].members_) if heads[final].kind == "blend" else [final]
+    for m in names:
+        if m not in heads:
+            if not head_folder(run, m, heads_dir / final / "weights.json", "blend member").is_dir():
+                raise InputError(f"blend member {m!r} was not saved (no heads/{m}/)", run)
+            heads[m] = load_head(heads_dir / m, task, allow_pickle=allow_pickle)
+            if heads[m].kind == "blend":
+                raise InputError(f"blend member {m!r} is itself a blend; members are heads that read features",
+                                 heads_dir / final / "weights.json")
+    return heads
+
+
+def run_extractors(run: str | os.PathLike) -> list[str]:
+    """The extractor names a run used (from its recorded provenance), for `make predict` to extract with."""
+    prov = read_metrics(run).get("provenance") or {}
+    if not prov:
+        raise InputError("the run records no extractors (made before provenance was recorded); pass "
+                         "EXTRACTORS=<specs> to make predict", Path(run) / METRICS)
+    return list(prov)
 
 
 # -- saved heads: head.json -------------------------------------------------------------------------------------
@@ -112,7 +151,7 @@ def read_head_json(folder: Path) -> dict:
     if not isinstance(recorded, dict) or not all(isinstance(v, str) and _HEX64.fullmatch(v)
                                                  for v in recorded.values()):
         raise InputError("sha256 must map file names to 64 hex digits", meta_p)
-    return {"kind": kind, "task": _task(saved_task, meta_p), "params": params, "feature_set": fs,
+    return {"kind": kind, "task": task_name(saved_task, meta_p), "params": params, "feature_set": fs,
             "sha256": recorded}
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import pickletools
-import zipfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.errors import InputError
+from features.serialized_code import file_globals, refusal
 
 CACHE_ENV = "AFFECT_FEATURES_HOME"
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
@@ -104,45 +104,17 @@ def _module_cfg(module) -> dict:
     return out
 
 
-_STRING_OPS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING")
-#: what torch's weights_only unpickler rebuilds tensors with; listed last when naming a file's globals
-_TENSOR_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.", "_codecs.")
-
-
 def pickled_globals(path: Path) -> list[str]:
-    """The globals (``module.name``) a checkpoint's pickles would import, found WITHOUT unpickling: torch's own
-    scan for zip checkpoints, the pickle opcode listing for plain and legacy files. Code-running ones first."""
-    import torch
-    found: list[str] = []
-    if zipfile.is_zipfile(path):
-        try:
-            found = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))   # a set: sort
-        except Exception:       # a damaged archive: no globals to name
-            found = []
-    else:
-        with open(path, "rb") as f:
-            for _ in range(8):      # legacy torch files are several pickles in a row, then raw storage bytes
-                strings: list[str] = []
-                memo: dict[int, str] = {}
-                try:
-                    for op, arg, _ in pickletools.genops(f):
-                        if op.name in _STRING_OPS:
-                            strings.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
-                        elif op.name == "MEMOIZE" and strings:
-                            memo[len(memo)] = strings[-1]
-                        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
-                            memo[int(arg)] = strings[-1]
-                        elif op.name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
-                            strings.append(memo[int(arg)])
-                        elif op.name in ("GLOBAL", "INST"):
-                            found.append(str(arg).replace(" ", "."))
-                        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                            found.append(f"{strings[-2]}.{strings[-1]}")
-                except Exception:   # end of the pickles (or not a pickle at all)
-                    break
-    found = list(dict.fromkeys(found))
-    tensor_kind = [g for g in found if g.startswith(_TENSOR_PREFIXES)]
-    return [g for g in found if g not in tensor_kind] + tensor_kind
+    """The globals (``module.name``) a checkpoint's pickles would import, found WITHOUT unpickling (every
+    ``*.pkl`` of a zip checkpoint, the pickles of a legacy or plain file). Code-running ones first."""
+    return file_globals(path)
+
+
+def torch_safe_globals() -> set[str]:
+    """The globals torch's ``weights_only`` unpickler accepts (its allowlist and any the user added): a pickle
+    naming only these rebuilds tensors and containers and nothing else."""
+    from torch import _weights_only_unpickler as wou
+    return set(wou._get_allowed_globals()) | set(wou._get_user_allowed_globals())
 
 
 def load_weights(path: str | os.PathLike, allow_pickle: bool = False) -> Weights:
@@ -161,8 +133,14 @@ def load_weights(path: str | os.PathLike, allow_pickle: bool = False) -> Weights
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise InputError(f"not a readable safetensors file ({e})", p) from None
         return Weights(sd, p, digest, "safetensors", meta)
+    from .program_check import is_torchscript
+    if is_torchscript(p):           # torch.load would hand it to torch.jit.load, which runs its code
+        raise InputError("a TorchScript program, not a checkpoint: give it as exported:<file> (it needs "
+                         "--allow-pickle), or save the model's state_dict instead", p)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():     # torch's note on newer pickle protocols: the refusal below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's safe loader refused the file (its wording changes between versions, so look at the file, not
         # the message): it names globals to import -> it holds Python objects; none -> not a torch checkpoint
@@ -170,11 +148,8 @@ def load_weights(path: str | os.PathLike, allow_pickle: bool = False) -> Weights
         if not names:
             raise InputError("cannot read checkpoint (corrupt, or not a torch file)", p) from None
         if not allow_pickle:
-            shown = ", ".join(names[:3]) + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
-            raise InputError(
-                f"holds pickled Python objects ({shown}) that run code when loaded; only if you trust its source, "
-                "pass --allow-pickle (spec option allow_pickle=1), or convert it once: python -m extract.convert "
-                f"{p} {p.with_suffix('.safetensors')} --allow-pickle", p) from None
+            raise refusal(p, names, "pass --allow-pickle (spec option allow_pickle=1), or convert it once: "
+                          f"python -m extract.convert {p} {p.with_suffix('.safetensors')} --allow-pickle") from None
         try:
             obj = torch.load(p, map_location="cpu", weights_only=False)
         except Exception as e2:

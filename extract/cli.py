@@ -225,9 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit-videos", type=integer(1), default=None,
                    help="only the first N videos (sorted by name; N >= 1)")
     r.add_argument("--allow-pickle", action="store_true",
-                   help="unpickle checkpoints that hold Python objects (whole pickled modules): this EXECUTES code "
-                        "stored in the file while loading it, before any check of its contents, so use it only for "
-                        "files from a source you trust (or convert them once with python -m extract convert)")
+                   help="load model files that run code when loaded: checkpoints holding pickled Python objects "
+                        "(whole pickled modules), TorchScript archives, .pt2 programs with pickles or code in them, "
+                        "Keras Lambda layers. This EXECUTES code stored in the file while loading it, before any "
+                        "check of its contents, so use it only for files from a source you trust (or convert "
+                        "checkpoints once with python -m extract convert)")
     r.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="autocast for torch models (changes the features; recorded in the cache)")
     r.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch models (GPU)")

@@ -36,6 +36,8 @@ def naming(path: str | os.PathLike) -> Iterator[None]:
 def os_error_text(e: OSError) -> str:
     """`<file>: <reason>` for an OSError (`<file> -> <file2>: <reason>` for a rename); the reason alone when it
     names no file."""
+    if getattr(e, "names_its_file", False):     # features.outputs.OutputError: "could not write <file>: <reason>"
+        return str(e)
     reason = e.strerror or str(e) or type(e).__name__
     if e.filename is None:
         return reason if e.errno is None else f"{reason} (errno {e.errno})"

@@ -1,7 +1,7 @@
 """Cached features read for heads: NaN or infinite values on a frame with a face are refused, on every path.
 
 Every path that gives cached features to a head reads them through :func:`read_for_heads` (classify training and
-validation through :func:`features.labels.join` and ``classify.run.load_test``, ``classify predict`` with a run
+validation through :func:`features.labels.join` and ``classify.splits.load_test``, ``classify predict`` with a run
 or ``--pretrained``), so one rule holds everywhere: a frame with a face whose features hold NaN or an infinite
 value is refused with one line naming the cache, the extractor and output, how many frames of how many videos,
 and the first video and frame.

@@ -44,13 +44,18 @@ Content = Union[str, bytes, Callable[[IO], object]]
 class OutputError(OSError):
     """A write that failed: names the file and keeps the reason (disk full, permission, ...)."""
 
+    names_its_file = True                   # features.errors.os_error_text prints str(e) as it is
+
     def __init__(self, path: PathLike, cause: BaseException):
         reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-        super().__init__(getattr(cause, "errno", None), reason)
-        self.path = os.fspath(path)
+        super().__init__(getattr(cause, "errno", None), reason, os.fspath(path))
         self.reason = reason
 
-    def __str__(self) -> str:
+    @property
+    def path(self) -> str:
+        return os.fsdecode(self.filename)
+
+    def __str__(self) -> str:                # filename may be re-pointed (a failed run's folder is renamed)
         return f"could not write {self.path}: {self.reason}"
 
 
@@ -154,6 +159,12 @@ def _temp_file(path: Path, binary: bool = True) -> tuple[Path, int]:
     raise FileExistsError(errno.EEXIST, "no free temporary name", os.fspath(path))
 
 
+def _stream(fd: int, path: Path) -> IO[bytes]:
+    """The temporary file of `path` as a binary stream: the one place the writer's bytes meet the disk (the tests
+    put a full disk here)."""
+    return os.fdopen(fd, "wb")
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (best effort: not every platform opens folders)."""
     try:
@@ -246,7 +257,7 @@ class Outputs:
             raise OutputError(path, e) from e
         f = None
         try:
-            f = os.fdopen(fd, "wb")
+            f = _stream(fd, path)
             if text:
                 t = io.TextIOWrapper(f, encoding=encoding, newline=newline, write_through=True)
                 yield t

@@ -1,5 +1,6 @@
 """Post-processing of per-frame scores per video: gap filling, box-filter smoothing and the k sweep, per-AU
-thresholds, honest (cross-validated) selection, plots, the scores file and challenge submissions.
+thresholds, honest (cross-validated) selection and the sweep's tuning, plots, the scores file, the run's
+postprocess.json (config) and challenge submissions.
 
 Imports only `features`. Rows are always ordered by (video, frame) with each video's rows contiguous; a split of
 scores covers every frame of its videos (`timeline`), so smoothing windows count frames on every split.

@@ -7,7 +7,8 @@ all its outputs first."""
 from __future__ import annotations
 
 import os
-from typing import IO, Sequence
+from pathlib import Path
+from typing import IO, Callable, Sequence
 
 import matplotlib
 
@@ -15,9 +16,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-from features.outputs import write_output  # noqa: E402
+from features.outputs import Outputs, data_names, write_output  # noqa: E402
 from features.tasks import Task, get_task  # noqa: E402
+
+from .segments import Segments  # noqa: E402
 
 
 def _save(fig, path: str | os.PathLike | IO[bytes], force: bool) -> str:
@@ -99,3 +103,22 @@ def plot_timeline(task: Task | str, frame: np.ndarray, raw: np.ndarray, smoothed
     fig.suptitle(title or f"{task.name.upper()} timeline")
     fig.tight_layout()
     return _save(fig, path, force)
+
+
+def timeline_files(folder: Path, videos: Sequence[object], prefix: str = "") -> list[Path]:
+    """One PNG name per video in `folder`, `<prefix><video>.png` (a name that is not a safe file name, or too
+    long, is made one: features.outputs.data_names)."""
+    return [folder / n for n in data_names(videos, ".png", prefix=prefix)]
+
+
+def write_timelines(outs: Outputs, files: Sequence[Path], videos: Sequence[int], seg: Segments, task: Task | str,
+                    frame: np.ndarray, raw: np.ndarray, smoothed: np.ndarray, y: np.ndarray | None = None,
+                    title: Callable[[str], str] = "{}: raw vs smoothed".format, progress: bool = False
+                    ) -> list[Path]:
+    """`files[i]`: the timeline of video `videos[i]` (its index in `seg`), raw vs smoothed (vs labels `y`),
+    written through `outs` (the command's other outputs are renamed with them)."""
+    for p, i in tqdm(list(zip(files, videos)), desc="timelines", leave=False, disable=not progress):
+        a, b = seg.starts[i], seg.ends[i]
+        outs.write(p, lambda f: plot_timeline(task, frame[a:b], raw[a:b], smoothed[a:b], f,
+                                              None if y is None else y[a:b], title=title(str(seg.names[i]))))
+    return list(files)

@@ -15,15 +15,19 @@ The path itself, the same for validation and test, for `classify`, `postprocess 
 `filled_scores` (frames without a face or crop take their neighbours' scores, `gaps.fill_gaps`) ->
 `smoothed_scores` (box filter over the timeline) -> the task's decision, with the metric computed afterwards on
 the labelled frames only (rows whose label is the task's invalid marker are smoothed but not scored).
+`decided` is that path for scores without labels (`classify predict`), where a video with no face at all is left
+empty rather than filled with other videos' scores.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features.errors import InputError
+from features.tasks import get_task
 
 from .gaps import fill_gaps
 from .segments import check_frames, video_segments
@@ -130,15 +134,38 @@ def extend_timeline(ss: "ScoreSet", video: np.ndarray, frame: np.ndarray) -> "Sc
 
 
 def _invalid(ss: "ScoreSet"):
-    from features.tasks import get_task
     return get_task(ss.task).invalid
 
 
-def filled_scores(ss: "ScoreSet") -> np.ndarray:
-    """The split's scores with every frame without a face (or crop) filled from its neighbours, float64."""
-    return fill_gaps(ss.scores, ss.face, ss.video, ss.frame)
+def filled_scores(ss: "ScoreSet", default=None) -> np.ndarray:
+    """The split's scores with every frame without a face (or crop) filled from its neighbours, float64
+    (`default`: the scores of a video without any face, see gaps.fill_gaps)."""
+    return fill_gaps(ss.scores, ss.face, ss.video, ss.frame, default=default)
 
 
 def smoothed_scores(ss: "ScoreSet", k, stat: Stat = "mean", filled: np.ndarray | None = None) -> np.ndarray:
     """Filled, then box-filtered over the frame timeline with half-width k (one int, or one per column)."""
     return box_filter(filled_scores(ss) if filled is None else filled, ss.video, k, stat)
+
+
+@dataclass
+class Decided:
+    """A split through the whole path: gap-filled scores, smoothed scores and the task's decision, with the
+    videos that have no frame with a face (their rows NaN in filled and smoothed)."""
+    filled: np.ndarray
+    smoothed: np.ndarray
+    decision: np.ndarray
+    faceless: np.ndarray
+
+
+def decided(ss: "ScoreSet", k, stat: Stat = "mean", thresholds=None) -> Decided:
+    """`filled_scores` -> `smoothed_scores` -> the task's decision (AU at `thresholds`). A video with no face at
+    all has nothing to fill from: its rows stay NaN rather than borrowing other videos' mean."""
+    seg = video_segments(ss.video)
+    has = np.add.reduceat(ss.face.astype(np.int64), seg.starts) > 0 if len(seg) else np.zeros(0, bool)
+    filled = filled_scores(ss, default=None if ss.face.any() else 0.0)
+    smoothed = smoothed_scores(ss, k, stat, filled=filled)
+    empty = np.repeat(~has, seg.lengths)
+    filled[empty] = np.nan
+    smoothed[empty] = np.nan
+    return Decided(filled, smoothed, get_task(ss.task).decide(smoothed, thresholds), seg.names[~has])

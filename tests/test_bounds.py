@@ -143,18 +143,20 @@ def test_os_errors_name_their_file():
     assert error_line(InputError("bad", "f.txt", 3)) == "error: f.txt:3: bad"
 
 
-def test_failed_run_that_cannot_be_renamed_says_so(tmp_path, monkeypatch):
+def test_failed_run_that_cannot_be_renamed_says_so(tmp_path, monkeypatch, caplog):
+    import logging
     from pathlib import Path
 
-    from classify.run import _mark_failed
+    from features.runs import mark_failed
     d = tmp_path / "runs" / "expr" / "r"
     d.mkdir(parents=True)
-    lines = []
+    caplog.set_level(logging.INFO)
 
     def refuse(self, target):
         raise OSError(errno.EACCES, "Permission denied", str(self), None, str(target))
     monkeypatch.setattr(Path, "rename", refuse)
-    _mark_failed(d, ValueError("boom"), lines.append)
+    mark_failed(d, ValueError("boom"))
+    lines = caplog.messages
     assert d.is_dir() and not (tmp_path / "runs" / "expr" / "r.failed").exists()
     assert len(lines) == 1 and "could not be renamed r.failed" in lines[0] and "Permission denied" in lines[0]
     assert "its folder is now" not in lines[0]

@@ -1,6 +1,7 @@
 """`classify predict`: a run applied to a cache reproduces the run's own post-processed validation scores; a cache
 from another checkpoint is refused; CSV and Parquet read back equal; --pretrained maps a model's own classes."""
 import json
+import logging
 
 import h5py
 import numpy as np
@@ -17,9 +18,6 @@ from features.tasks import AU, EXPR, VA, get_task
 from postprocess.scores import load_scores
 from postprocess.timeline import smoothed_scores
 
-QUIET = dict(log=lambda *a: None)
-
-
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
     return world(tmp_path_factory.mktemp("shared"))
@@ -32,10 +30,10 @@ def runs(w, tmp_path_factory):
     d = tmp_path_factory.mktemp("runs")
     opts = {"epochs": 3}
     expr = run("expr", w / "features.h5", w / "labels", ["logits", "mlp", "blend"], name="e", runs_dir=d,
-               ks=[0, 2, 4, 8], opts=opts, **QUIET)
+               ks=[0, 2, 4, 8], opts=opts)
     au = run("au", w / "features.h5", w / "labels", ["mlp", "blend"], ["enet/embedding", "enet/logits"],
-             name="a", runs_dir=d, ks=[0, 3, 6], opts=opts, **QUIET)
-    va = run("va", w / "features.h5", w / "labels", ["va_only"], name="v", runs_dir=d, ks=[0, 5], **QUIET)
+             name="a", runs_dir=d, ks=[0, 3, 6], opts=opts)
+    va = run("va", w / "features.h5", w / "labels", ["va_only"], name="v", runs_dir=d, ks=[0, 5])
     return {"expr": expr, "au": au, "va": va}
 
 
@@ -54,7 +52,7 @@ def test_predict_reproduces_the_runs_postprocessed_validation_scores(w, runs, tm
     ss = load_scores(rd / "scores.h5", "val")
     k = m["summary"]["k"]
     want = smoothed_scores(ss, k)
-    res = predict(w / "features.h5", tmp_path / "p.parquet", run=rd, videos=_val_videos(rd), timelines=0, **QUIET)
+    res = predict(w / "features.h5", tmp_path / "p.parquet", run=rd, videos=_val_videos(rd), timelines=0)
     t = get_task(task)
     got = res.table.merge(pd.DataFrame({"video": ss.video, "frame": ss.frame, "row": np.arange(len(ss))}),
                           on=["video", "frame"], how="inner")
@@ -83,7 +81,7 @@ def test_predict_uses_the_sweeps_per_output_ks(w, runs, tmp_path):
     assert pp_main(["sweep", "--run", str(rd), "--k", "0:6", "--per-output", "--cv", "0", "--timelines", "0"]) == 0
     cfg = json.loads((rd / "postprocess.json").read_text())
     ks, thr = cfg["per_output"]["k"], np.asarray(cfg["per_output"]["thresholds"])
-    res = predict(w / "features.h5", tmp_path / "p.csv", run=rd, videos=_val_videos(rd), timelines=0, **QUIET)
+    res = predict(w / "features.h5", tmp_path / "p.csv", run=rd, videos=_val_videos(rd), timelines=0)
     assert res.post.k == ks and "per output" in res.post.source
     ss = load_scores(rd / "scores.h5", "val")
     want = box_filter(filled_scores(ss), ss.video, ks)
@@ -95,8 +93,8 @@ def test_predict_uses_the_sweeps_per_output_ks(w, runs, tmp_path):
 
 
 def test_csv_and_parquet_read_back_equal(w, runs, tmp_path):
-    a = predict(w / "features.h5", tmp_path / "p.csv", run=runs["expr"], fps=25, timelines=1, **QUIET)
-    b = predict(w / "features.h5", tmp_path / "p.parquet", run=runs["expr"], fps=25, timelines=0, **QUIET)
+    a = predict(w / "features.h5", tmp_path / "p.csv", run=runs["expr"], fps=25, timelines=1)
+    b = predict(w / "features.h5", tmp_path / "p.parquet", run=runs["expr"], fps=25, timelines=0)
     ca, pb = read_table(tmp_path / "p.csv"), read_table(tmp_path / "p.parquet")
     pd.testing.assert_frame_equal(ca, pb, check_exact=False, rtol=1e-5, atol=1e-6)
     pd.testing.assert_frame_equal(pb, b.table)
@@ -116,11 +114,11 @@ def test_other_checkpoint_refused_with_one_line(w, runs, tmp_path):
                                     blk.arrays["enet/embedding"], blk.arrays["enet/logits"], blk.arrays["enet/va"])
     with pytest.raises(InputError, match=r"extractor 'enet' differs .*checkpoint_sha256 111111111111\.\.\. here, "
                                          r"000000000000\.\.\. in the run"):
-        predict(tmp_path / "other.h5", tmp_path / "p.csv", run=runs["expr"], **QUIET)
+        predict(tmp_path / "other.h5", tmp_path / "p.csv", run=runs["expr"])
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_cli_train_and_bare_forms_and_predict(w, tmp_path, capsys):
+def test_cli_train_and_bare_forms_and_predict(w, tmp_path, capsys, caplog):
     """`python -m classify train ...` and the bare form run the same; `--data` names the labels like `--labels`."""
     base = ["--task", "expr", "--cache", str(w / "features.h5"), "--heads", "logits", "--k", "2",
             "--runs-dir", str(tmp_path / "runs")]
@@ -133,7 +131,7 @@ def test_cli_train_and_bare_forms_and_predict(w, tmp_path, capsys):
     assert main(["predict", "--run", str(tmp_path / "runs" / "expr" / "latest"), "--cache", str(w / "features.h5"),
                  "--out", str(tmp_path / "o.csv"), "--videos", "vid0004", "--timelines", "0"]) == 0
     out = capsys.readouterr().out
-    assert "predict: wrote" in out and "k = 2 from metrics.json" in out and "--fps" in out
+    assert "predict: wrote" in out and "k = 2 from metrics.json" in out and "--fps" in caplog.text
     t = read_table(tmp_path / "o.csv")
     assert set(t["video"]) == {"vid0004"} and t["time"].isna().all()
 
@@ -141,7 +139,7 @@ def test_cli_train_and_bare_forms_and_predict(w, tmp_path, capsys):
 def test_pretrained_maps_the_models_own_classes(w, tmp_path):
     from features.tasks import affwild_probabilities
     from postprocess.smoothing import box_filter
-    res = predict(w / "features.h5", tmp_path / "p.csv", pretrained="enet", fps=24, timelines=0, **QUIET)
+    res = predict(w / "features.h5", tmp_path / "p.csv", pretrained="enet", fps=24, timelines=0)
     assert res.post.k == 12
     s = FeatureStore(w / "features.h5")
     blk = s.read(s.videos("enet"), "enet", ("logits",))
@@ -150,7 +148,7 @@ def test_pretrained_maps_the_models_own_classes(w, tmp_path):
     np.testing.assert_allclose(res.table[list(EXPR.labels)].to_numpy(np.float64), want, atol=1e-5)
 
 
-def test_run_without_recorded_provenance_still_applies_with_a_note(w, runs, tmp_path):
+def test_run_without_recorded_provenance_still_applies_with_a_note(w, runs, tmp_path, caplog):
     """Runs made before provenance was recorded: predicted as before, and the log says nothing was checked."""
     import shutil
     rd = tmp_path / "old"
@@ -158,9 +156,9 @@ def test_run_without_recorded_provenance_still_applies_with_a_note(w, runs, tmp_
     m = json.loads((rd / "metrics.json").read_text())
     del m["provenance"]
     (rd / "metrics.json").write_text(json.dumps(m))
-    lines = []
-    res = predict(w / "features.h5", tmp_path / "p.csv", run=rd, timelines=0, log=lines.append)
-    assert len(res.table) > 0 and any("records no extractor provenance" in ln for ln in lines)
+    caplog.set_level(logging.INFO)
+    res = predict(w / "features.h5", tmp_path / "p.csv", run=rd, timelines=0)
+    assert len(res.table) > 0 and any("records no extractor provenance" in ln for ln in caplog.messages)
     with pytest.raises(InputError, match="records no extractors"):
         from classify.predict import run_extractors
         run_extractors(rd)
@@ -194,7 +192,7 @@ def test_temporal_and_fusion_heads_in_a_fresh_process(w, tmp_path):
     import sys
     from pathlib import Path
     rd = run("expr", w / "features.h5", w / "labels", ["temporal", "fusion_mlp", "blend"], name="t",
-             runs_dir=tmp_path / "runs", ks=[0, 3], opts={"epochs": 1, "window": 16}, **QUIET)
+             runs_dir=tmp_path / "runs", ks=[0, 3], opts={"epochs": 1, "window": 16})
     m = json.loads((rd / "metrics.json").read_text())
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-m", "classify", "predict", "--run", str(rd), "--cache",

@@ -50,8 +50,7 @@ def fer_run(tmp_path_factory):
             w.write_video(name, frame=np.arange(1, n + 1), face=np.ones(n, bool),
                           embedding=rng.normal(0, 1, (n, info.outputs["embedding"])).astype(np.float16),
                           logits=logits)
-    return run("expr", d / "train.h5", d / "labels", ["logits"], name="fer", runs_dir=d / "runs", ks=[0, 2],
-               log=lambda *a: None)
+    return run("expr", d / "train.h5", d / "labels", ["logits"], name="fer", runs_dir=d / "runs", ks=[0, 2])
 
 
 def make(args: list[str], tmp: Path) -> subprocess.CompletedProcess:

@@ -131,18 +131,20 @@ def test_markdown_marks_in_sample_cells_and_carries_the_estimate():
     assert not report.needs_cv(["k"], True) and not report.needs_cv(["epoch"], False)
 
 
-def test_run_labels_every_number(tmp_path):
+def test_run_labels_every_number(tmp_path, caplog):
     """A k-fold run of two VA rules and their blend on 6 validation videos: the fold mean row is the mean of the
     fold rows (± their std), the OOF rows say so, the blend's numbers are marked in-sample in results.md with
     the cross-validated estimate beside them, and the log says the same."""
     import json
+    import logging
 
     from catalogue.honest import honest_world
     from classify.run import run
     w = honest_world(tmp_path)
-    lines = []
+    caplog.set_level(logging.INFO)
     d = run("va", w / "features.h5", w / "labels", ["va_only", "blend"], ["va_only=enet/va", "va_only=enet2/va"],
-            runs_dir=tmp_path / "runs", ks=[0, 2, 4], opts={"kfold": 3}, log=lines.append)
+            runs_dir=tmp_path / "runs", ks=[0, 2, 4], opts={"kfold": 3})
+    lines = caplog.messages
     m = json.loads((d / "metrics.json").read_text())
     md = (d / "results.md").read_text()
     for member in ("va_only-enet.va", "va_only-enet2.va"):

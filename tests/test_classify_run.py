@@ -1,6 +1,7 @@
 """The run folder: a failed run never moves `latest` and is marked failed; options are checked before any
 folder exists; the MTL annotation files give the same training rows as the per-task folders."""
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -15,17 +16,13 @@ from features.store import ExtractorInfo, FeatureStore
 from features.synthetic import make_affwild
 from features.tasks import AU, EXPR, VA
 
-QUIET = dict(log=lambda *a: None)
-
-
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
     return world(tmp_path_factory.mktemp("shared"))
 
 
 def expr_run(w, runs, name, **kw):
-    return run("expr", w / "features.h5", w / "labels", ["logits"], name=name, runs_dir=runs, ks=[0, 2], **kw,
-               **QUIET)
+    return run("expr", w / "features.h5", w / "labels", ["logits"], name=name, runs_dir=runs, ks=[0, 2], **kw)
 
 
 @pytest.mark.parametrize("where", ["fit", "save", "interrupt"])
@@ -135,11 +132,12 @@ def test_mtl_labels_match_the_annotations(affwild):
     assert no_au not in set(load_labels(info.root / "MTL_Challenge", AU, "train", progress=False)["video"])
 
 
-def test_classify_cli_on_the_mtl_folder(affwild, tmp_path, capsys):
+def test_classify_cli_on_the_mtl_folder(affwild, tmp_path, caplog):
     info, cache = affwild
+    caplog.set_level(logging.INFO)
     rc = main(["--task", "expr", "--cache", str(cache), "--labels", str(info.root / "MTL_Challenge"),
                "--heads", "logits", "--runs-dir", str(tmp_path / "runs"), "--name", "mtl", "--k", "0"])
-    out = capsys.readouterr().out
+    out = caplog.text                                   # the log lines (stderr)
     assert rc == 0 and "(labels: " in out and "train_set.txt" in out
     m = json.loads((tmp_path / "runs" / "expr" / "mtl" / "metrics.json").read_text())
     per_task = load_split(FeatureStore(cache), info.root, EXPR, "train", ["m/logits"])
@@ -160,19 +158,20 @@ def test_task_folder_wins_over_mtl_and_mtl_is_found_under_the_root(affwild, tmp_
         load_labels(tmp_path, EXPR, "train", progress=False)
 
 
-def test_lama_stopped_at_its_limit_is_left_out_of_the_run(w, tmp_path, monkeypatch):
+def test_lama_stopped_at_its_limit_is_left_out_of_the_run(w, tmp_path, monkeypatch, caplog):
     from classify.lama import LamaHead, LamaTimeout
 
     def too_slow(self, *a, **k):
         raise LamaTimeout("LightAutoML did not finish within its 5 s limit; stopped after 15 s")
     monkeypatch.setattr(LamaHead, "fit", too_slow)
-    logged = []
+    caplog.set_level(logging.INFO)
     d = run("expr", w / "features.h5", w / "labels", ["logits", "lama", "blend"], name="r", runs_dir=tmp_path,
-            ks=[0], log=logged.append)
+            ks=[0])
+    logged = caplog.messages
     m = json.loads((d / "metrics.json").read_text())
     assert m["final"] == "logits" and "did not finish" in m["training"]["lama"]["left_out"]
     assert [r["method"] for r in m["heads"]] == ["logits"]
     assert any("lama left out: LightAutoML did not finish" in ln for ln in logged)
     with pytest.raises(InputError, match="no head was fitted: LightAutoML did not finish"):
-        run("expr", w / "features.h5", w / "labels", ["lama"], name="only", runs_dir=tmp_path, ks=[0], **QUIET)
+        run("expr", w / "features.h5", w / "labels", ["lama"], name="only", runs_dir=tmp_path, ks=[0])
     assert (tmp_path / "expr" / "only.failed").is_dir() and (tmp_path / "expr" / "latest").resolve() == d

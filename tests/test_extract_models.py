@@ -268,9 +268,14 @@ def test_exported_models(tmp_path, fmt, kind):
     else:
         dyn = ({0: torch.export.Dim("batch")},) if fmt == "pt2-dynamic" else None
         torch.export.save(torch.export.export(m, (x,), dynamic_shapes=dyn), str(path))
+    spec = f"exported:{path}:size=32:mean=0.5:std=0.5,0.25,0.5"
+    if fmt == "torchscript":        # a TorchScript archive is a program torch runs while loading it: opt-in only
+        with pytest.raises(InputError, match=r"m.pt: is a TorchScript program \(__torch__\..*--allow-pickle"):
+            create(spec)
+        spec += ":allow_pickle=1"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ext = create(f"exported:{path}:size=32:mean=0.5:std=0.5,0.25,0.5")
+        ext = create(spec)
     assert any("TorchScript" in str(c.message) for c in caught) == (fmt == "torchscript")
     batch = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)   # 3: pads a static 2
     out = ext(batch)

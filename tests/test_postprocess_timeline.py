@@ -119,7 +119,7 @@ def world(tmp_path_factory):
     (root / "samples.txt").write_text("image_location,valence,arousal\n" + "".join(
         f"{v}/{f:05d}.jpg\n" for v in ("a", "b") for f in range(1, n[v] + 1)))
     rd = run("va", cache, labels, ["va_only"], ["va_only=enet/va"], name="r", runs_dir=root / "runs",
-             ks=[0, 1, 2, 3, 5, 8], test=root / "test.txt", log=lambda *a: None)
+             ks=[0, 1, 2, 3, 5, 8], test=root / "test.txt")
     ref_in = {v: {int(f): raw[v][f - 1].astype(np.float32).astype(np.float64)
                   for f in crop[v][face[v]]} for v in n}
     return root, rd, n, truth, labelled, ref_in

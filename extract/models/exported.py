@@ -1,12 +1,18 @@
 """Models the user exported themselves (e.g. POSTER++): `torch.export` ``.pt2`` or TorchScript ``.pt``.
 
-Spec: ``exported:<file>:size=224[:mean=...:std=...][:classes=a,b,...][:name=...]``. The module takes a
-normalised float NCHW batch and returns the embedding tensor, a tuple/list ``(embedding, logits[, va])`` or a
-dict with those keys. Output sizes are found by one probe call at load time. A ``.pt2`` exported with a static
-batch size is fed in chunks of exactly that size (the last one padded).
+Spec: ``exported:<file>:size=224[:mean=...:std=...][:classes=a,b,...][:name=...][:allow_pickle=1]``. The
+module takes a normalised float NCHW batch and returns the embedding tensor, a tuple/list ``(embedding,
+logits[, va])`` or a dict with those keys. Output sizes are found by one probe call at load time. A ``.pt2``
+exported with a static batch size is fed in chunks of exactly that size (the last one padded).
+
+Loading runs no code from the file unless ``allow_pickle`` is given: a ``.pt2`` is checked member by member
+first (extract.program_check), and a TorchScript archive, which torch compiles and partly runs while loading
+it, is refused.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +23,7 @@ from features.errors import InputError
 
 from ..base import IMAGENET_MEAN, IMAGENET_STD, TorchExtractor
 from ..checkpoints import require_file, sha256_file
+from ..program_check import check_pt2, torchscript_refusal
 from ..registry import register
 
 _KEYS = ("embedding", "logits", "va")
@@ -76,14 +83,36 @@ def _static_batch(program) -> int | None:
     return None
 
 
-def load_program(path: Path):
-    """(callable, static batch size or None, format)."""
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """torch.export.load logs its own tracebacks (one with a broken format string): failures become one line."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def load_program(path: Path, allow_pickle: bool = False):
+    """(callable, static batch size or None, format). Without `allow_pickle`, only a .pt2 that check_pt2
+    finds to be plain tensors and tensor operators is loaded."""
     if path.suffix == ".pt2":
+        if not allow_pickle:
+            check_pt2(path)
         try:
-            program = torch.export.load(str(path))
+            with _quiet_loggers("torch.export", "torch._export.serde.serialize"):
+                program = torch.export.load(str(path))
+            # check_guards=False: the guards are Python source from the file, compiled into the module otherwise
+            module = program.module(check_guards=False)
         except Exception as e:
             raise InputError(f"cannot load torch.export program: {type(e).__name__}: {e}", path) from None
-        return program.module(), _static_batch(program), "torch.export"
+        return module, _static_batch(program), "torch.export"
+    if not allow_pickle:
+        raise torchscript_refusal(path)
     warnings.warn("TorchScript is deprecated in current torch; prefer torch.export (.pt2)", DeprecationWarning,
                   stacklevel=3)
     try:
@@ -101,13 +130,13 @@ def _triple(v) -> tuple[float, ...]:
 
 @register("exported")
 def make(path: str, size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-         classes: str | None = None):
-    """exported:<file.pt2|file.pt>:size=N:mean=a,b,c:std=a,b,c:classes=..."""
+         classes: str | None = None, *, allow_pickle: bool = False):
+    """exported:<file.pt2|file.pt>:size=N:mean=a,b,c:std=a,b,c:classes=...[:allow_pickle=1]"""
     p = require_file(path, "exported model")
     mean, std = _triple(mean), _triple(std)
     if len(mean) != 3 or len(std) != 3:
         raise InputError(f"exported: mean and std need 3 values, got {mean} / {std}", p)
-    fn, static_batch, fmt = load_program(p)
+    fn, static_batch, fmt = load_program(p, allow_pickle)
     net = ExportedNet(fn, p, static_batch)
     probe = torch.zeros(static_batch or 2, 3, int(size), int(size))
     try:

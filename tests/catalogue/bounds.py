@@ -21,6 +21,7 @@ import subprocess
 import tracemalloc
 from pathlib import Path
 
+import features.outputs as outputs
 from classify.__main__ import main as classify_main
 from extract.cli import main as extract_main
 from postprocess.cli import main as post_main
@@ -130,7 +131,7 @@ def no_submission(tmp: Path, shared: Path, res: Result) -> None:
 def swept_to_longest(tmp: Path, shared: Path, res: Result) -> None:
     """The sweep ran, stopped just past the longest video (30 frames) and said so."""
     assert "longest video (30 frames) smooths alike, so the sweep stops at k = 31 (32 of the 1000000001" \
-        in res.out, res.out[:800]
+        in res.log, res.log[:800]
     assert (tmp / "run" / "postprocess.json").exists()
 
 
@@ -187,12 +188,20 @@ def disk_full(folder: Path, names: tuple[str, ...] | None = None):
             if p.is_relative_to(folder) and (names is None or p.name in names):
                 return _FullFile(f)
         return f
+    real_stream = outputs._stream
+
+    def fake_stream(fd, path):             # the one writer's temporary files, judged by the name they will take
+        f = real_stream(fd, path)
+        p = Path(path).parent.resolve() / Path(path).name
+        return _FullFile(f) if p.is_relative_to(folder) and (names is None or p.name in names) else f
     saved = builtins.open, io.open
     builtins.open = io.open = fake
+    outputs._stream = fake_stream
     try:
         yield
     finally:
         builtins.open, io.open = saved
+        outputs._stream = real_stream
 
 
 def train_on_full_disk(names: tuple[str, ...] | None = None):
@@ -210,11 +219,11 @@ def failed_run_told(note: str | None):
     def check(tmp: Path, shared: Path, res: Result) -> None:
         d = tmp / "runs" / "expr"
         assert (d / "r.failed").is_dir() and not (d / "r").exists(), sorted(p.name for p in d.iterdir())
-        assert "could not rename" not in res.out and "could not be renamed" not in res.out, res.out[-800:]
+        assert "could not rename" not in res.log and "could not be renamed" not in res.log, res.log[-800:]
         f = d / "r.failed" / "FAILED.txt"
         if note is None:
             assert not f.exists(), f"left {f} ({f.stat().st_size} bytes)"
-            assert "FAILED.txt could not be written (" in res.out and "No space left on device" in res.out
+            assert "FAILED.txt could not be written (" in res.log and "No space left on device" in res.log
         else:
             assert note in f.read_text(), f.read_text()
         assert not (d / "latest").exists()

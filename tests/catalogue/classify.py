@@ -86,7 +86,7 @@ def reports_uncached_video(tmp: Path, shared: Path, res: Result) -> None:
     run = tmp / "runs" / "expr" / "latest"
     m = json.loads((run / "metrics.json").read_text())
     assert m["frames"]["train_missing_reasons"] == {"video not cached": 30}, m["frames"]
-    assert "video not cached" in res.out
+    assert "video not cached" in res.log
 
 
 def existing_run_kept(tmp: Path, shared: Path, res: Result) -> None:

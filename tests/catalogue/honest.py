@@ -82,7 +82,7 @@ def kfold_rows(tmp: Path, shared: Path, res: Result) -> None:
     assert abs(mean["metric_raw_std"] - np.std(vals, ddof=1)) <= 1e-4
     main_row = m["heads"][0]
     assert "out-of-fold" in main_row["scored_on"] and "mean of" not in main_row["ensemble"]
-    assert "± " in md and "out-of-fold" in md and "frame-level out-of-fold" in res.out
+    assert "± " in md and "out-of-fold" in md and "frame-level out-of-fold" in res.log
 
 
 def kfold_fixed_k(tmp: Path, shared: Path, res: Result) -> None:

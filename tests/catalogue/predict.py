@@ -25,8 +25,7 @@ def shared_run(shared: Path) -> Path:
     rd = d / "runs" / "expr" / "r"
     if not (rd / "metrics.json").exists():
         w = world(shared)
-        run("expr", w / "features.h5", w / "labels", ["logits"], name="r", runs_dir=d / "runs", ks=[0, 2],
-            log=lambda *a: None)
+        run("expr", w / "features.h5", w / "labels", ["logits"], name="r", runs_dir=d / "runs", ks=[0, 2])
     return rd
 
 

@@ -55,7 +55,7 @@ def va_run(shared: Path) -> Path:
     if not (rd / "metrics.json").exists():
         w = world(shared)
         classify_run("va", w / "features.h5", w / "labels", ["va_only"], name="r", runs_dir=shared / "values" / "runs",
-                     ks=[0, 2], log=lambda *a: None)
+                     ks=[0, 2])
     return rd
 
 
