@@ -3,9 +3,9 @@
 A video is committed (one atomic segment per extractor, see features.store) as soon as all its rows are in, so a
 run killed at any moment loses at most the videos in flight. Where a detector ran, each row's face (box, score,
 landmarks) is committed beside the outputs. A tracked video (``--faces all`` on video files, extract.tracks) is
-committed as one item per person, ``<video>_p<k>``, each with a row for every frame of the video; they are
-written last person first, so ``<video>_p1`` being in the cache means the whole video is (see
-:func:`marker_item`). Both engines (extract.runner and extract.ray_engine) commit through this class.
+committed as one item per person, ``<video>_p<k>``, each with a row for every frame of the video; the persons of
+one video are committed together (one segment per extractor), so ``<video>_p1`` being in the cache means the
+whole video is (:func:`marker_item`). Both engines (extract.runner and extract.ray_engine) commit through this class.
 """
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ class Committer:
             return
         rows = _Rows.of(p)
         who = person[rows.track] if len(rows.track) else np.zeros(0, np.int64)
-        for q in range(n_persons, 0, -1):           # <video>_p1 last: it marks the video as done
+        items = {}
+        for q in range(1, n_persons + 1):
             sel = np.flatnonzero(who == q)
             at = rows.frame[sel] - 1
             face = np.zeros(n_frames, bool)
@@ -98,10 +99,10 @@ class Committer:
             rec = np.full((n_frames, RECORD), np.nan, np.float32)
             rec[at] = rows.faces[sel]
             outs = {j: {key: _spread(a[sel], at, n_frames) for key, a in d.items()} for j, d in rows.outs.items()}
-            item = _Rows(np.arange(1, n_frames + 1), face, outs, rec, None)
-            _write(f"{video.name}_p{q}", item, self.writers, self.needs[k], self.out, source_video=video.name)
+            items[f"{video.name}_p{q}"] = _Rows(np.arange(1, n_frames + 1), face, outs, rec, None)
             summary.frames += n_frames
             summary.no_face += int(n_frames - face.sum())
+        _write(items, self.writers, self.needs[k], self.out, source_video=video.name)
         short = video.short_decode(n_frames) if isinstance(video, VideoFile) else None
         if short:
             log.warning("%s: %s", video.describe(), short)
@@ -193,21 +194,25 @@ def _complete(pending: dict[int, _Pending], ends: dict, vid: np.ndarray) -> list
 
 
 def _commit(video, p: _Pending, writers, need: np.ndarray, out: Path) -> None:
-    _write(video.name, _Rows.of(p), writers, need, out)
+    _write({video.name: _Rows.of(p)}, writers, need, out)
 
 
-def _write(name: str, rows: _Rows, writers, need: np.ndarray, out: Path, source_video: str | None = None) -> None:
-    """One item's rows into every extractor that needs them."""
-    n = len(rows.frame)
-    faces = None if rows.faces is None else {
-        "face_box": rows.faces[:, :4], "face_score": rows.faces[:, 4:5], "face_landmarks": rows.faces[:, 5:]}
+def _write(items: dict[str, _Rows], writers, need: np.ndarray, out: Path, source_video: str | None = None) -> None:
+    """Items' rows into every extractor that needs them; the items of one call in one commit per extractor."""
     for j, w in enumerate(writers):
         if not need[j]:
             continue
-        got = rows.outs.get(j, {})
-        arrays = {k: got[k] if k in got else np.zeros((n, d), np.float32) for k, d in w.info.outputs.items()}
+        batch = []
+        for name, rows in items.items():
+            n = len(rows.frame)
+            faces = None if rows.faces is None else {
+                "face_box": rows.faces[:, :4], "face_score": rows.faces[:, 4:5], "face_landmarks": rows.faces[:, 5:]}
+            got = rows.outs.get(j, {})
+            arrays = {k: got[k] if k in got else np.zeros((n, d), np.float32) for k, d in w.info.outputs.items()}
+            batch.append(dict(video=name, frame=rows.frame, face=rows.face, faces=faces, source_video=source_video,
+                              **arrays))
         try:
-            w.write_video(name, frame=rows.frame, face=rows.face, faces=faces, source_video=source_video, **arrays)
+            w.write_videos(batch)
         except OSError as e:
-            raise InputError(f"cannot commit video {name!r} ({e.strerror or e}); the videos committed "
-                             f"before it are kept, rerun to resume", out) from None
+            raise InputError(f"cannot commit video {next(iter(items))!r} ({e.strerror or e}); the videos "
+                             f"committed before it are kept, rerun to resume", out) from None

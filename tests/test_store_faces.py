@@ -72,3 +72,22 @@ def test_bad_face_arrays_and_damaged_face_datasets_are_refused(tmp_path):
         del f["extractors/m/face_score"]
     with pytest.raises(InputError, match="face_score.*missing"):
         FeatureStore(p)
+
+
+def test_several_videos_in_one_commit_all_or_none(tmp_path):
+    p = tmp_path / "c.h5"
+    with FeatureStore(p, "a") as s:
+        w = s.writer(info())
+        w.write_video("x_p2", **video_data(2, seed=5))
+        items = [dict(video=f"x_p{q}", source_video="x", faces=faces(4, q), **video_data(4, seed=q)) for q in (1, 2)]
+        with pytest.raises(InputError, match="x_p2.*already"):
+            w.write_videos(items)                               # one item is refused: nothing of the commit
+        assert not w.has_video("x_p1")
+        items[1]["video"] = "x_p3"
+        items[1].pop("faces")                                   # a person without faces in one commit: NaN rows
+        w.write_videos(items)
+    with FeatureStore(p) as s:
+        assert s.videos("m") == ["x_p2", "x_p1", "x_p3"]       # commit order, the commit's items in order
+        score = s.read(["x_p1", "x_p3"], "m", ("face_score",)).arrays["m/face_score"]
+    np.testing.assert_array_equal(score[:4], faces(4, 1)["face_score"])
+    assert np.isnan(score[4:]).all()
