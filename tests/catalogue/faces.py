@@ -1,5 +1,6 @@
 """Bad values of the person-tracking options of `python -m extract run` (`--faces all` on video files:
-`--track-gap`, `--track-min`, `--track-move`), on the command line and through the Python API."""
+`--track-gap`, `--track-min`, `--track-move`) and of `python -m classify predict --max-gap`, on the command line
+and through the Python API."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,6 +50,26 @@ def _api(**track):
     return go
 
 
+def _predict(*extra):
+    def go(tmp: Path, shared: Path) -> Result:
+        from classify.__main__ import main as classify_main
+        return cli(classify_main, ["predict", "--pretrained", "fer", "--cache", tmp / "none.h5", "--out",
+                                   tmp / "p.csv", *extra])
+    return go
+
+
+def _predict_api(max_gap):
+    def go(tmp: Path, shared: Path) -> Result:
+        from classify.predict import predict
+        return api(lambda: predict(tmp / "none.h5", tmp / "p.csv", pretrained="fer", max_gap=max_gap))
+    return go
+
+
+def _no_table(tmp: Path, shared: Path, res: Result) -> None:
+    assert not (tmp / "p.csv").exists()
+
+
+PREDICT = "classify predict (faces)"
 ALL = ("--faces", "all")
 CASES = [
     Case(CMD, "--track-gap negative", _run(*ALL, "--track-gap", "-1"), "argument --track-gap: must be >= 0",
@@ -73,4 +94,11 @@ CASES = [
          check=_nothing_written),
     Case(CMD, "API: track_move=inf", _api(track_move=float("inf")), "--track-move must be > 0",
          check=_nothing_written),
+    Case(PREDICT, "--max-gap negative", _predict("--max-gap", "-1"), "argument --max-gap: must be >= 0.0",
+         check=_no_table),
+    Case(PREDICT, "--max-gap nan", _predict("--max-gap", "nan"), "argument --max-gap: must be >= 0.0",
+         check=_no_table),
+    Case(PREDICT, "--max-gap above its bound", _predict("--max-gap", "1e12"), "<= 1000000.0", check=_no_table),
+    Case(PREDICT, "API: max_gap=-2", _predict_api(-2.0), "--max-gap must be >= 0", check=_no_table),
+    Case(PREDICT, "API: max_gap='1s'", _predict_api("1s"), "--max-gap must be >= 0", check=_no_table),
 ]
