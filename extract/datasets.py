@@ -207,7 +207,8 @@ class FaceChunks(_IterableDataset):
                     for f, faces in enumerate(frame_crops(frames, self.sizes, self.cfg, detect, every), 1):
                         if every:       # a photo: one row per face, numbered 1.. (largest first)
                             for j, fc in enumerate(faces or [None], 1):
-                                rows.append((vi, j, None if fc is None else fc.crops, NO_FACE if fc is None else fc.record, -1))
+                                crops, rec = (None, NO_FACE) if fc is None else fc
+                                rows.append((vi, j, crops, rec, -1))
                                 count += 1
                                 if len(rows) == self.batch:
                                     yield flush()

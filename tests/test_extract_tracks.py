@@ -157,3 +157,13 @@ def test_two_people_become_two_items_without_identity_swap(tmp_path, clip_frames
     again = run(video_files(tmp_path / "v"), [TinyExtractor(16)], tmp_path / "c2.h5", workers=0,
                 progress=False, detector=DetectorConfig(detector="haar", faces="all", track_gap=5))
     assert again.videos == 0 and again.skipped == 1
+
+
+def test_a_video_where_nobody_is_tracked_stores_nothing_and_says_so(tmp_path, caplog):
+    (tmp_path / "v").mkdir()
+    encode(tmp_path / "v" / "empty.mp4", [np.full((120, 160, 3), 90, np.uint8)] * 6)
+    s = run(video_files(tmp_path / "v"), [TinyExtractor(16)], tmp_path / "c.h5", workers=0, progress=False,
+            detector=DetectorConfig(detector="haar", faces="all"))
+    assert s.videos == 0 and s.persons == 0
+    assert "empty.mp4: no person found in enough frames to be tracked" in caplog.text
+    assert not (tmp_path / "c.h5").exists()                  # nothing committed, so no cache file either
