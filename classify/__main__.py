@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from features.cli import run_main, setup_logging
+from features.cli import add_verbose, run_main, setup_console
 from features.cliargs import INT32_MAX, int_values, integer, number
 
 from .lama import LAMA_MAX_ROWS
@@ -81,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vote", default=None, help="bagging meta-rule: majority (default) or priority:<class>,... "
                                                 "(the first class voted by >= 1/3 of the sub-classifiers wins)")
     g.add_argument("--arch", default=None, choices=["transformer", "gru"], help="temporal: encoder (transformer)")
+    add_verbose(ap)
     return ap
 
 
 def train(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
+    setup_console(a.verbose)
     from .run import RunConfig, train_run
     res = train_run(RunConfig(
         a.task, a.cache, a.labels, [h.strip() for h in a.heads.split(",") if h.strip()],
@@ -132,12 +134,14 @@ def build_predict_parser() -> argparse.ArgumentParser:
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     ap.add_argument("--print-extractors", action="store_true",
                     help="print the run's extractor names (comma-separated) and exit (for make predict)")
+    add_verbose(ap)
     return ap
 
 
 def predict(argv: list[str]) -> int:
     ap = build_predict_parser()
     a = ap.parse_args(argv)
+    setup_console(a.verbose)
     from .predict import predict as apply, run_extractors
     if a.print_extractors:
         print(",".join(run_extractors(a.run)) if a.run else a.pretrained)
@@ -162,7 +166,6 @@ def predict(argv: list[str]) -> int:
 
 
 def dispatch(argv: list[str]) -> int:
-    setup_logging()
     if argv and argv[0] == "predict":
         return predict(argv[1:])
     return train(argv[1:] if argv and argv[0] == "train" else argv)

@@ -11,15 +11,17 @@ decision, and which still carry the vote shares for blends.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from numbers import Real
 from typing import Sequence
 
 import numpy as np
-from sklearn.base import clone
+from sklearn.utils._param_validation import Interval
 
 from features.errors import InputError
 
-from .base import HEAD_KINDS, Head, register
+from .base import SEED, Head, fit_context, integers
+from .composite import Composite
+from .registry import register_head
 
 RULES = ("majority", "priority")
 
@@ -60,17 +62,22 @@ def parse_priority(spec: Sequence[str | int] | None, labels: Sequence[str]) -> l
     return out
 
 
-@register
-class BaggingHead(Head):
+@register_head("bagging", tasks=("expr",), title="bagging head (meta-vote)", member="fusion_mlp")
+class BaggingHead(Composite):
     """`n_estimators` clones of `estimator` (a per-frame EXPR head, or its saved {"kind", "params"}) on bootstrap
     samples of `max_samples` × n rows, combined by `rule`."""
-    kind = "bagging"
     member_prefix = "bag"
+    _parameter_constraints = {**Composite._parameter_constraints,
+                              "n_estimators": [integers(1, 256)],
+                              "max_samples": [Interval(Real, 0, 1, closed="right")],
+                              "rule": [str], "priority": ["array-like", None],
+                              "quorum": [Interval(Real, 0, 1, closed="right")],
+                              "seed": [SEED]}
 
-    def __init__(self, task="expr", estimator: Head | dict | None = None, n_estimators: int = 5, max_samples: float = 1.0,
-                 rule: str = "majority", priority: Sequence[str] | None = None, quorum: float = 1 / 3,
-                 seed: int = 0):
-        super().__init__(task)
+    def __init__(self, task="expr", estimator: Head | dict | None = None, n_estimators: int = 5,
+                 max_samples: float = 1.0, rule: str = "majority", priority: Sequence[str] | None = None,
+                 quorum: float = 1 / 3, seed: int = 0, feature_set: str | None = None):
+        super().__init__(task, feature_set)
         self.estimator = estimator
         self.n_estimators = n_estimators
         self.max_samples = max_samples
@@ -79,33 +86,22 @@ class BaggingHead(Head):
         self.quorum = quorum
         self.seed = seed
 
-    @property
-    def params(self) -> dict:
-        e = self.estimator
-        p = {k: v for k, v in self.get_params(deep=False).items() if k not in ("task", "estimator")}
-        return {"estimator": {"kind": e.kind, "params": e.params} if isinstance(e, Head) else e, **p}
+    def _default_member(self) -> Head:
+        from .fusion import FusionMLPHead
+        return FusionMLPHead(self.get_params(deep=False)["task"], epochs=5, seed=self.seed)
 
-    def _base(self) -> Head:
-        e = self.estimator
-        if e is None:
-            from .fusion import FusionMLPHead
-            return FusionMLPHead(self._task, epochs=5, seed=self.seed)
-        if isinstance(e, Head):
-            return clone(e)
-        if isinstance(e, dict) and e.get("kind") in HEAD_KINDS:
-            return HEAD_KINDS[e["kind"]](self._task, **e.get("params", {}))
-        raise InputError(f"bagging: estimator must be a head, got {e!r}")
-
-    def fit(self, X, y, X_val=None, y_val=None, **rows):
-        if self.task.kind != "multiclass":
-            raise InputError(f"bagging with a meta-vote is for the EXPR task, not {self.task.name}")
+    def _check_params(self) -> None:
         if self.rule not in RULES:
             raise InputError(f"unknown meta-rule {self.rule!r}; choose from {', '.join(RULES)}")
-        self.priority_ = parse_priority(self.priority, self.task.labels)
-        if self.rule == "priority" and not self.priority_:
+        order = parse_priority(self.priority, self.task.labels)
+        if self.rule == "priority" and not order:
             raise InputError("the priority meta-rule needs a class order (e.g. --vote priority:Other,Fear)")
-        if getattr(self._base(), "kind", "") == "temporal":
+        if self._member().kind == "temporal":
             raise InputError("bagging draws frames, not videos: use a per-frame head (fusion_mlp, mlp)")
+
+    @fit_context(prefer_skip_nested_validation=False)     # the member is a head given by the caller
+    def fit(self, X, y, X_val=None, y_val=None, **rows):
+        self.priority_ = parse_priority(self.priority, self.task.labels)
         self._check_fit(X, y, X_val, y_val)
         y = np.asarray(y)
         rng = np.random.default_rng(self.seed)
@@ -115,10 +111,8 @@ class BaggingHead(Head):
             idx = np.sort(rng.integers(0, len(X), n))
             while len(np.unique(y[idx])) < 2:                 # a sample of one class cannot train a classifier
                 idx = np.sort(rng.integers(0, len(X), n))
-            h = self._base()
-            if "seed" in h.get_params():
-                h.set_params(seed=(self.seed + i) % 2**32)   # seeds are 32-bit
-            self.estimators_.append(h.fit(X[idx], y[idx], X_val, y_val))
+            self.estimators_.append(self._fit_member(X, y, idx, seed=(self.seed + i) % 2**32,   # seeds are 32-bit
+                                                     X_val=X_val, y_val=y_val))
         return self
 
     def predict_proba(self, X, **rows):
@@ -130,9 +124,5 @@ class BaggingHead(Head):
         out[np.arange(len(X)), decision] += 0.5
         return out.astype(np.float32)
 
-    def _save(self, path: Path):
-        self._save_members(path, "bag")
-
-    def _load(self, path: Path):
-        self._load_fitted(path)
-        self._load_members(path, "bag", int(self.n_estimators))
+    def _n_saved(self) -> int:
+        return int(self.n_estimators)

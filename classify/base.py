@@ -11,32 +11,90 @@ with ``allow_pickle=True`` and only when their bytes still match the sha256 reco
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from scipy import sparse
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import ClassifierTags, RegressorTags
+from sklearn.utils._param_validation import (Interval, InvalidParameterError, make_constraint,
+                                             validate_parameter_constraints)
 from sklearn.utils.validation import check_is_fitted
 
+from features.cliargs import INT32_MAX, SEED_MAX
 from features.errors import InputError
 from features.outputs import write_output
 from features.serialized_code import file_globals, refusal
 from features.tasks import Task, get_task
 
-HEAD_KINDS: dict[str, type["Head"]] = {}
-# where each saved kind is defined, so a fresh process can load any head without importing them all first
-KIND_MODULES = {"mlp": "classify.mlp", "lama": "classify.lama", "logits": "classify.rules",
-                "va_only": "classify.rules", "blend": "classify.blend", "fusion_mlp": "classify.fusion",
-                "temporal": "classify.temporal", "bagging": "classify.bagging", "polarity": "classify.polarity",
-                "kfold": "classify.kfold"}
+from .registry import registered
 
 
-def register(cls: type["Head"]) -> type["Head"]:
-    HEAD_KINDS[cls.kind] = cls
-    return cls
+class ParameterError(InputError, InvalidParameterError):
+    """A constructor parameter outside the constraints its head declares: scikit-learn's InvalidParameterError
+    (with its message) and an InputError, so the commands print it as their one line."""
+
+
+def check_constraints(constraints: dict, params: dict, caller: str) -> None:
+    """scikit-learn's parameter validation (`_parameter_constraints`), with booleans refused where a number is
+    wanted (scikit-learn counts True as an integer: `batch=True` would train with batches of 1 row)."""
+    for name, value in params.items():
+        allowed = constraints.get(name)
+        if allowed is None or allowed == "no_validation" or not isinstance(value, (bool, np.bool_)):
+            continue
+        if not any(c in ("boolean", "verbose", bool, object) for c in allowed):
+            shown = [str(make_constraint(c)) for c in allowed]
+            shown = [s for s in shown if s]
+            raise ParameterError(f"The {name!r} parameter of {caller} must be "
+                                 f"{', '.join(shown[:-1]) + ' or ' if len(shown) > 1 else ''}{shown[-1]}. "
+                                 f"Got {value!r} instead.")
+    try:
+        validate_parameter_constraints(constraints, params, caller_name=caller)
+    except InvalidParameterError as e:
+        raise ParameterError(str(e)) from None
+
+
+def integers(low: int, high: int | None = None) -> Interval:
+    """The constraint "an integer in [low, high]" (no upper bound when `high` is None)."""
+    return Interval(Integral, low, high, closed="both" if high is not None else "left")
+
+
+# Bounds of the numbers heads take (checked in fit, when a saved head is loaded, and on the command line's flags,
+# classify.options). The largest values keep every allocation a number drives to a few hundred MB (hidden units
+# and widths size weight matrices, batch the rows copied per step) and fit the libraries' types (32-bit seeds);
+# windows, folds and row samples are also bounded by the data where it is read (temporal.check_window, kfold,
+# lama.sample_rows).
+SEED = integers(0, SEED_MAX)
+EPOCHS = integers(1, 10_000)
+BATCH = integers(1, 65_536)
+HIDDEN = integers(0, 8192)           # 0: no hidden layer
+ROWS = integers(0, INT32_MAX)        # a row sample; 0 (or None): every row
+
+
+# scikit-learn's fit decorator: parameters validated (Head._validate_params) before the fit itself runs
+fit_context = _fit_context
+
+
+class _GivenTask:
+    """`head.task`: stored as given (a name or a Task; what get_params, clone and set_params see, and what
+    `vars(head)` holds), read back as the Task (`head.task.kind`)."""
+
+    def __get__(self, head, owner=None):
+        if head is None:
+            return self
+        return get_task(_task_name(head.__dict__["task"]))
+
+    def __set__(self, head, value) -> None:
+        head.__dict__["task"] = value
+
+
+def _task_name(value):
+    if not isinstance(value, (str, Task)):
+        raise InputError(f"a head's task is a task name (va, expr, au) or a Task, got {value!r}")
+    return value
 
 
 class Head(BaseEstimator):
@@ -50,36 +108,59 @@ class Head(BaseEstimator):
     heads use them.
 
     `task` is stored as given (a name or a Task) and read back as the Task (`head.task.kind`): get_params returns
-    what was given, so clone and set_params keep it.
+    what was given, so clone and set_params keep it. `feature_set` (the cache's feature set the head reads, saved
+    with it) is a parameter like the others, so a clone keeps it.
+
+    Parameters are checked in `fit` (decorated with `fit_context`), the scikit-learn way: each head declares
+    `_parameter_constraints`; `_check_params` adds the rules between parameters; a kind fitted for a task it is
+    not made for is refused (classify.registry). The error is a `ParameterError` (an InputError).
     """
-    kind = "head"
+    kind = "head"                     # set by classify.registry.register_head
     pickled: tuple[str, ...] = ()     # files of a saved head that are pickles (loaded only with allow_pickle)
     # what a saved head of this kind holds beside head.json (classify.runfolder refuses anything else)
     files: tuple[str, ...] = ("fitted.json",)
     optional_files: tuple[str, ...] = ()
     member_prefix: str | None = None  # composites: member heads in <prefix>0/, <prefix>1/, ...
 
-    def __init__(self, task: str | Task):
+    task = _GivenTask()
+    _parameter_constraints: dict = {"task": [str, Task], "feature_set": [str, None]}
+
+    def __init__(self, task: str | Task, feature_set: str | None = None):
         self.task = task
-        self.feature_set: str | None = None      # set by the caller; saved with the head
-
-    @property
-    def task(self) -> Task:
-        return get_task(self._task)
-
-    @task.setter
-    def task(self, value) -> None:
-        self._task = value
+        self.feature_set = feature_set
 
     def get_params(self, deep: bool = True) -> dict:
-        out = super().get_params(deep)
-        out["task"] = self._task
+        """scikit-learn's, with the task as given (a bad task fails where it is used, not here)."""
+        out = {}
+        for key in self._get_param_names():
+            value = self.__dict__["task"] if key == "task" else getattr(self, key)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{key}__{k}", v) for k, v in value.get_params().items())
+            out[key] = value
         return out
 
     @property
     def params(self) -> dict:
-        """The constructor arguments other than the task (what head.json records)."""
-        return {k: v for k, v in self.get_params(deep=False).items() if k != "task"}
+        """The constructor arguments other than the task and the feature set (what head.json records as params;
+        it records those two beside them)."""
+        return {k: v for k, v in self.get_params(deep=False).items() if k not in ("task", "feature_set")}
+
+    def _validate_params(self) -> None:
+        """The declared constraints, the task the kind is made for, then the head's own rules between its
+        parameters (`_check_params`); one ParameterError / InputError line."""
+        check_constraints(self._parameter_constraints, self.get_params(deep=False), type(self).__name__)
+        e = registered(type(self))
+        if e is not None:
+            e.check_task(self.task.name)
+        self._check_params()
+
+    def _check_params(self) -> None:
+        """Rules between parameters that constraints cannot state (a head overrides it)."""
+
+    def validate_params(self) -> "Head":
+        """What `fit` checks first, callable before any work (the run checks every head before loading data)."""
+        self._validate_params()
+        return self
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -111,6 +192,9 @@ class Head(BaseEstimator):
         return self.task.score(y, self.predict_proba(X, **rows))
 
     def _check_fit(self, X, y, X_val=None, y_val=None) -> None:
+        if y is None:
+            raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None "
+                             f"({self.task.name} labels)")
         check_xy(self.task, X, y, "training")
         check_finite(X, f"{self.task.name} training features")
         if X_val is not None:
@@ -129,6 +213,7 @@ class Head(BaseEstimator):
         if X.shape[1] != self.n_features_in_:
             raise InputError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
                              f"{self.n_features_in_} (feature set {self.feature_set or '?'})")
+        check_finite(X, f"{type(self).__name__}: features to predict from")
 
     def _save_fitted(self, path: Path) -> None:
         """The fitted attributes that are plain values (n_features_in_, classes_, weights_, ...) as JSON, so a
@@ -151,22 +236,6 @@ class Head(BaseEstimator):
                 if taken or not (k.endswith("_") and not k.startswith("_") and k.isidentifier() and _json_value(v)):
                     raise InputError(f"{k!r} is not a fitted value this head saves", p)
                 setattr(self, k, np.asarray(v) if k == "classes_" else v)
-
-    def _save_members(self, path: Path, prefix: str) -> None:
-        """Composite heads (k-fold, bagging): member i in `<prefix><i>/`, then the plain fitted values."""
-        for i, h in enumerate(self.estimators_):
-            h.save(path / f"{prefix}{i}")
-        self._save_fitted(path)
-
-    def _load_members(self, path: Path, prefix: str, n: int) -> None:
-        """The `n` members saved by _save_members, loaded as this head was (same task, same allow_pickle); the
-        folder must hold exactly those."""
-        have = sum(1 for p in path.iterdir() if p.is_dir() and p.name.startswith(prefix))
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or have != n:
-            raise InputError(f"a {self.kind} head of {n!r} members, but the folder holds {have} member folders "
-                             f"({prefix}0/, {prefix}1/, ...)", path)
-        self.estimators_ = [load_head(path / f"{prefix}{i}", task=self._task,
-                                      allow_pickle=getattr(self, "_allow_pickle", False)) for i in range(n)]
 
     # -- persistence ------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -199,6 +268,7 @@ def load_head(path: str | os.PathLike, task: str | Task | None = None, allow_pic
     only for heads you trained yourself).
     """
     from . import runfolder
+    from .factory import head_class, make_head
     path = Path(path)
     meta_p = path / "head.json"
     meta = runfolder.read_head_json(path)
@@ -218,23 +288,14 @@ def load_head(path: str | os.PathLike, task: str | Task | None = None, allow_pic
         if name not in recorded:
             raise InputError("no sha256 recorded for this pickle in head.json; refusing to unpickle it", f)
     runfolder.check_head_files(path, cls, recorded)
-    head = cls(saved_task, **meta["params"])
-    head.feature_set = meta["feature_set"]
+    try:
+        head = make_head(meta["kind"], saved_task, feature_set=meta["feature_set"], **meta["params"])
+        head._validate_params()             # values within the kind's constraints, before any file is read
+    except InputError as e:
+        raise InputError(str(e), meta_p) from None
     head._allow_pickle = allow_pickle      # what composite heads (k-fold, bagging) pass to their members
     runfolder.load_files(head, path)
     return head
-
-
-def head_class(kind: str, where: str | os.PathLike | None = None) -> type[Head]:
-    """The class of a saved head kind, importing the module that defines it."""
-    if not isinstance(kind, str):
-        raise InputError(f"a head kind is a name, got {kind!r}", where)
-    if kind not in HEAD_KINDS and kind in KIND_MODULES:
-        importlib.import_module(KIND_MODULES[kind])
-    cls = HEAD_KINDS.get(kind)
-    if cls is None:
-        raise InputError(f"unknown head kind {kind!r} (known: {', '.join(KIND_MODULES)})", where)
-    return cls
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -286,13 +347,23 @@ def load_mlp_classifier(path: Path, stem: str):
 def check_xy(task: Task, X, y=None, what: str = "training") -> None:
     """Shapes and label values that fit the task (a head fed another task's labels fails here, not deep
     inside a library); an empty split is refused."""
+    if sparse.issparse(X):
+        raise InputError(f"{task.name} {what}: sparse features are not supported; give a dense 2-D matrix")
     if getattr(X, "ndim", 0) != 2:
         raise InputError(f"{task.name} {what}: features must be a 2-D matrix, got shape {np.shape(X)}")
-    if len(X) == 0:
+    if X.shape[0] == 0:
         raise InputError(f"{task.name} {what}: no rows (empty split)")
+    if X.shape[1] == 0:
+        raise InputError(f"{task.name} {what}: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+    if np.dtype(getattr(X, "dtype", object)).kind not in "biuf":
+        raise InputError(f"{task.name} {what}: features must be real numbers, not of dtype {X.dtype}"
+                         + (" (Complex data not supported)" if np.dtype(X.dtype).kind == "c" else ""))
     if y is None:
         return
     y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise InputError(f"{task.name} {what}: labels must be numbers (the task's label columns: {task.header}), "
+                         f"not of dtype {y.dtype}")
     if y.shape != task.label_shape(len(X)):
         raise InputError(f"{task.name} {what}: labels of shape {y.shape} do not fit the task (expected "
                          f"{task.label_shape(len(X))}: {task.header})")

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import itertools
 import json
+from numbers import Real
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from features.errors import InputError
 from features.outputs import write_output
 
-from .base import Head, register
+from .base import Head, fit_context
+from .registry import register_head
 
 
 def simplex_grid(m: int, step: float = 0.1) -> np.ndarray:
@@ -28,13 +31,15 @@ def simplex_grid(m: int, step: float = 0.1) -> np.ndarray:
     return np.array([[*c, n - sum(c)] for c in rows], float) / n
 
 
-@register
+@register_head("blend", role="blend", title="blend")
 class BlendHead(Head):
-    kind = "blend"
     files = ("weights.json", "fitted.json")
+    _parameter_constraints = {**Head._parameter_constraints, "members": ["array-like", None],
+                              "step": [Interval(Real, 0, 1, closed="right")]}
 
-    def __init__(self, task, members: Sequence[str] | None = None, step: float = 0.1):
-        super().__init__(task)
+    def __init__(self, task, members: Sequence[str] | None = None, step: float = 0.1,
+                 feature_set: str | None = None):
+        super().__init__(task, feature_set)
         self.members = members        # None: the keys of the dict given to fit (or m0, m1, ... for a list)
         self.step = step
 
@@ -59,6 +64,7 @@ class BlendHead(Head):
             raise InputError(f"blend of {len(members)} members got {len(scores)} score arrays")
         return np.stack([np.asarray(s, np.float32) for s in scores])
 
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, scores, y, X_val=None, y_val=None, **rows):
         """`scores`: validation scores of the members (dict name -> array, or a list in member order)."""
         members = list(self.members) if self.members else (

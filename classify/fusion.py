@@ -8,17 +8,21 @@ heads take as their `blocks` parameter.
 from __future__ import annotations
 
 import math
+from numbers import Real
 from typing import Sequence
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from features.errors import InputError
 from features.store import FeatureStore
 
 from . import featuresets
-from .base import register
+from .base import BATCH, EPOCHS, HIDDEN, SEED, Head, fit_context, integers
+from .registry import register_head
 from .losses import check_loss, make_loss
-from .mlp import _moments
+from .mlp import column_moments
+from .sampling import SAMPLINGS, check_sampling
 from .torchnet import (TorchHead, check_blocks, labels_tensor, output_activation, torch_threads, train)
 
 
@@ -100,7 +104,7 @@ def affine_fusion(blocks: list[int], width: int):
 
 def set_moments(std_module, X) -> None:
     import torch
-    mean, var = _moments(X, step=8192)         # float64 blocks of 8192 rows: ~85 MB at 1290 columns
+    mean, var = column_moments(X, step=8192)    # float64 blocks of 8192 rows: ~85 MB at 1290 columns
     std_module.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
     std_module.inv_std.copy_(torch.as_tensor(1 / np.sqrt(var), dtype=torch.float32))
 
@@ -143,17 +147,28 @@ def predict_rows(net, X, task_kind: str, step: int = 16384) -> np.ndarray:
     return np.concatenate(outs).astype(np.float32, copy=False) if outs else np.empty((0, 0), np.float32)
 
 
-@register
+# the parameters the torch heads (fusion MLP, temporal) share
+TORCH_CONSTRAINTS = {**Head._parameter_constraints, "blocks": ["array-like", None],
+                     "width": [integers(1, 4096)],
+                     "dropout": [Interval(Real, 0, 1, closed="left")],
+                     "loss": [str, None], "epochs": [EPOCHS], "batch": [BATCH],
+                     "lr": [Interval(Real, 0, None, closed="neither")],
+                     "seed": [SEED], "threads": [integers(1), None], "verbose": ["verbose"]}
+
+
+@register_head("fusion_mlp", title="fusion MLP")
 class FusionMLPHead(TorchHead):
     """Per-frame MLP on fused extractors: standardise -> affine fusion (one map per extractor to `width`) ->
     ReLU -> Dense(hidden) -> ReLU -> output. Loss by name (classify.losses); for AU, ML-ROS oversampling or
     balanced batches (`sampling`). Best validation epoch kept."""
-    kind = "fusion_mlp"
+    _parameter_constraints = {**TORCH_CONSTRAINTS, "hidden": [HIDDEN],
+                              "sampling": [StrOptions(set(SAMPLINGS)), None]}
 
-    def __init__(self, task, blocks: Sequence[int] | None = None, width: int = 64, hidden: int = 128, dropout: float = 0.1,
-                 loss: str | None = None, sampling: str | None = None, epochs: int = 10, batch: int = 256,
-                 lr: float = 1e-3, seed: int = 0, threads: int | None = None, verbose: int = 0):
-        super().__init__(task)
+    def __init__(self, task, blocks: Sequence[int] | None = None, width: int = 64, hidden: int = 128,
+                 dropout: float = 0.1, loss: str | None = None, sampling: str | None = None, epochs: int = 10,
+                 batch: int = 256, lr: float = 1e-3, seed: int = 0, threads: int | None = None, verbose: int = 0,
+                 feature_set: str | None = None):
+        super().__init__(task, feature_set)
         self.blocks = blocks
         self.width = width
         self.hidden = hidden
@@ -179,6 +194,11 @@ class FusionMLPHead(TorchHead):
             layers.append(nn.Tanh())
         return nn.Sequential(*layers)
 
+    def _check_params(self) -> None:
+        check_loss(self.loss, self.task)
+        check_sampling(self.sampling, self.task)
+
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, X_val=None, y_val=None, **rows):
         import torch
         from .sampling import epoch_rows

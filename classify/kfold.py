@@ -4,15 +4,15 @@ honest), per-fold metrics and out-of-fold scores, and the fold models averaged a
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-from sklearn.base import clone
 from sklearn.model_selection import GroupKFold
 
+from features.cliargs import INT32_MAX
 from features.errors import InputError
 
-from .base import HEAD_KINDS, Head, register
+from .base import Head, fit_context, integers
+from .composite import Composite
+from .registry import register_head
 
 
 def check_folds(groups, n_splits: int) -> None:
@@ -24,33 +24,22 @@ def check_folds(groups, n_splits: int) -> None:
                          f"--kfold {n_videos} or fewer")
 
 
-@register
-class KFoldHead(Head):
+@register_head("kfold", role="wrapper", title="k-fold head")
+class KFoldHead(Composite):
     """The mean of the fold models' scores. `estimator`: an unfitted head (cloned per fold), or its
     {"kind", "params"} description as saved in head.json."""
-    kind = "kfold"
     member_prefix = "fold"
     _not_saved = ("oof_",)
+    _parameter_constraints = {**Composite._parameter_constraints,
+                              "n_splits": [integers(2, INT32_MAX)]}
 
-    def __init__(self, task, estimator: Head | dict | None = None, n_splits: int = 5):
-        super().__init__(task)
+    def __init__(self, task, estimator: Head | dict | None = None, n_splits: int = 5,
+                 feature_set: str | None = None):
+        super().__init__(task, feature_set)
         self.estimator = estimator
         self.n_splits = n_splits
 
-    @property
-    def params(self) -> dict:
-        e = self.estimator
-        spec = {"kind": e.kind, "params": e.params} if isinstance(e, Head) else e
-        return {"estimator": spec, "n_splits": self.n_splits}
-
-    def _base(self) -> Head:
-        e = self.estimator
-        if isinstance(e, Head):
-            return clone(e).set_params(task=self._task)
-        if isinstance(e, dict) and e.get("kind") in HEAD_KINDS:
-            return HEAD_KINDS[e["kind"]](self._task, **e.get("params", {}))
-        raise InputError(f"k-fold: estimator must be a head, got {e!r}")
-
+    @fit_context(prefer_skip_nested_validation=False)     # the members are heads given by the caller
     def fit(self, X, y, X_val=None, y_val=None, groups=None, frames=None, **rows):
         """Cross-fit on (X, y) grouped by video (`groups`); X_val is not used (the folds are the validation)."""
         self._check_fit(X, y)
@@ -61,13 +50,10 @@ class KFoldHead(Head):
         y = np.asarray(y)
         self.estimators_, self.fold_scores_, self.fold_videos_, self.held_out_ = [], [], [], []
         oof = np.full((len(X), self.task.n_outputs), np.nan, np.float32)
-        fr = None if frames is None else np.asarray(frames)
         for tr, te in GroupKFold(self.n_splits).split(X, y, groups):
-            h = self._base()
-            h.feature_set = self.feature_set
-            sub = lambda idx: dict(groups=groups[idx], frames=None if fr is None else fr[idx])
-            h.fit(X[tr], y[tr], **sub(tr))
-            oof[te] = h.predict_proba(X[te], **sub(te))
+            h = self._fit_member(X, y, tr, groups=groups, frames=frames)
+            oof[te] = h.predict_proba(X[te], groups=groups[te], frames=None if frames is None else
+                                      np.asarray(frames)[te])
             self.estimators_.append(h)
             self.fold_scores_.append(float(self.task.score(y[te], oof[te])))
             self.fold_videos_.append(int(len(np.unique(groups[te]))))
@@ -100,9 +86,5 @@ class KFoldHead(Head):
             out[todo] = self.predict_proba(X[todo], groups=groups[todo], **sub(todo))
         return out
 
-    def _save(self, path: Path):
-        self._save_members(path, "fold")
-
-    def _load(self, path: Path):
-        self._load_fitted(path)
-        self._load_members(path, "fold", len(self.fold_scores_))
+    def _n_saved(self) -> int:
+        return len(self.fold_scores_)

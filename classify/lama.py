@@ -38,7 +38,8 @@ import pandas as pd
 from features.errors import InputError
 from features.outputs import write_output
 
-from .base import Head, register
+from .base import ROWS, SEED, Head, fit_context, integers
+from .registry import register_head
 
 _LAMA_TASK = {"regression": "multi:reg", "multiclass": "multiclass", "multilabel": "multilabel"}
 _PKG_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -81,15 +82,17 @@ def _quiet():
                     lg.removeHandler(h)
 
 
-@register
+@register_head("lama", title="LightAutoML head")
 class LamaHead(Head):
-    kind = "lama"
     pickled = ("lama.pkl",)      # LightAutoML models exist only as pickles: loaded with allow_pickle only
     files = ("lama.pkl", "fitted.json")
+    _parameter_constraints = {**Head._parameter_constraints, "timeout": [integers(1, 86_400)],
+                              "cpu_limit": [integers(1), None], "cv": [integers(2)], "seed": [SEED],
+                              "log_file": [str, None], "max_rows": [ROWS, None]}
 
     def __init__(self, task, timeout: int = 60, cpu_limit: int | None = None, cv: int = 3, seed: int = 0,
-                 log_file: str | None = None, max_rows: int | None = LAMA_MAX_ROWS):
-        super().__init__(task)
+                 log_file: str | None = None, max_rows: int | None = LAMA_MAX_ROWS, feature_set: str | None = None):
+        super().__init__(task, feature_set)
         self.timeout = timeout
         self.cpu_limit = cpu_limit        # None: all cores, resolved in the worker
         self.cv = cv
@@ -100,6 +103,7 @@ class LamaHead(Head):
 
     rows_used = property(lambda self: getattr(self, "rows_used_", None))
 
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, X_val=None, y_val=None, **rows):
         """Fit on (X, y), or on a class-stratified sample of `max_rows` of them: TabularAutoML's time limit
         only starts once the first fold of its first model is done, and on hundreds of thousands of rows that

@@ -14,17 +14,20 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 from tqdm.auto import tqdm
 
 from features.errors import InputError
-from features.import_order import torch_before_tensorflow
+from features.import_order import import_keras
 from features.outputs import output_path
 from features.serialized_code import is_keras_safe_mode_error, keras_refusal
 
-from .base import Head, register
+from .base import BATCH, EPOCHS, HIDDEN, SEED, Head, fit_context
+from .registry import register_head
 
 _TF_READY = False
 
@@ -32,12 +35,11 @@ _TF_READY = False
 def _keras():
     """Import TensorFlow/Keras once, with thread counts that respect the machine."""
     global _TF_READY
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # the torch heads (temporal, fusion MLP) share the process with this one, and torch's optimizers load
-    # torch._dynamo -> triton, which crashes the process when TensorFlow came first
-    torch_before_tensorflow()
+    # torch._dynamo -> triton, which crashes the process when TensorFlow came first: import_keras orders them
+    # (and keeps TensorFlow's start-up lines off the console)
+    keras = import_keras()
     import tensorflow as tf
-    import keras
     if not _TF_READY:
         n = os.cpu_count() or 1
         try:
@@ -70,15 +72,19 @@ def _batch_source(X, y, w, batch: int, seed: int):
     return epoch
 
 
-@register
+@register_head("mlp", title="Keras MLP")
 class MLPHead(Head):
-    kind = "mlp"
     files = ("model.keras",)
     optional_files = ("fitted.json",)      # heads saved before fitted.json existed have only model.keras
+    # None: the task's reference value (DEFAULTS); hidden 0 is no hidden layer (the reference's VA layout)
+    _parameter_constraints = {**Head._parameter_constraints,
+                              "hidden": [HIDDEN, None], "epochs": [EPOCHS, None], "batch": [BATCH, None],
+                              "lr": [Interval(Real, 0, None, closed="neither"), None],     # finite, > 0
+                              "seed": [SEED], "verbose": ["verbose"]}
 
     def __init__(self, task, hidden: int | None = None, epochs: int | None = None, batch: int | None = None,
-                 lr: float | None = None, seed: int = 0, verbose: int = 0):
-        super().__init__(task)
+                 lr: float | None = None, seed: int = 0, verbose: int = 0, feature_set: str | None = None):
+        super().__init__(task, feature_set)
         self.hidden = hidden          # None: the task's reference value (DEFAULTS), resolved in fit
         self.epochs = epochs
         self.batch = batch
@@ -152,6 +158,7 @@ class MLPHead(Head):
         return w[y].astype(np.float32)
 
     # -- interface --------------------------------------------------------------------------------------------
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, X_val=None, y_val=None, **rows):
         """Train; with validation data, keep the epoch with the best official metric on it."""
         self._check_fit(X, y, X_val, y_val)
@@ -160,10 +167,9 @@ class MLPHead(Head):
         self.hidden_, self.lr_ = int(p["hidden"]), float(p["lr"])
         y = np.asarray(y)
         ytr = y.astype(np.float32) if self.task.kind != "multiclass" else y.astype(np.int64)
-        self._moments = _moments(X)
-        self.model_ = self._build(X.shape[1], *self._moments)
+        self.model_ = self._build(X.shape[1], *column_moments(X))
         step = self._train_step(tf, keras, self._loss(y))
-        source = _batch_source(X, ytr, self._sample_weights(y), p["batch"], p["seed"])
+        source = _batch_source(X, ytr, self._sample_weights(ytr), p["batch"], p["seed"])
         n_batches = math.ceil(len(X) / p["batch"])
         best, best_w, self.history_, self.best_epoch_ = -np.inf, None, [], None
         # a plain loop over a compiled step, the next batch gathered in a thread while the step runs: less
@@ -226,7 +232,7 @@ class MLPHead(Head):
             self.n_features_in_ = int(self.model_.inputs[0].shape[-1])
 
 
-def _moments(X, step: int = 65536):
+def column_moments(X, step: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Column mean and variance in float64, a block at a time (no float32 copy of a float16 matrix)."""
     n = len(X)
     s = np.zeros(X.shape[1])

@@ -10,16 +10,18 @@ saved as plain arrays (no pickle).
 """
 from __future__ import annotations
 
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
-from features.errors import InputError
 from features.outputs import write_output
 
-from .base import Head, register
+from .base import ROWS, SEED, Head, fit_context
 from .lama import sample_rows
-from .mlp import _moments
+from .mlp import column_moments
+from .registry import register_head
 
 MIN_REGION_ROWS = 20
 
@@ -36,15 +38,20 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-@register
+@register_head("polarity", tasks=("va",), title="polarity gate")
 class PolarityGateHead(Head):
-    kind = "polarity"
     files = ("polarity.npz", "fitted.json")
     _not_saved = ("mean_", "inv_std_")
+    _parameter_constraints = {**Head._parameter_constraints,
+                              "threshold": [Interval(Real, 0, 1, closed="neither")],
+                              "alpha": [Interval(Real, 0, None, closed="left")],
+                              "C": [Interval(Real, 0, None, closed="neither")], "feed_valence": ["boolean"],
+                              "max_rows": [ROWS, None], "seed": [SEED]}
 
     def __init__(self, task="va", threshold: float = 0.5, alpha: float = 10.0, C: float = 1.0,
-                 feed_valence: bool = True, max_rows: int | None = 100_000, seed: int = 0):
-        super().__init__(task)
+                 feed_valence: bool = True, max_rows: int | None = 100_000, seed: int = 0,
+                 feature_set: str | None = None):
+        super().__init__(task, feature_set)
         self.threshold = threshold
         self.alpha = alpha
         self.C = C
@@ -61,17 +68,14 @@ class PolarityGateHead(Head):
         R = Z @ self.reg_coef_[d].T + self.reg_intercept_[d]
         return (P * R).sum(1)
 
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, X_val=None, y_val=None, **rows):
         from sklearn.linear_model import LogisticRegression, Ridge
-        if self.task.kind != "regression":
-            raise InputError(f"the polarity gate is for the VA task, not {self.task.name}")
-        if not 0 < self.threshold < 1:
-            raise InputError(f"polarity gate: threshold must be in (0, 1), got {self.threshold}")
         self._check_fit(X, y, X_val, y_val)
         y = np.asarray(y, np.float64)
         sel = sample_rows(y[:, 0], self.max_rows, self.seed, "regression")
         Xs, ys = (X, y) if sel is None else (X[sel], y[sel])
-        mean, var = _moments(Xs)
+        mean, var = column_moments(Xs)
         self.mean_, self.inv_std_ = mean.astype(np.float32), (1 / np.sqrt(var)).astype(np.float32)
         Z = self._z(Xs)
         self.gate_coef_, self.gate_intercept_, self.reg_coef_, self.reg_intercept_ = [], [], [], []

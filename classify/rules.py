@@ -16,7 +16,8 @@ import numpy as np
 from features.errors import InputError
 from features.tasks import AFFECTNET8, EXPR, affwild_probabilities, softmax  # noqa: F401 (re-exported)
 
-from .base import Head, load_mlp_classifier, register, save_mlp_classifier
+from .base import EPOCHS, HIDDEN, SEED, Head, fit_context, integers, load_mlp_classifier, save_mlp_classifier
+from .registry import register_head
 
 FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 OTHER = EXPR.labels.index("Other")
@@ -31,21 +32,19 @@ def default_class_names(n: int) -> tuple[str, ...]:
     raise InputError(f"logits rule: expected 8 (AffectNet) or 7 (FER) logits, got {n} columns")
 
 
-@register
+@register_head("va_only", tasks=("va",), role="rule", title="va_only rule")
 class VAOnly(Head):
     """The pre-trained valence/arousal outputs as predictions (nothing is learned)."""
-    kind = "va_only"
 
-    def __init__(self, task="va"):
-        super().__init__(task)
+    def __init__(self, task="va", feature_set: str | None = None):
+        super().__init__(task, feature_set)
 
     def _check(self, X):
-        if self.task.kind != "regression":
-            raise InputError(f"the VA-only rule is for the VA task, not {self.task.name!r}")
         if X.ndim != 2 or X.shape[1] != 2:
             raise InputError(f"VA-only rule needs the 2 valence/arousal outputs (feature set <extractor>/va), "
                              f"got {X.shape[1] if X.ndim == 2 else X.shape} columns")
 
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, X_val=None, y_val=None, **rows):
         X = np.asarray(X)
         self._check(X)
@@ -68,15 +67,16 @@ class VAOnly(Head):
         self.n_features_in_ = 2
 
 
-@register
+@register_head("logits", tasks=("expr",), role="rule", title="logits rule")
 class LogitsRule(Head):
     """EXPR from the pre-trained logits, with a binary MLP (scikit-learn, on the same logits) for Other."""
-    kind = "logits"
     optional_files = ("other.json", "other.npz")     # the Other gate, absent when training had one class
+    _parameter_constraints = {**Head._parameter_constraints, "class_names": ["array-like", None],
+                              "hidden": [integers(1, HIDDEN.right)], "max_iter": [EPOCHS], "seed": [SEED]}
 
     def __init__(self, task="expr", class_names: Sequence[str] | None = None, hidden: int = 64,
-                 max_iter: int = 50, seed: int = 0):
-        super().__init__(task)
+                 max_iter: int = 50, seed: int = 0, feature_set: str | None = None):
+        super().__init__(task, feature_set)
         self.class_names = class_names
         self.hidden = hidden
         self.max_iter = max_iter
@@ -85,10 +85,9 @@ class LogitsRule(Head):
     def _names(self, X) -> tuple[str, ...]:
         return tuple(self.class_names or default_class_names(X.shape[1]))
 
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, X_val=None, y_val=None, **rows):
         from sklearn.neural_network import MLPClassifier
-        if self.task != EXPR:
-            raise InputError(f"the logits rule is for the EXPR task, not {self.task.name!r}")
         self._check_fit(X, y, X_val, y_val)
         X = np.asarray(X)
         affwild_probabilities(self._names(X), X[:1])          # fail early on a bad class list

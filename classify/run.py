@@ -23,7 +23,6 @@ Progress is logged (`logging`); the summary line is the result (`Trained.summary
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from features import runs
-from features.cliargs import INT32_MAX, SEED_MAX, check_int, cpu_count
 from features.errors import InputError, naming
 from features.outputs import write_output
 from features.store import FeatureStore, cache_files
@@ -44,20 +42,18 @@ from postprocess.sweep import best_k, clip_ks, longest_video, sweep_k
 from postprocess.thresholds import tune_thresholds
 from postprocess.timeline import filled_scores, smoothed_scores
 
-from . import catalog, crossval, featuresets, kfold, report
+from . import crossval, featuresets, kfold, report
 from .base import Head
-from .blend import BlendHead
-from .lama import LAMA_MAX_ROWS, LamaHead, LamaTimeout
-from .mlp import MLPHead
+from .factory import list_heads, make_head
+from .lama import LamaTimeout
+from .options import build_head, check_data, check_heads, check_options
 from .provenance import run_provenance
-from .rules import LogitsRule, VAOnly
+from .registry import entry
 from .splits import Frames, Split, load_frames, load_split, merge_splits, read_test_list
 
 log = logging.getLogger(__name__)
 
 
-LEARNED = ("mlp", "lama") + catalog.KINDS
-RULES = ("logits", "va_only")
 DEFAULT_KS = range(0, 201, 2)
 
 
@@ -66,13 +62,13 @@ def plan_members(task: Task, store: FeatureStore, heads: list[str], features: li
     mlp and lama) or `kind=set` (that head only); several sets for one kind give one member each (named
     `kind-<set>`); a kind with no entry gets the reference choice (featuresets.default_sets)."""
     kinds = [h for h in heads if h != "blend"]
+    learned = list_heads("learned")
     for k in kinds:
-        if k not in LEARNED + RULES:
-            raise InputError(f"unknown head {k!r}; choose from {', '.join(LEARNED + RULES)}, blend")
-    if "logits" in kinds and task.name != "expr":
-        raise InputError("the logits rule is for --task expr")
-    if "va_only" in kinds and task.name != "va":
-        raise InputError("the va_only rule is for --task va")
+        if k not in list_heads(("learned", "rule")):
+            raise InputError(f"unknown head {k!r}; choose from {', '.join(list_heads(('learned', 'rule', 'blend')))}")
+        e = entry(k)
+        if not e.supports(task.name):
+            raise InputError(f"the {e.title} is for --task {' or '.join(e.tasks)}")
     if not kinds:
         raise InputError("no heads to fit (blend needs members, e.g. --heads mlp,lama,blend)")
     explicit: dict[str, list[str]] = {}
@@ -87,14 +83,15 @@ def plan_members(task: Task, store: FeatureStore, heads: list[str], features: li
             bare.append(item)
     for fs in bare + [v for vs in explicit.values() for v in vs]:
         featuresets.resolve(store, fs)                      # unknown names fail here, before any work
-    if bare and not any(k in LEARNED for k in kinds):
+    if bare and not any(k in learned for k in kinds):
         raise InputError(f"--features {', '.join(bare)}: no learned head (mlp, lama) to use them; name the head "
                          f"as in logits=<set>")
     defaults = featuresets.default_sets(store, task.name)
     members: dict[str, tuple[str, str]] = {}
     for k in kinds:
-        sets = explicit.get(k) or (bare if k in LEARNED else []) or [defaults.get(k, defaults["mlp"] if k in
-                                                                               catalog.KINDS else "")]
+        # a learned kind without a reference choice of its own gets the mlp's
+        sets = explicit.get(k) or (bare if k in learned else []) or [defaults.get(k, defaults["mlp"] if k in
+                                                                              learned else "")]
         sets = list(dict.fromkeys(s for s in sets if s))
         if not sets:
             raise InputError(f"head {k!r}: the cache offers no feature set for it; pass {k}=<set> "
@@ -103,25 +100,6 @@ def plan_members(task: Task, store: FeatureStore, heads: list[str], features: li
             featuresets.resolve(store, fs)
             members[k if len(sets) == 1 else f"{k}-{fs.replace('/', '.')}"] = (k, fs)
     return members
-
-
-def make_head(kind: str, task: Task, store: FeatureStore, feature_set: str, opts: dict, run_dir: Path) -> Head:
-    if kind == "mlp":
-        return MLPHead(task, **{k: opts[k] for k in ("hidden", "epochs", "batch", "lr") if opts.get(k) is not None},
-                       seed=opts.get("seed", 0))
-    if kind == "lama":
-        return LamaHead(task, timeout=opts.get("lama_timeout", 60), cpu_limit=opts.get("cpus"),
-                        seed=opts.get("seed", 0), log_file=str(run_dir / "lama.log"),
-                        max_rows=opts.get("lama_max_rows", LAMA_MAX_ROWS))
-    if kind == "logits":
-        ext = feature_set.split("/")[0]
-        return LogitsRule(task, class_names=store.info(ext).extra.get("class_names") or None,
-                          seed=opts.get("seed", 0))
-    if kind == "va_only":
-        return VAOnly(task)
-    if kind in catalog.KINDS:
-        return catalog.make(kind, task, store, feature_set, opts)
-    raise InputError(f"unknown head {kind!r}; choose from {', '.join(LEARNED + RULES)}, blend")
 
 
 def smoothing(task: Task, ss: ScoreSet, ks) -> dict:
@@ -143,33 +121,6 @@ def smoothing(task: Task, ss: ScoreSet, ks) -> dict:
         out["thresholds"] = [round(float(t), 4) for t in thr.thresholds]
         out["metric_smoothed_thresholds"] = thr.mean_f1
     return out
-
-
-# option -> (smallest, largest allowed value, what it is); None means "the default". The largest values keep
-# every allocation a number drives to a few hundred MB (hidden units and widths size weight matrices, batch the
-# rows copied per step) and fit the libraries' types (32-bit seeds); windows, folds and row samples are also
-# bounded by the data where it is read (temporal.check_window, kfold, lama.sample_rows).
-def _int_options() -> dict[str, tuple[int, int, str]]:
-    return {"epochs": (1, 10_000, "epochs"), "hidden": (1, 8192, "hidden units (leave it out for the reference "
-                                                                  "layout)"),
-            "batch": (1, 65_536, "rows per batch"), "lama_timeout": (1, 86_400, "seconds"),
-            "lama_max_rows": (0, INT32_MAX, "rows (0: all rows)"),
-            "cpus": (1, cpu_count(), f"cores; this machine has {cpu_count()}"), "seed": (0, SEED_MAX, "seed"),
-            "width": (1, 4096, "units per extractor"), "window": (2, 65_536, "frames per window"),
-            "stride": (1, 65_536, "frames"), "layers": (1, 64, "encoder layers"),
-            "heads_n": (1, 64, "attention heads"), "bags": (1, 256, "sub-classifiers"),
-            "kfold": (2, INT32_MAX, "folds")}
-
-
-def check_options(opts: dict) -> None:
-    """Refuse option values that would train nothing, allocate without bound, or fail deep inside a library,
-    before any work: one line naming the flag."""
-    for k, (lo, hi, what) in _int_options().items():
-        if opts.get(k) is not None:
-            check_int(opts[k], f"--{k.replace('_', '-')}", lo, hi, what)
-    lr = opts.get("lr")
-    if lr is not None and not (isinstance(lr, (int, float, np.number)) and math.isfinite(lr) and lr > 0):
-        raise InputError(f"--lr must be a positive finite learning rate (e.g. 0.001), got {lr!r}")
 
 
 # -- one run, job by job ----------------------------------------------------------------------------------------
@@ -205,6 +156,7 @@ class Plan:
     """What the options name, checked before any work: the cache, the members to fit, the new run folder."""
     store: FeatureStore
     members: dict[str, tuple[str, str]]      # name -> (head kind, feature set)
+    heads: dict[str, Head]                   # name -> the unfitted head, its parameters validated
     used: list[str]                          # the feature sets, each once
     run_dir: Path
     test_videos: list[str] | None
@@ -280,11 +232,13 @@ def plan_run(cfg: RunConfig) -> Plan:
     check_options(cfg.opts)
     store = FeatureStore(cache_files(cfg.cache))    # the file, else its shard files; or a comma list
     members = plan_members(cfg.task, store, cfg.heads, cfg.features)
-    catalog.check_options(cfg.task, [k for k, _ in members.values()], cfg.opts)
+    check_heads(cfg.task, [k for k, _ in members.values()], cfg.opts)
     used = list(dict.fromkeys(fs for _, fs in members.values()))
     run_dir = runs.new_run_dir(cfg.runs_dir, cfg.task.name, cfg.name)
+    # every head built through classify.factory and its parameters validated by the head itself
+    heads = {m: build_head(kind, cfg.task, store, fs, cfg.opts, run_dir) for m, (kind, fs) in members.items()}
     test_videos = read_test_list(cfg.test) if cfg.test is not None else None
-    return Plan(store, members, used, run_dir, test_videos)
+    return Plan(store, members, heads, used, run_dir, test_videos)
 
 
 def load_data(cfg: RunConfig, plan: Plan) -> Data:
@@ -300,7 +254,7 @@ def load_data(cfg: RunConfig, plan: Plan) -> Data:
     if cfg.n_folds:
         fit_on = merge_splits(tr, va)
         kfold.check_folds(fit_on.video, cfg.n_folds)
-    catalog.check_data([k for k, _ in plan.members.values()], cfg.opts, fit_on.video, fit_on.frame)
+    check_data(plan.heads, fit_on.video, fit_on.frame)
     val_videos = list(dict.fromkeys((va.labels["video"] if va.labels is not None else va.video).astype(str)))
     return Data(tr, va, fit_on, val_videos)
 
@@ -314,8 +268,7 @@ def fit_member(f: Fitting, mname: str, kind: str, fs: str) -> None:
     LightAutoML head stopped at its time limit is left out (the log and metrics.json say so)."""
     cfg, data, n_folds = f.cfg, f.data, f.cfg.n_folds
     t = time.perf_counter()
-    head = make_head(kind, cfg.task, f.plan.store, fs, cfg.opts, f.plan.run_dir)
-    head.feature_set = fs
+    head = f.plan.heads[mname]
     try:
         head, f.scores[mname] = _fit_head(head, cfg.task, fs, data, n_folds)
     except LamaTimeout as e:
@@ -344,8 +297,7 @@ def _fit_head(head: Head, task: Task, fs: str, data: Data, n_folds: int | None) 
     fit_on, va = data.fit_on, data.val
     if n_folds:
         # fold models on train + val grouped by video; the validation rows' scores are out-of-fold
-        head = kfold.KFoldHead(task, estimator=head, n_splits=n_folds)
-        head.feature_set = fs
+        head = make_head("kfold", task, estimator=head, n_splits=n_folds, feature_set=fs)
         head.fit(fit_on.X[fs], fit_on.y, groups=fit_on.video, frames=fit_on.frame)
         return head, head.oof_[len(data.train.y):]
     head.fit(fit_on.X[fs], fit_on.y, va.X[fs], va.y, groups=fit_on.video, frames=fit_on.frame,
@@ -386,10 +338,10 @@ def fit_blend(f: Fitting) -> str:
         log.info("blend skipped: it needs at least two members")
         return final
     task, ks, t = f.cfg.task, f.cfg.ks, time.perf_counter()
-    blend = BlendHead(task).fit(f.scores, f.data.val.y)
+    blend = make_head("blend", task, feature_set=" & ".join(f.plan.members[m][1] for m in f.scores))
+    blend.fit(f.scores, f.data.val.y)
     f.scores["blend"] = blend.predict_proba(f.scores)
     f.heads["blend"] = blend
-    blend.feature_set = " & ".join(f.plan.members[m][1] for m in blend.members_)
     f.timeline["blend"] = blend.predict_proba(f.timeline)
     sm = smoothing(task, f.frames.scoreset(f.timeline["blend"]), ks)
     f.rows.append(dict(method=f"blend ({blend.describe()})", feature_set=blend.feature_set, ensemble="yes",

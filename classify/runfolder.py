@@ -159,7 +159,8 @@ def check_params(cls: type, params: dict, where: Path) -> None:
     """`params` as the constructor of `cls` takes them: known names, values of the declared types (a nested
     head given as {"kind", "params"} checked against its own kind), before anything is constructed."""
     sig = inspect.signature(cls.__init__)
-    names = [n for n, p in sig.parameters.items() if n not in ("self", "task")
+    # task and feature_set are head.json fields of their own, never params
+    names = [n for n, p in sig.parameters.items() if n not in ("self", "task", "feature_set")
              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = [k for k in params if k not in names]
     if unknown:
@@ -206,7 +207,7 @@ def _fits(v, t, where: Path) -> bool:
 
 def _member_spec(spec: dict, where: Path) -> bool:
     """A composite's member head as head.json records it: {"kind": <known kind>, "params": {...}}."""
-    from .base import head_class
+    from .factory import head_class
     if set(spec) - {"kind", "params"} or not isinstance(spec.get("kind"), str) or \
             not isinstance(spec.get("params", {}), dict):
         raise InputError(f"a member head must be given as {{\"kind\", \"params\"}}, got {spec!r}", where)

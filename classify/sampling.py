@@ -60,13 +60,19 @@ def balanced_probabilities(y: np.ndarray) -> np.ndarray:
     return inv / inv.sum()
 
 
-def epoch_rows(sampling: str | None, task: Task, y: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
-    """`f(epoch)` -> the training rows of that epoch, in order (deterministic in (seed, epoch))."""
+def check_sampling(sampling: str | None, task: Task) -> str:
+    """The sampling name (None: "none"), known and made for the task."""
     sampling = sampling or "none"
     if sampling not in SAMPLINGS:
         raise InputError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
     if sampling != "none" and task.kind != "multilabel":
         raise InputError(f"sampling {sampling!r} is for the AU task (multi-label), not {task.name}")
+    return sampling
+
+
+def epoch_rows(sampling: str | None, task: Task, y: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
+    """`f(epoch)` -> the training rows of that epoch, in order (deterministic in (seed, epoch))."""
+    sampling = check_sampling(sampling, task)
     n = len(y)
     if sampling == "mlros":
         rows = np.concatenate([np.arange(n), ml_ros(y, seed=seed)])

@@ -21,9 +21,10 @@ import pandas as pd
 
 from features.errors import InputError
 
-from .base import register
-from .fusion import affine_fusion, float_block, folded_fusion, set_moments, standardize
+from .base import fit_context, integers
+from .fusion import TORCH_CONSTRAINTS, affine_fusion, float_block, folded_fusion, set_moments, standardize
 from .losses import check_loss, make_loss
+from .registry import register_head
 from .torchnet import TorchHead, check_blocks, labels_tensor, output_activation, torch_threads, train
 
 ARCHS = ("transformer", "gru")
@@ -118,18 +119,20 @@ def _net(n_in: int, blocks: list[int], n_out: int, regression: bool, window: int
     return TemporalNet()
 
 
-@register
+@register_head("temporal", title="temporal head")
 class TemporalHead(TorchHead):
     """Per-frame scores from windows of a video's frames (needs `groups` = video ids and `frames` = frame
     numbers of the rows in fit and predict)."""
-    kind = "temporal"
+    _parameter_constraints = {**TORCH_CONSTRAINTS, "window": [integers(2, 65_536)],
+                              "stride": [integers(1, 65_536), None], "train_stride": [integers(1, 65_536), None],
+                              "layers": [integers(1, 64)], "heads_n": [integers(1, 64)], "arch": [str]}
 
     def __init__(self, task, window: int = 64, stride: int | None = None, train_stride: int | None = None,
                  layers: int = 2, width: int = 64,
                  heads_n: int = 4, arch: str = "transformer", dropout: float = 0.1, blocks: Sequence[int] | None = None,
                  loss: str | None = None, epochs: int = 10, batch: int = 32, lr: float = 1e-3, seed: int = 0,
-                 threads: int | None = None, verbose: int = 0):
-        super().__init__(task)
+                 threads: int | None = None, verbose: int = 0, feature_set: str | None = None):
+        super().__init__(task, feature_set)
         self.window = window
         self.stride = stride          # None: window // 2
         self.train_stride = train_stride    # None: window
@@ -161,6 +164,9 @@ class TemporalHead(TorchHead):
             raise InputError(f"temporal head: --width {self.width} must be a multiple of --heads-n {self.heads_n}")
         if self.width % 2:
             raise InputError(f"temporal head: --width must be even (got {self.width})")
+        if not 1 <= int(self.train_stride or self.window) <= int(self.window):
+            raise InputError(f"temporal head: train_stride must be in 1..window (got {self.train_stride})")
+        check_loss(self.loss, self.task)
 
     def _make_net(self):
         return _net(self.n_features_in_, self.blocks_, self.task.n_outputs, self.task.kind == "regression",
@@ -214,18 +220,16 @@ class TemporalHead(TorchHead):
         return (sums / cnt.clamp(min=1)[:, None]).numpy()
 
     # -- interface --------------------------------------------------------------------------------------------
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, X_val=None, y_val=None, groups=None, frames=None, groups_val=None, frames_val=None,
             **rows):
         import torch
         self._check_fit(X, y, X_val, y_val)
-        self._check_params()
         loss_name = check_loss(self.loss, self.task)
         self._rows(groups, frames, len(X), "training")
         self.blocks_ = check_blocks(self.blocks, X.shape[1], "temporal head")
         T, stride = int(self.window), self._stride()
         t_stride = int(self.train_stride or T)
-        if not 1 <= t_stride <= T:
-            raise InputError(f"temporal head: train_stride must be in 1..window (got {t_stride})")
         windows, longest = make_windows(groups, frames, T, t_stride)
         check_window(T, longest)
         val_windows = None

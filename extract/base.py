@@ -15,20 +15,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from features.errors import InputError
-from features.import_order import torch_before_tensorflow  # noqa: F401  (re-exported)
+from features.import_order import import_keras, torch_before_tensorflow  # noqa: F401  (re-exported)
 from features.store import ExtractorInfo
 from features.tasks import AFFECTNET8, affwild_probabilities  # noqa: F401  (re-exported for extractors' users)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AFFECTNET7 = ("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
-
-
-def import_keras():
-    """Import Keras (and TensorFlow under it) after torch and triton (see torch_before_tensorflow)."""
-    torch_before_tensorflow()
-    import keras
-    return keras
 
 
 FLOAT_PIXEL_SLACK = 1e-3     # float pixels may stray this far outside [0, 1] (rounding of a resize, say)

@@ -11,17 +11,18 @@
     python -m extract openface CSV_DIR --out FILE
     python -m extract merge CACHE_OR_SHARD... --out FILE [--remove-inputs]
 
-Bad input and I/O failures print one line ``error: ...`` to stderr and exit 2.
+Bad input and I/O failures print one line ``error: ...`` to stderr and exit 2. A command's summary line goes to
+stdout, progress and log lines to stderr; ``-v`` adds debug lines and the dependencies' own (features.quiet).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
-import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from features.cli import add_verbose, setup_console
 from features.cliargs import INT32_MAX, cores, cpu_count, integer, number
 from features.errors import InputError
 
@@ -131,7 +132,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     summary = run(source, extractors, a.out, batch=a.batch, workers=a.workers, device=a.device, shard=shard,
                   limit_videos=a.limit_videos, detector=det, progress=not a.quiet,
                   resize_on=a.resize_on, decode=a.decode)
-    print(f"extract: {summary.line()}", file=sys.stderr)
+    print(f"extract: {summary.line()}")
     return 0
 
 
@@ -149,7 +150,7 @@ def _run_ray(a: argparse.Namespace, source, det, amp: str | None) -> int:
     summary = ray_engine.run(source, make, a.out, settings=settings, address=a.ray_address,
                              n_workers=a.ray_workers, gpus_per_worker=a.gpus_per_worker,
                              limit_videos=a.limit_videos)
-    print(f"extract: {summary.line()}", file=sys.stderr)
+    print(f"extract: {summary.line()}")
     return 0
 
 
@@ -168,7 +169,7 @@ def cmd_merge(a: argparse.Namespace) -> int:
                           compression=None if a.compression == "none" else a.compression)
     kept = "removed" if a.remove_inputs else "kept"
     print(f"merge: {len(inputs)} files -> {a.out}: "
-          f"{', '.join(f'{e} {n} videos' for e, n in counts.items())} (inputs {kept})", file=sys.stderr)
+          f"{', '.join(f'{e} {n} videos' for e, n in counts.items())} (inputs {kept})")
     return 0
 
 
@@ -185,6 +186,7 @@ def add_merge_parser(sub) -> None:
                    help="delete the input files (and their segments) once the merged file is in place")
     m.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"],
                    help="HDF5 compression of the merged file (default none: fastest reads)")
+    add_verbose(m)
     m.set_defaults(func=cmd_merge)
 
 
@@ -280,8 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--engine ray with CUDA: GPUs per worker (a fraction shares one GPU)")
     r.add_argument("--ray-workers", type=int, default=None,
                    help="--engine ray: number of workers (default: one per GPU on CUDA, one per CPU otherwise)")
+    add_verbose(r)
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list registered extractors")
+    add_verbose(ls)
     ls.set_defaults(func=cmd_list)
     sub.add_parser("convert", help="convert a checkpoint (see python -m extract convert -h)", add_help=False)
     sub.add_parser("openface", help="read OpenFace CSVs into the cache (python -m extract openface -h)",
@@ -296,10 +300,10 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] == "openface":
         return _delegate("extract.openface", "main", argv[1:])
     a = build_parser().parse_args(argv)
+    setup_console(a.verbose)        # before any model (TensorFlow, onnxruntime) is imported
     return a.func(a)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from features.cli import run_main, setup_logging
-    setup_logging()
+    from features.cli import run_main
     return run_main(_main, argv, interrupted="interrupted; committed videos are kept, rerun to resume")

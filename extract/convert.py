@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from features.cli import add_verbose, setup_console
 from features.errors import InputError
 from features.outputs import check_output, output_path
 
@@ -77,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                          "files from a source you trust")
     ap.add_argument("--arch", help="timm architecture (default: from the checkpoint)")
     ap.add_argument("--force", action="store_true", help="replace an existing output file")
+    add_verbose(ap)
     a = ap.parse_args(argv)
+    setup_console(a.verbose)
     try:
         meta = convert(a.src, a.dst, allow_pickle=a.allow_pickle, arch=a.arch, force=a.force)
     except (InputError, OSError) as e:

@@ -185,11 +185,20 @@ def apply_runtime(ext: Extractor, runtime: str) -> Extractor:
         out = from_torch(ext)
         _same_outputs(ext, out)
     except Exception as e:      # auto must never make a working model fail: any refusal keeps torch
-        log.info("%s: %s; runtime auto keeps torch", ext.name, str(e).splitlines()[0][:200] if str(e) else e)
+        log.info("%s: runtime auto: onnxruntime could not run this model (%s); using torch", ext.name, _reason(e))
+        log.debug("%s: the ONNX twin's error in full", ext.name, exc_info=True)
         ext.extra = {**ext.extra, "runtime_choice": "auto: torch (the ONNX export did not reproduce the model)"}
         return ext
     out.extra = {**out.extra, "runtime_choice": f"auto: {why}"}
     return out
+
+
+def _reason(e: BaseException) -> str:
+    """The gist of an export or onnxruntime failure in one short clause (onnxruntime's status prefix and its
+    source-file trailer dropped)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text).split(" Status Message:")[0].strip()
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _same_outputs(ext: Extractor, twin: Extractor, rows: int = 3) -> None:

@@ -181,7 +181,7 @@ def import_openface(csvs: Iterable[str | os.PathLike], store_path: str | os.Path
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from features.cli import error_line
+    from features.cli import add_verbose, error_line, setup_console
     from features.cliargs import integer, number
     ap = argparse.ArgumentParser(prog="python -m extract openface",
                                  description="Import OpenFace 2.x FeatureExtraction CSVs into the feature store")
@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pose-gaze", action="store_true",
                     help=f"also import head pose and gaze angles into group <name>{POSE_GAZE_SUFFIX} "
                          f"({', '.join(POSE_GAZE_COLS)})")
+    add_verbose(ap)
     a = ap.parse_args(argv)
+    setup_console(a.verbose)
     try:
         missing = [c for c in a.csv if not Path(c).exists()]
         if missing:

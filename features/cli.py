@@ -1,15 +1,21 @@
-"""What the three command lines (`python -m extract|classify|postprocess`) share: logging set-up and one error
-wrapper, so bad input and interruptions end the same way everywhere.
+"""What the three command lines (`python -m extract|classify|postprocess`) share: the console set-up and one
+error wrapper, so bad input and interruptions end the same way everywhere.
+
+The logging convention: library code logs with ``logging.getLogger(__name__)``; a command calls `setup_console`
+(its `-v/--verbose` flag) once its arguments are parsed; its final summary or result line goes to stdout, every
+other line to stderr through logging. Dependencies' own chatter is off unless -v (features.quiet).
 
     error: <file>[:<line>]: <what is wrong and what to do>     exit 2   (InputError, OSError)
     error: interrupted...                                      exit 130 (Ctrl-C)
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Callable, Sequence
 
+from . import quiet
 from .errors import InputError, os_error_text
 
 INTERRUPTED = "interrupted"
@@ -23,6 +29,22 @@ def setup_logging(level: int = logging.INFO) -> None:
     for name in PACKAGES:
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(level)
+
+
+def add_verbose(ap: argparse.ArgumentParser) -> None:
+    """The -v/--verbose flag every command takes (see setup_console)."""
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="debug messages, and the dependencies' own log lines (TensorFlow, absl, onnxruntime)")
+
+
+def setup_console(verbose: bool = False) -> None:
+    """Quiet dependencies (features.quiet) and our log lines at INFO; verbose: their lines left on and ours at
+    DEBUG. Call before TensorFlow or onnxruntime is imported."""
+    quiet.configure(verbose)
+    setup_logging(logging.DEBUG if verbose else logging.INFO)
+    if verbose:
+        for name in PACKAGES:
+            logging.getLogger(name).setLevel(logging.DEBUG)
 
 
 def error_line(e: BaseException) -> str:

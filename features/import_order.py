@@ -8,6 +8,17 @@ from __future__ import annotations
 from .errors import InputError
 
 
+def import_keras():
+    """Import Keras (and TensorFlow under it) after torch and triton, its start-up lines kept off the console
+    unless the command is verbose (features.quiet): the one place TensorFlow is loaded from."""
+    from . import quiet
+    torch_before_tensorflow()
+    quiet.quiet_environment()
+    with quiet.native_stderr():
+        import keras
+    return keras
+
+
 def torch_before_tensorflow(strict: bool = False) -> None:
     """Load torch and triton now, before TensorFlow: the one place that orders them.
 

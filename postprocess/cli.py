@@ -127,15 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--samples", required=True)
     v.add_argument("--task", required=True, choices=("va", "expr", "au"))
     v.set_defaults(func=cmd_validate)
+    from features.cli import add_verbose
+    for p in (s, m, v):
+        add_verbose(p)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    from features.cli import run_main, setup_logging
-    setup_logging()
+    from features.cli import run_main
     return run_main(_dispatch, argv)
 
 
 def _dispatch(argv: list[str]) -> int:
+    from features.cli import setup_console
     a = build_parser().parse_args(argv)
+    setup_console(a.verbose)
     return a.func(a)

@@ -53,7 +53,8 @@ HEADS = {
 def test_mlp_set_params_task_changes_the_resolved_defaults():
     """The reference per-task values are resolved at fit time: set_params(task=...) does not keep EXPR's."""
     h = MLPHead("expr")
-    assert h.get_params() == dict(task="expr", hidden=None, epochs=None, batch=None, lr=None, seed=0, verbose=0)
+    assert h.get_params() == dict(task="expr", hidden=None, epochs=None, batch=None, lr=None, seed=0, verbose=0,
+                                  feature_set=None)
     h.set_params(task="va")
     assert h.task.name == "va" and h._resolved()["hidden"] == 0 and h._resolved()["batch"] == 1024
     assert MLPHead("expr")._resolved()["hidden"] == 128
@@ -71,7 +72,7 @@ def test_blend_fit_leaves_its_params_alone():
     good = np.eye(8)[y].astype(np.float32)
     b = BlendHead("expr")
     b.fit({"a": good, "b": np.full_like(good, 1 / 8)}, y)
-    assert b.get_params() == {"task": "expr", "members": None, "step": 0.1}
+    assert b.get_params() == {"task": "expr", "members": None, "step": 0.1, "feature_set": None}
     assert b.members_ == ["a", "b"] and np.isclose(sum(b.weights_), 1)
     assert b.val_score_ == EXPR.score(y, good)
     c = clone(b)

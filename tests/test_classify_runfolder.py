@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from classify.base import KIND_MODULES, head_class, load_head, sha256
+from classify.base import load_head, sha256
+from classify.factory import head_class, list_heads
 from classify.kfold import KFoldHead
 from classify.rules import AFFECTNET8, LogitsRule
 from classify.runfolder import check_params, read_metrics
@@ -23,12 +24,12 @@ def logits_data(n=300, seed=0):
     return X, y
 
 
-@pytest.mark.parametrize("kind", list(KIND_MODULES))
+@pytest.mark.parametrize("kind", list_heads())
 def test_every_kinds_default_params_pass_the_check(kind, tmp_path):
     """Every constructor parameter has an annotation the check knows (else saved heads would be refused)."""
     cls = head_class(kind)
-    defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
-                if n not in ("self", "task") and p.default is not inspect.Parameter.empty}
+    defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()   # head.json's
+                if n not in ("self", "task", "feature_set") and p.default is not inspect.Parameter.empty}  # params
     check_params(cls, json.loads(json.dumps(defaults)), tmp_path / "head.json")
 
 
@@ -109,14 +110,19 @@ def test_names_and_symlinks(tmp_path):
 
 
 def test_torch_head_params_that_do_not_fit_the_weights_allocate_nothing(tmp_path):
-    """A width in head.json far beyond the saved weights is refused from the shapes alone (torch's meta device):
-    the network it describes (here ~20 GB) is never built."""
+    """A width in head.json beyond the saved weights is refused from the shapes alone (torch's meta device): the
+    network it describes is never built; one beyond the head's bounds is refused before that."""
     from classify.fusion import FusionMLPHead
     X, y = logits_data()
     FusionMLPHead("expr", width=8, hidden=8, epochs=1).fit(X, y).save(tmp_path / "f")
     p = tmp_path / "f" / "head.json"
     meta = json.loads(p.read_text())
-    meta["params"]["hidden"] = 600_000_000
+    meta["params"]["hidden"] = 8192
     p.write_text(json.dumps(meta))
     with pytest.raises(InputError, match=r"net.npz: the saved weights do not fit the head's parameters"):
+        load_head(tmp_path / "f")
+    meta["params"]["hidden"] = 600_000_000               # ~20 GB of weights
+    p.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"head.json: The 'hidden' parameter of FusionMLPHead must be an int in the "
+                                         r"range \[0, 8192\]"):
         load_head(tmp_path / "f")

@@ -78,7 +78,7 @@ def test_merge_shards(tmp_path, capsys):
     ref = _content(shard_files(out))
     rc = extract_main(["merge", str(out), "--out", str(out)])    # the absent cache stands for its shards
     assert rc == 0, capsys.readouterr().err
-    assert "merge: 2 files -> " in capsys.readouterr().err
+    assert "merge: 2 files -> " in capsys.readouterr().out        # the summary line goes to stdout
     assert all(p.exists() for p in shard_files(out))             # kept by default
     _same(_content(out), ref)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5", "c.shard-1-of-2.h5", "c.shard-2-of-2.h5"]

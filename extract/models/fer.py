@@ -14,12 +14,12 @@ of the last residual block (`add_4`, 4x4x128 -> 128).
 from __future__ import annotations
 
 import importlib.util
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from features import quiet
 from features.errors import InputError
 from features.outputs import write_output
 from features.serialized_code import is_keras_safe_mode_error, keras_refusal
@@ -74,12 +74,13 @@ class FerExtractor(Extractor):
     class_names = CLASSES
 
     def __init__(self, path: Path, name: str = "fer", allow_pickle: bool = False):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         keras = import_keras()      # torch and triton first: see import_keras
         self.name, self.path = name, path
         try:
-            # safe mode: Keras refuses Lambda layers' Python bytecode (legacy .h5 files included) unless opted in
-            full = keras.models.load_model(str(path), compile=False, safe_mode=not allow_pickle)
+            # safe mode: Keras refuses Lambda layers' Python bytecode (legacy .h5 files included) unless opted in;
+            # the first model places TensorFlow's devices (CUDA builds log it): quiet.native_stderr
+            with quiet.native_stderr():
+                full = keras.models.load_model(str(path), compile=False, safe_mode=not allow_pickle)
         except Exception as e:
             if is_keras_safe_mode_error(e):
                 raise keras_refusal(path, "pass --allow-pickle (spec option allow_pickle=1)") from None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features import quiet
 from features.errors import InputError
 
 from ..base import IMAGENET_MEAN, IMAGENET_STD, Extractor
@@ -103,7 +104,10 @@ class OnnxExtractor(Extractor):
 
     def _session(self, ort) -> None:
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        # quiet: FATAL only, since onnxruntime logs (in red) each error it also raises, and the callers report
+        # the exception (runtime auto's fallback is one info line); -v: onnxruntime's own default
+        so.log_severity_level = quiet.ort_severity()
+        ort.set_default_logger_severity(min(quiet.ort_severity(), 3))     # process-wide lines: errors only
         self.session = ort.InferenceSession(self._model_bytes, so, providers=self._providers)
 
     def to(self, device: str) -> "OnnxExtractor":
