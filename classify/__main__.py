@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from features.cli import add_verbose, run_main, setup_console
-from features.cliargs import INT32_MAX, int_values, integer
+from features.cliargs import INT32_MAX, int_values, integer, number
 
 from .lama import LAMA_MAX_ROWS
 
@@ -127,6 +127,7 @@ def train(argv: list[str]) -> int:
 
 
 def build_predict_parser() -> argparse.ArgumentParser:
+    from .predict_faces import MAX_GAP
     ap = argparse.ArgumentParser(
         prog="python -m classify predict",
         description="Apply a run's final head (blends included) with its own post-processing (gap filling, its k "
@@ -146,6 +147,11 @@ def build_predict_parser() -> argparse.ArgumentParser:
     ap.add_argument("--k", type=integer(0, INT32_MAX), default=None,
                     help="smoothing half-width in frames, instead of the run's (--pretrained: half a second); a "
                          "window wider than a video smooths it whole")
+    ap.add_argument("--max-gap", type=number(0.0, MAX_GAP), default=None, metavar="SECONDS",
+                    help="frames farther than this from every face frame of their video are left empty "
+                         "(far_from_face) instead of filled from a face seconds away (default 1 s; counted in "
+                         "frames where the frame rate is unknown, default 24); postprocess submit fills every "
+                         "frame")
     ap.add_argument("--timelines", default="all", help="timeline PNGs for the first N videos, or all (default)")
     ap.add_argument("--allow-pickle", action="store_true",
                     help="load heads whose files run code when loaded: LightAutoML pickles, Keras Lambda "
@@ -179,7 +185,7 @@ def predict(argv: list[str]) -> int:
             raise InputError(f"--timelines: a number of videos or 'all', got {a.timelines!r}")
     res = apply(a.cache, a.out, run=a.run, pretrained=a.pretrained,
                 videos=[v.strip() for v in a.videos.split(",") if v.strip()], fps=a.fps, source=a.source,
-                k=a.k, timelines=timelines, allow_pickle=a.allow_pickle, force=a.force)
+                k=a.k, timelines=timelines, allow_pickle=a.allow_pickle, force=a.force, max_gap=a.max_gap)
     print(f"predict: {res.line()}")
     return 0
 

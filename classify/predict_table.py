@@ -1,5 +1,11 @@
 """`classify predict`'s per-frame table: frame rates for its time column, its columns, and the file itself (CSV
-or Parquet by the extension of --out, through the one writer), read back with the same dtypes."""
+or Parquet by the extension of --out, through the one writer), read back with the same dtypes.
+
+Columns and types: video (categorical), frame (int64), time (float64 seconds, NaN where the frame rate is
+unknown), face (bool: a face was found in this frame), far_from_face (bool: no face within --max-gap, so the
+outputs are empty), source_video (categorical; only when the cache holds tracked persons), the task's outputs
+(float32 probabilities or values, `label` categorical, `<AU>_on` Int8; empty where no value), then the face
+columns of classify.predict_faces (float32; only when a face detector ran at extraction)."""
 from __future__ import annotations
 
 import os
@@ -42,16 +48,25 @@ def frame_rates(source: str | os.PathLike | None, videos: Sequence[str]) -> dict
     return out
 
 
-def build_table(sc: ScoreSet, smoothed: np.ndarray, decision: np.ndarray, fps: dict[str, float]) -> pd.DataFrame:
-    """One row per frame: video, frame, time (NaN where the video's frame rate is unknown), face, then the
-    task's post-processed outputs (empty for a video without any face)."""
+def build_table(sc: ScoreSet, smoothed: np.ndarray, decision: np.ndarray, fps: dict[str, float],
+                far: np.ndarray | None = None, faces: dict[str, np.ndarray] | None = None,
+                sources: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per frame: video, frame, time (NaN where the video's frame rate is unknown), face, far_from_face
+    (`far`, default all False), source_video (when `sources` maps items to the videos they were cut from),
+    then the task's post-processed outputs (empty where `smoothed` is NaN: a video without any face, a frame far
+    from one), then the `faces` columns."""
     task = get_task(sc.task)
     codes, names = pd.factorize(sc.video)
     rate = pd.Series(fps, dtype=np.float64).reindex(names).to_numpy(np.float64)
     cols: dict[str, object] = {"video": pd.Categorical.from_codes(codes, names) if len(names) else sc.video,
                                "frame": sc.frame.astype(np.int64),
                                "time": (sc.frame - 1) / rate[codes] if len(rate) else np.zeros(0),
-                               "face": sc.face.astype(bool)}
+                               "face": sc.face.astype(bool),
+                               "far_from_face": np.zeros(len(sc), bool) if far is None else np.asarray(far, bool)}
+    if sources is not None:
+        src = [str(sources.get(str(n), n)) for n in names]
+        cols["source_video"] = pd.Categorical(np.asarray(src, dtype=object)[codes] if len(codes) else [],
+                                              categories=list(dict.fromkeys(src)))
     empty = ~np.isfinite(smoothed).all(axis=1)
     if task.kind == "regression":
         for j, n in enumerate(task.labels):
@@ -67,6 +82,8 @@ def build_table(sc: ScoreSet, smoothed: np.ndarray, decision: np.ndarray, fps: d
             cols[n] = smoothed[:, j].astype(np.float32)
         for j, n in enumerate(task.labels):
             cols[f"{n}_on"] = pd.array(np.where(empty, pd.NA, decision[:, j]), dtype="Int8")
+    for c, a in (faces or {}).items():
+        cols[c] = np.asarray(a, np.float32)
     return pd.DataFrame(cols)
 
 
@@ -102,8 +119,11 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
-    df = pd.read_csv(path, dtype={"video": str})
+    df = pd.read_csv(path, dtype={"video": str, "source_video": str})
     df["video"] = pd.Categorical(df["video"], categories=pd.unique(df["video"]))
+    if "source_video" in df:
+        df["source_video"] = df["source_video"].astype(str)
+        df["source_video"] = pd.Categorical(df["source_video"], categories=pd.unique(df["source_video"]))
     if "label" in df:
         df["label"] = pd.Categorical(df["label"], categories=list(EXPR.labels))
     for c in [c for c in df.columns if c.endswith("_on")]:

@@ -3,6 +3,7 @@
     python -m extract run --data DIR --cache FILE --extractors fer[,spec2] --device cpu|cuda --batch 64
                           [--workers N] [--shard i/n] [--layout auto|affwild|folders|images|videos]
                           [--detect auto|on|off] [--detector auto|mtcnn|haar] [--faces largest|all]
+                          [--track-gap FRAMES] [--track-min FRAMES] [--track-move SIDES]
                           [--limit-videos N] [--allow-pickle] [--amp bf16|fp16] [--channels-last]
                           [--engine local|ray] [--ray-address auto|HOST:PORT] [--gpus-per-worker G]
     python -m extract list
@@ -26,8 +27,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from features.cli import add_verbose, setup_console
-from features.cliargs import cores, cpu_count, integer, number
+from features.cliargs import INT32_MAX, cores, cpu_count, integer, number
 from features.errors import InputError
+
+from .faces import MAX_TRACK_MOVE
 
 log = logging.getLogger("extract")
 DEFAULT_DATA = "data/synthetic"
@@ -117,10 +120,14 @@ def cmd_run(a: argparse.Namespace) -> int:
                          "workers itself (drop --shard)")
     data = Path(a.data)
     _ensure_default_data(data)
+    track = {k: getattr(a, k) for k in ("track_gap", "track_min", "track_move") if getattr(a, k) is not None}
     det = DetectorConfig(detector=a.detector, detect=a.detect, faces=a.faces, margin=a.margin, smooth=a.smooth,
-                         detect_size=a.detect_size)
+                         detect_size=a.detect_size, **track)
     source = discover(data, a.layout, crops=a.crops, detector=det.to_dict())
     det = resolve(det, source.layout)       # before the models load: a bad combination stops at once
+    if track and not (det.faces == "all" and source.layout == "videos"):
+        raise InputError(f"--{next(iter(track)).replace('_', '-')} links the faces of video files into persons: it "
+                         f"needs --faces all on video files (here --faces {det.faces}, layout {source.layout})")
     amp = a.amp if a.amp != "none" else None
     if a.engine == "ray":
         return _run_ray(a, source, det, amp)
@@ -319,7 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--detector", default="auto", choices=["auto", "mtcnn", "haar"],
                    help="auto: MTCNN when its weights are in the weights cache (make setup), else Haar")
     r.add_argument("--faces", default="largest", choices=["largest", "all"],
-                   help="all (--layout images): one row per face, frame = face number, largest first")
+                   help="all: --layout images: one row per face, frame = face number, largest first; video files: "
+                        "every person tracked across frames becomes an item <video>_p1, _p2, ... (by first "
+                        "appearance) with a row per frame of the video")
+    r.add_argument("--track-gap", type=integer(0, INT32_MAX), default=None, metavar="FRAMES",
+                   help="--faces all on videos: a person missed up to this many frames in a row keeps their item "
+                        "(default 30)")
+    r.add_argument("--track-min", type=integer(1, INT32_MAX), default=None, metavar="FRAMES",
+                   help="--faces all on videos: persons found in fewer frames are dropped as spurious (default 10)")
+    r.add_argument("--track-move", type=number(0.0, MAX_TRACK_MOVE, low_open=True), default=None, metavar="SIDES",
+                   help="--faces all on videos: a face joins a person whose last box centre is at most this many "
+                        f"face sides away (default 1; at most {MAX_TRACK_MOVE:g})")
     r.add_argument("--margin", type=number(0.0, MAX_MARGIN), default=0.2,
                    help=f"detection: crop side = (1 + margin) x face box (margin 0 to {MAX_MARGIN:g})")
     r.add_argument("--smooth", type=number(0.0, 1.0, high_open=True), default=0.0,

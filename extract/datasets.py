@@ -2,7 +2,9 @@
 
 ``ImageBatches`` (map-style) serves batches of the flat frame list of image-folder videos (crops given);
 ``FaceChunks`` (iterable) serves frames whose faces are found during extraction (see its docstring).
-Both yield dicts: ``video``, ``frame``, ``ok`` (numpy), ``pix`` (size -> uint8 tensor), optionally ``raw``
+Both yield dicts: ``video``, ``frame``, ``ok`` (numpy), ``pix`` (size -> uint8 tensor), optionally ``faces``
+(rows x extract.faces.RECORD, what the detector found), ``track`` and ``tracks`` (``--faces all`` on videos, see
+FaceChunks), ``raw``
 (decoded crops of one shape, resized later on the device), ``jpeg``/``jpeg_off``/``jpeg_rows``/``jpeg_paths``
 (baseline JPEG files as bytes, decoded later on the device: extract.jpeg), ``bad`` (unreadable files) and ``ends`` (video index
 -> frame count, in the chunk that holds a video's last frame), or ``{"error": line}``.
@@ -17,7 +19,7 @@ import numpy as np
 
 from features.errors import InputError
 
-from .faces import DetectorConfig, decode_video, frame_crops
+from .faces import NO_FACE, RECORD, DetectorConfig, decode_video, frame_crops
 from .jpeg import baseline_jpeg, pack, read_files
 from .resize import on_device_exact
 from .sources import ImageVideo, VideoFile, load_image, resize_square
@@ -143,7 +145,11 @@ class FaceChunks(_IterableDataset):
 
     Rows: one per frame (frame = 1-based position), or with ``faces == "all"`` one per face of a photo
     (frame = face number, largest first). A frame or photo without a face, or whose image cannot be decoded, is
-    one row with ``face=False``.
+    one row with ``face=False``. With detection on, ``faces`` holds each row's record (NaN without a face).
+
+    Video files with ``faces == "all"``: one row per face found (frame = its frame number), ``track`` = its
+    track id (extract.tracks); the chunk that carries the video's ``ends`` also carries ``tracks[item] =
+    (frames decoded, person number per track id)``, and the committer makes one item per person.
     """
     def __init__(self, videos: Sequence[ImageVideo | VideoFile], vids: Sequence[int], sizes: Sequence[int],
                  batch: int, detector: DetectorConfig):
@@ -156,46 +162,67 @@ class FaceChunks(_IterableDataset):
         info = torch.utils.data.get_worker_info()
         k, n = (info.id, info.num_workers) if info else (0, 1)
         detect, every = self.cfg.detect != "off", self.cfg.faces == "all"
-        rows: list[tuple[int, int, dict | None]] = []      # (item id, frame, crops or None)
+        rows: list[tuple[int, int, dict | None, np.ndarray, int]] = []   # (item id, frame, crops, record, track)
         bad: list[tuple[str, str]] = []
         ends: dict[int, int] = {}
+        tracks: dict[int, tuple[int, np.ndarray]] = {}
 
         def flush() -> dict:
             m = len(rows)
             pix = {s: torch.zeros((m, s, s, 3), dtype=torch.uint8) for s in self.sizes}
             views = {s: p.numpy() for s, p in pix.items()}       # fill through numpy views
-            for r, (_, _, c) in enumerate(rows):
-                if c is not None:
+            for r, row in enumerate(rows):
+                if row[2] is not None:
                     for s in self.sizes:
-                        views[s][r] = c[s]
+                        views[s][r] = row[2][s]
             out = {"video": np.array([r[0] for r in rows], np.int64).reshape(m),
                    "frame": np.array([r[1] for r in rows], np.int64).reshape(m),
                    "ok": np.array([r[2] is not None for r in rows], bool).reshape(m),
                    "pix": pix, "bad": list(bad), "ends": dict(ends)}
-            rows.clear(), bad.clear(), ends.clear()
+            if detect:
+                out["faces"] = np.array([r[3] for r in rows], np.float32).reshape(m, RECORD)
+            if tracked:
+                out["track"] = np.array([r[4] for r in rows], np.int64).reshape(m)
+                out["tracks"] = dict(tracks)
+            rows.clear(), bad.clear(), ends.clear(), tracks.clear()
             return out
 
+        tracked = every and any(kind == "video" for kind, _ in self.items)
         for (kind, what), vi in list(zip(self.items, self.vids))[k::n]:
             count = 0
             frames = decode_video(what) if kind == "video" else self._images(what, bad)
             try:
-                for f, crops in enumerate(frame_crops(frames, self.sizes, self.cfg, detect, every), 1):
-                    if every:       # a photo: one row per face, numbered 1.. (largest first)
-                        for j, c in enumerate(crops or [None], 1):
-                            rows.append((vi, j, c))
+                if kind == "video" and every:       # one row per face, linked into persons
+                    from .tracks import tracked_crops, tracker_for
+                    tracker, n_frames = tracker_for(self.cfg), 0
+                    for f, faces in enumerate(tracked_crops(frames, self.sizes, self.cfg, tracker), 1):
+                        n_frames = f
+                        for t, fc in faces:
+                            rows.append((vi, f, fc.crops, fc.record, t))
                             count += 1
                             if len(rows) == self.batch:
                                 yield flush()
-                        continue
-                    rows.append((vi, f, crops[0] if crops else None))
-                    count += 1
-                    if len(rows) == self.batch:
-                        yield flush()
+                    tracks[vi] = (n_frames, tracker.persons())
+                else:
+                    for f, faces in enumerate(frame_crops(frames, self.sizes, self.cfg, detect, every), 1):
+                        if every:       # a photo: one row per face, numbered 1.. (largest first)
+                            for j, fc in enumerate(faces or [None], 1):
+                                crops, rec = (None, NO_FACE) if fc is None else fc
+                                rows.append((vi, j, crops, rec, -1))
+                                count += 1
+                                if len(rows) == self.batch:
+                                    yield flush()
+                            continue
+                        rows.append((vi, f, faces[0].crops if faces else None,
+                                     faces[0].record if faces else NO_FACE, -1))
+                        count += 1
+                        if len(rows) == self.batch:
+                            yield flush()
             except InputError as e:
                 yield {"error": str(e)}     # one line; the main process raises it
                 return
             ends[vi] = count
-        if rows or ends or bad:
+        if rows or ends or bad or tracks:
             yield flush()
 
     @staticmethod

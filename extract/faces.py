@@ -10,6 +10,13 @@ scaled to ``detect_size`` on its long side, with a smallest face of ``min_face``
 without a detection are marked ``face=False``; nothing is invented for them (gap filling belongs to
 postprocess).
 
+What a detector found is recorded per row (:data:`RECORD`: box in the original frame's pixels, score, five
+landmarks where the detector gives them; the cache stores them as face_box, face_score, face_landmarks). The
+box recorded is the detector's own; the crop is cut around it (smoothed when ``--smooth`` > 0).
+
+Every person in a video (``--faces all`` on video files): faces are linked across frames into tracks
+(:mod:`extract.tracks`), each kept track becoming an item ``<video>_p1``, ``<video>_p2``, ...
+
 Detection on/off (``--detect``): ``auto`` is on for video files and photo folders (``--layout images``), off
 for Aff-Wild2 crops and ``--layout folders`` (their images are already face crops). Off: the whole frame is
 resized to the model input, as before.
@@ -19,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -32,6 +39,19 @@ DETECT = ("auto", "on", "off")
 FACES = ("largest", "all")
 #: layouts whose images are already face crops: detection is off unless asked for
 CROP_LAYOUTS = ("affwild", "folders")
+#: one face as a detector found it: box x, y, width, height (original frame pixels), score, then five landmarks
+#: x1, y1, ..., x5, y5 (image-left eye, image-right eye, nose tip, image-left and image-right mouth corner);
+#: NaN where the detector gives no value (Haar has no landmarks) or there is no face
+RECORD = 15
+NO_FACE = np.full(RECORD, np.nan, np.float32)
+#: bounds of the tracking options (frames are int32 in the cache; a move beyond 100 face sides links anything)
+MAX_TRACK_MOVE = 100.0
+
+
+class FaceCrop(NamedTuple):
+    """One face of a frame: its crops per model input size and its :data:`RECORD`."""
+    crops: dict
+    record: np.ndarray
 
 
 @dataclass
@@ -48,6 +68,9 @@ class DetectorConfig:
     margin: float = 0.2             # the square crop is (1 + margin) x the larger box side
     smooth: float = 0.0             # 0: raw boxes; a in (0, 1): exponential smoothing, box = a*prev + (1-a)*new
     max_gap: int = 5                # smoothing restarts after this many frames without a face
+    track_gap: int = 30             # --faces all on videos: a person may be missed this many frames in a row
+    track_min: int = 10             # ... and is kept when found in at least this many frames
+    track_move: float = 1.0         # ... a face links to a track when its centre moved <= this many face sides
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,15 +83,20 @@ def resolve(cfg: DetectorConfig | None, layout: str) -> DetectorConfig:
         if getattr(cfg, k) not in allowed:
             raise InputError(f"--{k} must be one of {', '.join(allowed)}, got {getattr(cfg, k)!r}")
     detect = cfg.detect if cfg.detect != "auto" else ("off" if layout in CROP_LAYOUTS else "on")
-    if cfg.faces == "all" and layout != "images":
-        raise InputError(f"--faces all needs --layout images (a photo's rows are its faces); in --layout "
-                         f"{layout} a row is a frame: use --faces largest")
+    if cfg.faces == "all" and layout not in ("images", "videos"):
+        raise InputError(f"--faces all needs --layout images (a photo's rows are its faces) or videos (one item "
+                         f"per tracked person); in --layout {layout} a row is a frame: use --faces largest")
     if cfg.faces == "all" and detect == "off":
         raise InputError("--faces all needs face detection: drop --detect off")
     if not 0 <= cfg.smooth < 1:
         raise InputError(f"--smooth must be in [0, 1), got {cfg.smooth}")
     if cfg.margin < 0 or cfg.detect_size < 32:
         raise InputError(f"--margin must be >= 0 and --detect-size >= 32, got {cfg.margin} and {cfg.detect_size}")
+    from features.cliargs import INT32_MAX, check_int
+    check_int(cfg.track_gap, "--track-gap", 0, INT32_MAX, "frames")
+    check_int(cfg.track_min, "--track-min", 1, INT32_MAX, "frames")
+    if not (isinstance(cfg.track_move, (int, float)) and 0 < cfg.track_move <= MAX_TRACK_MOVE):
+        raise InputError(f"--track-move must be > 0 and <= {MAX_TRACK_MOVE:g} (face sides), got {cfg.track_move!r}")
     detector = cfg.detector
     from .mtcnn import weight_files
     if detector == "mtcnn" and detect == "on":
@@ -98,6 +126,11 @@ class HaarFaceDetector:
 
     def detect_all(self, rgb: np.ndarray) -> np.ndarray:
         """(k, 4) boxes (x, y, w, h) in full-frame pixels (float), largest first."""
+        return self.detect_faces(rgb)[:, :4].astype(np.float64)
+
+    def detect_faces(self, rgb: np.ndarray) -> np.ndarray:
+        """(k, RECORD) faces in full-frame pixels, largest first. Score: the number of raw detections merged
+        into the box (at least min_neighbors; higher is surer, not a probability); no landmarks (NaN)."""
         cv2, c = self.cv2, self.cfg
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         s = min(1.0, c.detect_size / max(grey.shape))
@@ -105,9 +138,12 @@ class HaarFaceDetector:
             grey = cv2.resize(grey, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         grey = cv2.equalizeHist(grey)
         m = max(20, int(c.min_face * min(grey.shape)))
-        boxes = self.cascade.detectMultiScale(grey, scaleFactor=c.scale_factor, minNeighbors=c.min_neighbors,
-                                              minSize=(m, m))
-        return _largest_first(np.asarray(boxes, np.float64).reshape(-1, 4) / s)
+        boxes, hits = self.cascade.detectMultiScale2(grey, scaleFactor=c.scale_factor,
+                                                     minNeighbors=c.min_neighbors, minSize=(m, m))
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4) / s
+        rec = np.full((len(boxes), RECORD), np.nan, np.float32)
+        rec[:, :4], rec[:, 4] = boxes, np.asarray(hits, np.float64).reshape(-1)
+        return _largest_first(rec)
 
     def detect(self, rgb: np.ndarray) -> np.ndarray | None:
         """(x, y, w, h) of the largest face in full-frame pixels (float), or None."""
@@ -123,13 +159,16 @@ class MtcnnFaceDetector(HaarFaceDetector):
         self.cfg = cfg or DetectorConfig()
         self.net = MTCNN()
 
-    def detect_all(self, rgb: np.ndarray) -> np.ndarray:
+    def detect_faces(self, rgb: np.ndarray) -> np.ndarray:
+        """(k, RECORD) faces in full-frame pixels, largest first; score: O-Net's face probability."""
         import cv2
         c = self.cfg
         s = min(1.0, c.detect_size / max(rgb.shape[:2]))
         small = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else rgb
         b = self.net.detect(small, max(12.0, c.min_face * min(small.shape[:2]))).astype(np.float64)
-        return _largest_first(np.c_[b[:, :2], b[:, 2:4] - b[:, :2]] / s)
+        rec = np.empty((len(b), RECORD), np.float32)
+        rec[:, :2], rec[:, 2:4], rec[:, 4], rec[:, 5:] = b[:, :2] / s, (b[:, 2:4] - b[:, :2]) / s, b[:, 4], b[:, 5:] / s
+        return _largest_first(rec)
 
 
 def _largest_first(boxes: np.ndarray) -> np.ndarray:
@@ -207,16 +246,23 @@ def decode_video(path: str | Path) -> Iterator[np.ndarray]:
 def face_crops(path: str | Path, sizes: list[int], cfg: DetectorConfig | None = None
                ) -> Iterator[tuple[bool, dict[int, np.ndarray] | None]]:
     """Per decoded frame of a video file: (face found, {size: crop uint8 (size, size, 3)} or None)."""
-    for crops in frame_crops(decode_video(path), sizes, cfg or DetectorConfig()):
-        yield (True, crops[0]) if crops else (False, None)
+    for faces in frame_crops(decode_video(path), sizes, cfg or DetectorConfig()):
+        yield (True, faces[0].crops) if faces else (False, None)
+
+
+def crops_of(rgb: np.ndarray, box: np.ndarray, sizes: Iterable[int], margin: float) -> dict[int, np.ndarray]:
+    """The square crops of `box` (with `margin`) at every size."""
+    return {s: square_crop(rgb, box, margin, s) for s in sizes}
 
 
 def frame_crops(frames: Iterable[np.ndarray | None], sizes: list[int], cfg: DetectorConfig, detect: bool = True,
-                every_face: bool = False) -> Iterator[list[dict[int, np.ndarray]]]:
-    """Per frame: its face crops ({size: uint8 (size, size, 3)}), largest first; [] when there is none.
+                every_face: bool = False) -> Iterator[list[FaceCrop]]:
+    """Per frame: its faces (crops {size: uint8 (size, size, 3)} and :data:`RECORD`), largest first; [] when
+    there is none.
 
-    `detect` False: the whole frame, resized (aspect ratio not kept). `every_face` False: the largest face only,
-    with the box smoothed over consecutive frames when ``cfg.smooth`` > 0. A None frame (unreadable) gives [].
+    `detect` False: the whole frame, resized (aspect ratio not kept; the record is :data:`NO_FACE`).
+    `every_face` False: the largest face only, its crop box smoothed over consecutive frames when
+    ``cfg.smooth`` > 0 (the record keeps the detector's box). A None frame (unreadable) gives [].
     """
     from .sources import resize_square
     det = make_detector(cfg) if detect else None
@@ -226,9 +272,10 @@ def frame_crops(frames: Iterable[np.ndarray | None], sizes: list[int], cfg: Dete
             smooth(None)
             yield []
         elif det is None:
-            yield [{s: resize_square(rgb, s) for s in sizes}]
+            yield [FaceCrop({s: resize_square(rgb, s) for s in sizes}, NO_FACE)]
         elif every_face:
-            yield [{s: square_crop(rgb, b, cfg.margin, s) for s in sizes} for b in det.detect_all(rgb)]
+            yield [FaceCrop(crops_of(rgb, r[:4], sizes, cfg.margin), r) for r in det.detect_faces(rgb)]
         else:
-            box = smooth(det.detect(rgb))
-            yield [] if box is None else [{s: square_crop(rgb, box, cfg.margin, s) for s in sizes}]
+            found = det.detect_faces(rgb)
+            box = smooth(found[0, :4].astype(np.float64) if len(found) else None)
+            yield [] if box is None else [FaceCrop(crops_of(rgb, box, sizes, cfg.margin), found[0])]

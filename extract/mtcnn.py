@@ -131,7 +131,8 @@ def _nms_min(boxes: np.ndarray, scores: np.ndarray, thr: float) -> np.ndarray:
 
 
 class MTCNN:
-    """Faces of one RGB image: ``detect(rgb, min_face_px) -> (k, 5)`` rows x1, y1, x2, y2, score."""
+    """Faces of one RGB image: ``detect(rgb, min_face_px) -> (k, 15)`` rows x1, y1, x2, y2, score, then the five
+    landmarks x, y (image-left eye, image-right eye, nose tip, image-left and image-right mouth corner)."""
 
     def __init__(self, thresholds=(0.6, 0.7, 0.7), factor: float = 0.709, directory=None):
         import torch
@@ -183,7 +184,7 @@ class MTCNN:
         from torchvision.ops import nms
         pnet, rnet, onet = self.nets
         t0, t1, t2 = self.thresholds
-        empty = np.zeros((0, 5), np.float32)
+        empty = np.zeros((0, 15), np.float32)
         with torch.inference_mode():
             img = torch.tensor(np.asarray(rgb)).permute(2, 0, 1)[None].float()   # a copy: frames may be read-only
             h, w = img.shape[2:]
@@ -226,10 +227,16 @@ class MTCNN:
             ok, x = self._crops(img, boxes, 48)
             if x is None:
                 return empty
-            reg, _, prob = onet(x)
-            boxes, score, reg = boxes[ok], prob[:, 1].numpy(), reg.numpy()
+            reg, pts, prob = onet(x)
+            boxes, score, reg, pts = boxes[ok], prob[:, 1].numpy(), reg.numpy(), pts.numpy()
             keep = score > t2
-            boxes = self._regress(np.c_[boxes[keep, :4], score[keep]], reg[keep])
+            boxes, score, reg, pts = boxes[keep], score[keep], reg[keep], pts[keep]
+            # landmarks relative to the box O-Net saw (before its regression), as facenet-pytorch's detect_face
+            w1, h1 = boxes[:, 2:3] - boxes[:, 0:1] + 1, boxes[:, 3:4] - boxes[:, 1:2] + 1
+            px, py = w1 * pts[:, :5] + boxes[:, 0:1] - 1, h1 * pts[:, 5:] + boxes[:, 1:2] - 1
+            boxes = self._regress(np.c_[boxes[:, :4], score], reg)
             if not len(boxes):
                 return empty
-            return boxes[_nms_min(boxes[:, :4], boxes[:, 4], 0.7)].astype(np.float32)
+            marks = np.stack([px, py], 2).reshape(-1, 10)       # x1, y1, ..., x5, y5
+            k = _nms_min(boxes[:, :4], boxes[:, 4], 0.7)
+            return np.c_[boxes[k], marks[k]].astype(np.float32)

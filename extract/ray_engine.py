@@ -455,8 +455,8 @@ class _Driver:
                     except ray.exceptions.RayActorError as e:
                         self._lost(s, e)
                         continue
-                    for k in ("videos", "frames", "no_face", "bad_files", "short_videos", "wait_s", "model_s",
-                              "write_s"):
+                    for k in ("videos", "frames", "no_face", "bad_files", "short_videos", "persons", "wait_s",
+                              "model_s", "write_s"):
                         setattr(summary, k, getattr(summary, k) + r[k])
                     s.videos += int(r["videos"])
                     s.frames += int(r["frames"])

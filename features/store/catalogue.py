@@ -23,6 +23,7 @@ class VideoLoc:
     source: int     # index into Catalogue._files
     start: int
     count: int
+    origin: str = ""    # the video file this item was cut from (a tracked person), "" for itself
 
 
 class Catalogue:
@@ -37,12 +38,14 @@ class Catalogue:
         self._open_segments: dict[int, None] = {}   # indices of open segment files, least recently used first
         self._catalog: dict[str, dict[str, VideoLoc]] = {}
         self._info: dict[str, ExtractorInfo] = {}
+        self._faces: dict[str, bool] = {}           # extractor -> some file holds its face datasets
 
     # -- opening --------------------------------------------------------------------------------------------
     def _open_all(self) -> None:
         self._close_files()
         self._catalog = {}
         self._info = {}
+        self._faces = {}
         merged_by_main: dict[Path, set] = {}
         sources: list[Path] = []
         for p in self.paths:
@@ -104,7 +107,7 @@ class Catalogue:
 
     def _index_file(self, i: int, src: Path) -> None:
         f = self._file(i)
-        new: list[tuple[str, ExtractorInfo, dict[str, VideoLoc]]] = []
+        new: list[tuple[str, ExtractorInfo, dict[str, VideoLoc], bool]] = []
         groups = f.get("extractors")
         if groups is None:              # a valid empty cache (e.g. a worker's shard before its first commit)
             return
@@ -125,15 +128,17 @@ class Catalogue:
                                  f"in {self.paths[0]} ({provenance_diff(known, info)})", src)
             cat = self._catalog.get(name, {})
             add: dict[str, VideoLoc] = {}
-            for v, s, c in zip(names, starts, counts):
+            origins = list(g["video_source"].asstr()[()]) if "video_source" in g else [""] * len(names)
+            for v, s, c, o in zip(names, starts, counts, origins):
                 if v in cat or v in add:
                     other = self._sources[cat[v].source] if v in cat else src
                     raise InputError(f"video {v!r} of extractor {name!r} is stored twice (also in {other})", src)
-                add[v] = VideoLoc(i, int(s), int(c))
-            new.append((name, known, add))
-        for name, info, add in new:         # all checked: index them (so a failure leaves nothing half-indexed)
+                add[v] = VideoLoc(i, int(s), int(c), "" if o == v else o)
+            new.append((name, known, add, "face_box" in g))
+        for name, info, add, faces in new:   # all checked: index them (so a failure leaves nothing half-indexed)
             self._info.setdefault(name, info)
             self._catalog.setdefault(name, {}).update(add)
+            self._faces[name] = self._faces.get(name, False) or faces
 
     def _close_files(self) -> None:
         for f in getattr(self, "_files", []):
@@ -164,6 +169,17 @@ class Catalogue:
             return self._loc(name, video).count
         self.info(name)
         return sum(loc.count for loc in self._catalog[name].values())
+
+    def has_faces(self, name: str) -> bool:
+        """Whether extractor `name` holds recorded faces (boxes, scores, landmarks) for some of its videos."""
+        self.info(name)
+        return self._faces.get(name, False)
+
+    def video_sources(self, name: str) -> dict[str, str]:
+        """Item -> the video file it was cut from (a tracked person ``<video>_p1`` -> ``<video>``; an item
+        that is a whole video -> its own name)."""
+        self.info(name)
+        return {v: loc.origin or v for v, loc in self._catalog[name].items()}
 
     def has_video(self, name: str, video: str) -> bool:
         return video in self._catalog.get(name, {})

@@ -15,7 +15,7 @@ from .catalogue import VideoLoc
 from .durability import atomic_replace, io_error, sigint_deferred
 from .paths import parts_dir, segments
 from .reader import CacheReader
-from .schema import create_group, new_file
+from .schema import FACE_OUTPUTS, create_group, new_file
 
 log = logging.getLogger("features.store")      # one logger for the package: its name is in every log line
 
@@ -47,11 +47,15 @@ class Compaction(CacheReader):
                 continue
             locs = list(cat.values())
             n_rows = sum(l.count for l in locs)
-            g = create_group(out, self._info[name], n_rows, len(locs), compression)
+            faces = self._faces.get(name, False)
+            sources = any(l.origin for l in locs)
+            g = create_group(out, self._info[name], n_rows, len(locs), compression, faces=faces, sources=sources)
             g["video_names"][:] = list(cat)
             g["video_count"][:] = [l.count for l in locs]
             g["video_start"][:] = np.concatenate([[0], np.cumsum([l.count for l in locs])[:-1]])
-            for key in ("frame", "face", *self._info[name].outputs):
+            if sources:
+                g["video_source"][:] = [l.origin for l in locs]
+            for key in ("frame", "face", *self._info[name].outputs, *(FACE_OUTPUTS if faces else ())):
                 self._copy_dataset(name, key, locs, g[key])
 
     def _copy_dataset(self, name: str, key: str, locs: list[VideoLoc], ds: h5py.Dataset) -> None:

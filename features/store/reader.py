@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .catalogue import Catalogue, VideoLoc
+from .schema import FACE_OUTPUTS
 
 
 @dataclass
@@ -51,8 +52,11 @@ class CacheReader(Catalogue):
                 count += locs[j].count
                 j += 1
             if count:
-                ds = self._file(src)["extractors"][name][key]
-                ds.read_direct(out, np.s_[start:start + count], np.s_[o:o + count])
+                g = self._file(src)["extractors"][name]
+                if key in FACE_OUTPUTS and key not in g:
+                    out[o:o + count] = np.nan          # a file written before faces were recorded
+                else:
+                    g[key].read_direct(out, np.s_[start:start + count], np.s_[o:o + count])
             o += count
             i = j
 
@@ -60,7 +64,9 @@ class CacheReader(Catalogue):
              outputs: Sequence[str] | dict[str, Sequence[str]] = ("embedding",), dtype=None) -> FeatureBlock:
         """All frames of `videos` (default: all videos of the first extractor) for one or several extractors.
 
-        `outputs` is one list for all extractors or a dict extractor -> outputs.
+        `outputs` is one list for all extractors or a dict extractor -> outputs; besides the model's outputs
+        these may name the face datasets ``face_box``, ``face_score``, ``face_landmarks`` (NaN rows for videos
+        stored without them, see :mod:`features.store.schema`).
         Rows follow the given video order, then frame order. With several extractors only frames present in
         all of them are kept; `face` is the AND of their masks. Missing outputs (e.g. 'va' of a model without
         it) raise an InputError. `dtype` converts arrays (default: as stored).
@@ -78,7 +84,7 @@ class CacheReader(Catalogue):
             n_e = sum(l.count for l in locs[e])
             for o in per[e]:
                 dt = np.dtype(info.embedding_dtype if o == "embedding" else np.float32)
-                buf = np.empty((n_e, info.outputs[o]), dt)
+                buf = np.empty((n_e, {**info.outputs, **FACE_OUTPUTS}[o]), dt)
                 self._read_rows(e, o, locs[e], buf)
                 if sel[e] is not None:
                     buf = buf[sel[e]]
@@ -103,9 +109,9 @@ class CacheReader(Catalogue):
         for e in extractors:
             info = self.info(e)
             for o in per[e]:
-                if o not in info.outputs:
-                    raise InputError(f"extractor {e!r} has no output {o!r} (it has {list(info.outputs)})",
-                                     self.paths[0])
+                if o not in info.outputs and o not in FACE_OUTPUTS:
+                    raise InputError(f"extractor {e!r} has no output {o!r} (it has {list(info.outputs)} and the "
+                                     f"face datasets {list(FACE_OUTPUTS)})", self.paths[0])
         return extractors, per
 
     def _frames(self, videos: list[str], extractors: Sequence[str], locs: dict[str, list[VideoLoc]]):

@@ -15,6 +15,19 @@ File layout (schema version 1; docs/cache-format.md has it as a table)::
         embedding    (N, D)    float16 (or float32 on request), contiguous (or ~1 MiB chunks if compressed)
         logits       (N, C)    float32, where the model has them
         va           (N, 2)    float32, valence/arousal where the model has them
+        face_box       (N, 4)  float32, optional: the detected face (x, y, width, height) in the original
+                               frame's pixels; NaN where no face was found
+        face_score     (N, 1)  float32, optional: the detector's score of that face (MTCNN: probability;
+                               Haar: neighbours merged into the box, not a probability); NaN where none
+        face_landmarks (N, 10) float32, optional: five points x1, y1, ..., x5, y5 in frame pixels (image-left
+                               eye, image-right eye, nose tip, image-left and image-right mouth corner);
+                               NaN where the detector gives none (Haar) or no face was found
+        video_source (V,)      utf-8 strings, optional: the video file each item was cut from (tracked
+                               persons <video>_p1, <video>_p2, ... name <video>; "" or absent: itself)
+
+The face datasets are written where a face detector ran (video files, photo folders, --detect on); the three
+come together or not at all. A group without them (older caches, Aff-Wild2 crops) reads as NaN faces, so files
+with and without them read, merge and compact together; the schema version stays 1.
 
 The same layout serves a main file, a shard file and a segment (one committed video).
 """
@@ -35,6 +48,8 @@ from ..errors import InputError
 SCHEMA_VERSION = 1
 FORMAT = "affect-features"
 OUTPUTS = ("embedding", "logits", "va")
+#: the optional per-row face datasets (see the layout above) and their widths; all float32, NaN = none
+FACE_OUTPUTS = {"face_box": 4, "face_score": 1, "face_landmarks": 10}
 _CHUNK_BYTES = 1 << 20          # ~1 MiB chunks (compressed files only) fit HDF5's default chunk cache
 _RDCC_BYTES = 64 << 20          # a larger chunk cache for partial-chunk reads at video boundaries
 _PROVENANCE_KEYS = ("checkpoint_sha256", "input_size", "normalization", "outputs", "embedding_dtype")
@@ -171,6 +186,20 @@ def group_index(g: h5py.Group, name: str) -> tuple[ExtractorInfo, list[str], np.
             raise InputError(f"extractor {name!r}: dataset {k!r} has shape {ds.shape}, expected {want} like "
                              f"'frame' {g['frame'].shape} (and the width in the outputs attribute); the file is "
                              f"damaged, re-extract it")
+    faces = [k for k in FACE_OUTPUTS if k in g]
+    if faces and len(faces) != len(FACE_OUTPUTS):
+        raise InputError(f"extractor {name!r}: face dataset(s) {', '.join(sorted(set(FACE_OUTPUTS) - set(faces)))} "
+                         f"missing beside {', '.join(faces)}; the file is damaged, re-extract it")
+    for k in faces:
+        ds = g[k]
+        if not isinstance(ds, h5py.Dataset) or ds.shape != (n, FACE_OUTPUTS[k]) or ds.dtype.kind != "f":
+            raise InputError(f"extractor {name!r}: dataset {k!r} has shape {getattr(ds, 'shape', None)}, expected "
+                             f"({n}, {FACE_OUTPUTS[k]}) floats; the file is damaged, re-extract it")
+    if "video_source" in g:
+        vs = g["video_source"]
+        if not isinstance(vs, h5py.Dataset) or vs.shape != (len(names),) or vs.dtype.kind not in "OS":
+            raise InputError(f"extractor {name!r}: dataset 'video_source' has shape {getattr(vs, 'shape', None)}, "
+                             f"expected ({len(names)},) strings; the file is damaged, re-extract it")
     bad = np.flatnonzero((starts < 0) | (counts < 0) | (starts + counts > n))
     if len(bad):
         k = bad[0]
@@ -203,8 +232,9 @@ def new_file(path: Path) -> h5py.File:
 
 
 def create_group(f: h5py.File, info: ExtractorInfo, n_rows: int, n_videos: int,
-                 compression: str | None = None) -> h5py.Group:
-    """The group of extractor `info` in `f`, its datasets created at their final sizes (filled by the caller)."""
+                 compression: str | None = None, faces: bool = False, sources: bool = False) -> h5py.Group:
+    """The group of extractor `info` in `f`, its datasets created at their final sizes (filled by the caller);
+    with `faces` the face datasets too, with `sources` the video_source dataset."""
     g = f.require_group("extractors").create_group(info.name)
     for k, v in info.to_attrs().items():
         g.attrs[k] = v
@@ -214,7 +244,10 @@ def create_group(f: h5py.File, info: ExtractorInfo, n_rows: int, n_videos: int,
     g.create_dataset("video_count", shape=(n_videos,), dtype=np.int64)
     g.create_dataset("frame", shape=(n_rows,), dtype=np.int32)
     g.create_dataset("face", shape=(n_rows,), dtype=bool)
-    for out, dim in info.outputs.items():
+    if sources:
+        g.create_dataset("video_source", shape=(n_videos,), dtype=str_dt)
+    widths = {**info.outputs, **(FACE_OUTPUTS if faces else {})}
+    for out, dim in widths.items():
         dt = np.dtype(info.embedding_dtype if out == "embedding" else np.float32)
         # Sizes are known when a file is written (files are never resized), so uncompressed data is stored
         # contiguously: bulk reads then run at raw disk/page-cache speed. Compression needs chunks.

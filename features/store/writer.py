@@ -19,7 +19,7 @@ from ..paths import path_kind
 from .compaction import Compaction
 from .durability import atomic_replace, io_error, sigint_deferred
 from .paths import SEG_RE, main_or_shards, parts_dir, segments
-from .schema import ExtractorInfo, create_group, new_file, open_read, provenance_diff
+from .schema import FACE_OUTPUTS, ExtractorInfo, create_group, new_file, open_read, provenance_diff
 
 
 class FeatureStore(Compaction):
@@ -145,14 +145,52 @@ class VideoWriter:
         return self.store.has_video(self.info.name, video)
 
     def write_video(self, video: str, frame: np.ndarray, face: np.ndarray, embedding: np.ndarray,
-                    logits: np.ndarray | None = None, va: np.ndarray | None = None) -> None:
+                    logits: np.ndarray | None = None, va: np.ndarray | None = None,
+                    faces: dict[str, np.ndarray] | None = None, source_video: str | None = None) -> None:
+        """Commit all rows of `video` (atomically). `faces`: the detector's face_box, face_score and
+        face_landmarks rows (schema: features.store.schema), or None when no detector ran; `source_video`:
+        the video file `video` was cut from (a tracked person), None when it is one."""
+        self.write_videos([dict(video=video, frame=frame, face=face, embedding=embedding, logits=logits, va=va,
+                                faces=faces, source_video=source_video)])
+
+    def write_videos(self, items: Sequence[dict]) -> None:
+        """Commit several videos at once, all or none (one segment): each item holds the arguments of
+        :meth:`write_video`. The persons tracked in one video file are committed so."""
         info = self.info
         store = self.store
         if store._lock is None or not store._lock.held:
             raise InputError("cache closed; open it again to write", store.paths[0])
+        names = [it["video"] for it in items]
+        if len(set(names)) != len(names):
+            raise InputError(f"extractor {info.name!r}: one commit names a video twice", store.paths[0])
+        checked = [self._checked(**it) for it in items]
+        what = f"video {names[0]!r}" if len(names) == 1 else f"videos {', '.join(map(repr, names))}"
+        seg = store._next_segment()
+        tmp = seg.with_name(seg.name + ".tmp")
+        # The commit is: write tmp, fsync, rename (the video is committed), open + index (this writer knows).
+        # Ctrl-C is held until all of it is done. Any failure before the rename removes the tmp file; one
+        # after it leaves a committed segment that compaction indexes (and folds in) before deleting anything.
+        with sigint_deferred():
+            try:
+                _write_segment(tmp, info, checked)
+                atomic_replace(tmp, seg)
+            except BaseException as e:
+                tmp.unlink(missing_ok=True)
+                if isinstance(e, OSError):
+                    raise io_error(e, f"cannot commit {what} of extractor {info.name!r}", tmp,
+                                   store.paths[0], "the videos committed before it are kept; free some space "
+                                   "and rerun to resume") from None
+                raise
+            store._add_source(seg)
+
+    def _checked(self, video: str, frame: np.ndarray, face: np.ndarray, embedding: np.ndarray,
+                 logits: np.ndarray | None = None, va: np.ndarray | None = None,
+                 faces: dict[str, np.ndarray] | None = None, source_video: str | None = None) -> dict:
+        """One video's rows, checked against the group's layout."""
+        info = self.info
         if self.has_video(video):
             raise InputError(f"video {video!r} is already in the cache for extractor {info.name!r}",
-                             store.paths[0])
+                             self.store.paths[0])
         frame = np.asarray(frame)
         n = len(frame)
         data = {"embedding": embedding, "logits": logits, "va": va}
@@ -163,44 +201,50 @@ class VideoWriter:
                                  f"got {None if a is None else np.shape(a)}")
         if np.shape(face) != (n,):
             raise InputError(f"{info.name}/{video}: face mask must have shape ({n},)")
+        if faces is not None:
+            for k, dim in FACE_OUTPUTS.items():
+                if np.shape(faces.get(k)) != (n, dim):
+                    raise InputError(f"{info.name}/{video}: face dataset {k!r} must have shape ({n}, {dim}), "
+                                     f"got {np.shape(faces.get(k)) if k in faces else None}")
+            data.update({k: faces[k] for k in FACE_OUTPUTS})
+        if source_video is not None and not isinstance(source_video, str):
+            raise InputError(f"{info.name}/{video}: source_video must be a string, got {source_video!r}")
         if n > 1 and np.any(np.diff(frame) <= 0):
             raise InputError(f"{info.name}/{video}: frame numbers must increase")
         if n and frame[0] < 1:
             raise InputError(f"{info.name}/{video}: frame numbers are 1-based, got {frame[0]}")
-        seg = store._next_segment()
-        tmp = seg.with_name(seg.name + ".tmp")
-        # The commit is: write tmp, fsync, rename (the video is committed), open + index (this writer knows).
-        # Ctrl-C is held until all of it is done. Any failure before the rename removes the tmp file; one
-        # after it leaves a committed segment that compaction indexes (and folds in) before deleting anything.
-        with sigint_deferred():
-            try:
-                _write_segment(tmp, info, video, frame, face, data)
-                atomic_replace(tmp, seg)
-            except BaseException as e:
-                tmp.unlink(missing_ok=True)
-                if isinstance(e, OSError):
-                    raise io_error(e, f"cannot commit video {video!r} of extractor {info.name!r}", tmp,
-                                   store.paths[0], "the videos committed before it are kept; free some space "
-                                   "and rerun to resume") from None
-                raise
-            store._add_source(seg)
+        return {"video": video, "frame": frame, "face": face, "data": data, "faces": faces is not None,
+                "source": source_video or ""}
 
 
-def _write_segment(tmp: Path, info: ExtractorInfo, video: str, frame: np.ndarray, face: np.ndarray,
-                   data: dict) -> None:
-    n = len(frame)
+def _write_segment(tmp: Path, info: ExtractorInfo, items: list[dict]) -> None:
+    counts = [len(it["frame"]) for it in items]
+    n = sum(counts)
+    faces = any(it["faces"] for it in items)
+    sources = any(it["source"] for it in items)
+    starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
     with new_file(tmp) as f:
-        g = create_group(f, info, n, 1)
-        g["video_names"][0] = video
-        g["video_start"][0] = 0
-        g["video_count"][0] = n
-        if n:
-            g["frame"][:] = frame
-            g["face"][:] = np.asarray(face, bool)
-            for k in info.outputs:
-                # cast here, not in HDF5: its float32 -> float16 conversion is ~25x slower than numpy's
-                # and rounds wrongly (-0.24998 became -0.125; subnormals are truncated)
-                g[k][:] = np.asarray(data[k]).astype(g[k].dtype, copy=False)
+        g = create_group(f, info, n, len(items), faces=faces, sources=sources)
+        g["video_names"][:] = [it["video"] for it in items]
+        if sources:
+            g["video_source"][:] = [it["source"] for it in items]
+        g["video_start"][:] = starts
+        g["video_count"][:] = counts
+        if not n:
+            return
+        g["frame"][:] = _cat([it["frame"] for it in items])
+        g["face"][:] = _cat([np.asarray(it["face"], bool) for it in items])
+        for k in (*info.outputs, *(FACE_OUTPUTS if faces else ())):
+            # cast here, not in HDF5: its float32 -> float16 conversion is ~25x slower than numpy's
+            # and rounds wrongly (-0.24998 became -0.125; subnormals are truncated)
+            dt = g[k].dtype
+            parts = [np.asarray(it["data"][k]).astype(dt, copy=False) if k in it["data"]
+                     else np.full((c, FACE_OUTPUTS[k]), np.nan, dt) for it, c in zip(items, counts)]
+            g[k][:] = _cat(parts)
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)    # one video (the usual commit): no copy
 
 
 def create_empty(path: str | os.PathLike) -> None:
