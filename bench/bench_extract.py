@@ -198,7 +198,7 @@ def _haar(quick: bool) -> list[dict]:
     frames = []
     for f in decode_video(clip):
         frames.append(f)
-        if quick and len(frames) == 96:
+        if quick and len(frames) == 8:
             break
 
     def measure(cfg):
@@ -222,7 +222,7 @@ def run(quick: bool = False, device: str | None = None, frames: int | None = Non
     rows = [r for d in devices for r in _run_on(d, quick, frames, batch, workers)]
     try:
         import ray  # noqa: F401
-        rows.append(ray_row(256 if quick else 1024))
+        rows.append(ray_row(64 if quick else 1024))
     except ImportError:
         pass                # the ray extra is not installed: no Ray row
     return rows + _haar(quick)
@@ -234,7 +234,7 @@ def _run_on(device: str, quick: bool, frames: int | None, batch: int | None, wor
     cuda = device.startswith("cuda")
     if not cuda:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - (1 if (os.cpu_count() or 2) > 2 else 0)))
-    n = frames or (20000 if cuda else (192 if quick else 1024))
+    n = frames or (192 if quick else (20000 if cuda else 1024))
     batch = batch or (256 if cuda else 16)        # B0 on a 2-core CPU is fastest at batch 4-16
     workers = workers if workers is not None else (max(1, (os.cpu_count() or 2) - 2) if cuda else 1)
     amp, cl = ("bf16", True) if cuda else (None, True)
@@ -254,10 +254,11 @@ def _run_on(device: str, quick: bool, frames: int | None, batch: int | None, wor
                                  f"models {s.model_s:.1f} s, writing {s.write_s:.1f} s)",
                      "baseline": f"{model:.0f} frames/s model-only",
                      "ratio": e2e / model, "goal": ">= 0.9", "ok": e2e / model >= 0.9})
-        big = src if n >= 4096 else discover(_frames(tmp / "data_big", 4096))   # fixed costs out of the way
+        n_big = 512 if quick else 4096                                          # fixed costs out of the way
+        big = src if n >= n_big else discover(_frames(tmp / "data_big", n_big))
         rows.append(_ceiling(big, ext, tmp, max(batch, 256), workers, device))   # at the GPU batch size
         rows.append(_worker_cost(big, 224, batch))
-        n_loop = min(n, 64 if quick else (2000 if cuda else 256))
+        n_loop = min(n, 16 if quick else (2000 if cuda else 256))
         paths = [p for v in src.videos for p in v.paths][:n_loop]
         loop = _per_image_loop(ext, paths, device)
         loop_ng = _per_image_loop(ext, paths, device, grad=False)

@@ -8,8 +8,9 @@ prediction speed (frames/s over the validation set, overlapping windows averaged
 float32 feature matrix.
 
 Goals: training < 15 min; peak memory < 2.5 x the float32 feature matrix; prediction >= 50,000 frames/s.
-`python bench/bench_heads.py [--scale 0.05] [--epochs N]` prints one JSON row; the scale shrinks frames and
-videos alike (per-frame costs scale linearly, so full-scale time ≈ time / scale).
+`python bench/bench_heads.py [--scale 0.05] [--epochs N] [--quick]` prints one JSON row; the scale shrinks frames
+and videos alike (per-frame costs scale linearly, so full-scale time ≈ time / scale). In `make bench` (run()):
+three rows at full scale; quick: 1/100 of the frames, 1 epoch.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 N_TRAIN, N_VAL, N_FEATURES = 585_317, 280_532, 1290
 GOAL_S, GOAL_MEM, GOAL_FPS = 15 * 60, 2.5, 50_000
+QUICK_SCALE = 0.01
 
 
 def _peak_gb() -> float:
@@ -71,27 +73,59 @@ def child(scale: float, epochs: int | None, threads: int) -> dict:
             "data_and_training_over_f32": round((_peak_gb() - base_gb) / f32_gb, 2)}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--epochs", type=int, default=None, help="default: the head's default (10)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
-    if a.child:
-        print(json.dumps(child(a.scale, a.epochs, a.threads)))
-        return 0
-    r = subprocess.run([sys.executable, __file__, "--child", "--scale", str(a.scale), "--threads", str(a.threads),
-                        *(["--epochs", str(a.epochs)] if a.epochs else [])], capture_output=True, text=True)
+def measure(scale: float, epochs: int | None, threads: int) -> dict:
+    """child() in a fresh process (its own peak memory), plus which goals it met."""
+    r = subprocess.run([sys.executable, __file__, "--child", "--scale", str(scale), "--threads", str(threads),
+                        *(["--epochs", str(epochs)] if epochs else [])], capture_output=True, text=True)
     if r.returncode:
-        print(r.stderr[-3000:], file=sys.stderr)
-        return r.returncode
+        raise RuntimeError(f"bench_heads child failed:\n{r.stderr[-3000:]}")
     row = json.loads(r.stdout.strip().splitlines()[-1])
     row["goals"] = {"fit_under_15_min": row["fit_s_full_scale_estimate"] < GOAL_S,
                     "peak_under_2.5x_f32": row["peak_over_f32"] < GOAL_MEM,
                     "peak_minus_imports_under_2.5x_f32": row["data_and_training_over_f32"] < GOAL_MEM,
                     "predict_50k_fps": row["predict_frames_per_s"] >= GOAL_FPS}
-    print(json.dumps(row, indent=1))
+    return row
+
+
+def run(quick: bool = False, scale: float | None = None, epochs: int | None = None, threads: int = 2) -> list[dict]:
+    """The rows of `make bench`: training time, peak memory, prediction speed (quick: 1/100 scale, 1 epoch)."""
+    r = measure(scale or (QUICK_SCALE if quick else 1.0), epochs or (1 if quick else None), threads)
+    size = f"{r['train_frames']:,} train + {r['val_frames']:,} val frames x {N_FEATURES} float16"
+    est = r["fit_s_full_scale_estimate"]
+    return [
+        {"benchmark": f"temporal head training, EXPR, {r['epochs']} epoch(s) (validation each epoch), {size}, "
+                      f"{r['threads']} threads",
+         "measured": f"{r['fit_s']:.1f} s" + (f" ({est:.0f} s scaled to full size)" if r["scale"] < 1 else "")
+                     + f"; best epoch {r['best_epoch']}, P_EXPR {r['P_EXPR_val']:.4f} (data {r['data_s']:.0f} s more)",
+         "baseline": f"goal {GOAL_S} s", "ratio": GOAL_S / max(est, 1e-9), "goal": "< 15 min (ratio > 1)",
+         "ok": r["goals"]["fit_under_15_min"]},
+        {"benchmark": f"temporal head peak memory, net of torch's imports ({size})",
+         "measured": f"{r['peak_gb'] - r['imports_gb']:.2f} GB (whole-process peak {r['peak_gb']:.2f} = "
+                     f"{r['peak_over_f32']:.2f} x; imports {r['imports_gb']:.2f}, after the data "
+                     f"{r['after_data_gb']:.2f})",
+         "baseline": f"float32 matrix {r['float32_matrix_gb']:.2f} GB", "ratio": r["data_and_training_over_f32"],
+         "goal": f"< {GOAL_MEM} x float32 matrix", "ok": r["goals"]["peak_minus_imports_under_2.5x_f32"]},
+        {"benchmark": f"temporal head prediction over the {r['val_frames']:,} validation frames",
+         "measured": f"{r['predict_frames_per_s']:,} frames/s", "baseline": f"{GOAL_FPS:,} frames/s",
+         "ratio": r["predict_frames_per_s"] / GOAL_FPS, "goal": f">= {GOAL_FPS:,} frames/s",
+         "ok": r["goals"]["predict_50k_fps"]},
+    ]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scale", type=float, default=None, help=f"default 1 ({QUICK_SCALE} with --quick)")
+    ap.add_argument("--epochs", type=int, default=None, help="default: the head's default (10; 1 with --quick)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 1/100 of the frames, 1 epoch")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    scale = a.scale or (QUICK_SCALE if a.quick else 1.0)
+    epochs = a.epochs or (1 if a.quick else None)
+    if a.child:
+        print(json.dumps(child(scale, epochs, a.threads)))
+        return 0
+    print(json.dumps(measure(scale, epochs, a.threads), indent=1))
     return 0
 
 

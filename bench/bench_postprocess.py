@@ -44,7 +44,7 @@ def reference_smooth(preds: np.ndarray, video: np.ndarray, k: int) -> np.ndarray
 
 
 def run(quick: bool = False) -> list[dict]:
-    n, n_videos, sub = (100_000, 60, 4_000) if quick else (1_000_000, 600, 20_000)
+    n, n_videos, sub = (20_000, 12, 2_000) if quick else (1_000_000, 600, 20_000)  # quick: a smoke run
     ks = list(range(200))
     y, s, video = synthetic_au(n, n_videos)
 
@@ -87,5 +87,6 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    for row in run(quick=False):
+    import sys
+    for row in run(quick="--quick" in sys.argv[1:]):
         print(row)

@@ -6,7 +6,7 @@ videos at a time, fill gaps, smooth over the frame timeline, decide, write the P
 the cache (feature-level synthetic data, features.synthetic) and a run folder whose heads are fitted on 20 k
 rows. Goal: under 60 s on a 2-core machine.
 
-`python bench/bench_predict.py [--quick] [--frames N]` prints the rows; quick uses 100 k frames.
+`python bench/bench_predict.py [--quick] [--frames N]` prints the rows; quick (a smoke run) uses 10 k frames.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def build(root: Path, n: int, n_videos: int) -> tuple[Path, Path]:
 
 def run(quick: bool = False, frames: int | None = None) -> list[dict]:
     from classify.predict import predict
-    n = frames or (100_000 if quick else N_FRAMES)
+    n = frames or (10_000 if quick else N_FRAMES)
     n_videos = max(1, round(N_VIDEOS * n / N_FRAMES))
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         tmp = Path(tmp)

@@ -53,7 +53,7 @@ def _side_by_side(fs: dict, repeat: int = 5) -> dict[str, list[float]]:
 
 
 def run(quick: bool = False) -> list[dict]:
-    n, d, n_videos = (200_000, 1280, 120) if quick else (1_000_000, 1280, 600)
+    n, d, n_videos = (20_000, 1280, 12) if quick else (1_000_000, 1280, 600)      # quick: a smoke run
     X, bounds = _embeddings(n, d, n_videos)
     gb = X.nbytes / 1e9
     rows = []

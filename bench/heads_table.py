@@ -6,7 +6,7 @@ Sets:
   expression episodes with onset and offset, labels smooth in time), its columns split into two "extractors"
   (a: 40 columns, b: 24) so that fusion has something to fuse;
 - `motion`: EXPR whose label is the direction of an AU's motion (onset / offset,
-  `classify.synthetic_motion`), which no per-frame head can learn;
+  `tests/synthetic_motion.py`), which no per-frame head can learn;
 - `rendered` (in --sets): the rendered synthetic Aff-Wild2 set through `python -m extract run` with the
   offline default extractor (fer), as `make demo` does.
 
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
                 rows.append(dict(set="features", **r))
 
     if "motion" in sets:
-        from classify.synthetic_motion import make_motion_data
+        from tests.synthetic_motion import make_motion_data
         m = make_motion_data(40, 300, n_features=8, seed=0, drop=0.05)
         cache, lab = write_world(out / "motion", m.X, m.video, m.frame, {EXPR: m.y}, {"a": slice(0, 8)},
                                  n_train=28)

@@ -1,9 +1,11 @@
 """Run every benchmark under bench/ and print one table of ratios measured side by side in the same run.
 
-    python bench/run.py [--quick] [--only store,postprocess] [--out bench/results/latest.md]
+    python bench/run.py [--quick] [--only store,postprocess] [--out bench/results/latest.md (quick: quick.md)]
 
 Each bench/bench_<area>.py has `run(quick: bool = False) -> list[dict]` returning rows with keys
-benchmark, measured, baseline, ratio, goal, ok.
+benchmark, measured, baseline, ratio, goal, ok; an area that raises or returns no rows fails the run (exit 1).
+--quick is a smoke run: the same code paths on small sizes (its numbers say nothing about the goals). Scripts
+that are not areas (gpu_extract.py, run by gpu.sh on a GPU machine; heads_table.py) are named otherwise.
 """
 from __future__ import annotations
 
@@ -39,9 +41,9 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, not the goals' sizes)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the same code paths")
     ap.add_argument("--only", default="", help="comma-separated areas, e.g. store,postprocess")
-    ap.add_argument("--out", default=str(HERE / "results" / "latest.md"))
+    ap.add_argument("--out", default=None, help="default bench/results/latest.md (with --quick: quick.md)")
     a = ap.parse_args(argv)
     only = {x.strip() for x in a.only.split(",") if x.strip()}
     rows, failed = [], []
@@ -55,8 +57,10 @@ def main(argv=None) -> int:
         print(f"== {area} ...", flush=True)
         try:
             spec.loader.exec_module(mod)
-            for r in mod.run(quick=a.quick):
-                rows.append({"area": area, **r})
+            got = mod.run(quick=a.quick)
+            if not got:
+                raise RuntimeError(f"bench_{area}.run() returned no rows")
+            rows.extend({"area": area, **r} for r in got)
         except Exception:
             traceback.print_exc()
             failed.append(area)
@@ -65,8 +69,9 @@ def main(argv=None) -> int:
     if failed:
         out += f"\nFailed to run: {', '.join(failed)}\n"
     print("\n" + out)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(out)
+    dest = Path(a.out) if a.out else HERE / "results" / ("quick.md" if a.quick else "latest.md")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(out)
     return 1 if failed else 0
 
 

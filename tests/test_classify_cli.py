@@ -9,59 +9,18 @@ import pytest
 from classify.__main__ import main, parse_k
 from classify.base import load_head
 from classify.featuresets import available, resolve
-from classify.rules import AFFECTNET8
 from classify.run import run
 from features.errors import InputError
 from features.store import ExtractorInfo, FeatureStore
-from features.synthetic import make_feature_data
-from features.tasks import AU, EXPR, VA
+from features.tasks import AU, EXPR
 from postprocess.scores import load_scores
 from postprocess.timeline import filled_scores
 
-N_TRAIN_VIDEOS = 8
+from helpers import write_labels
 
 
-def write_labels(root, task, split, video, rows):
-    d = root / task.folders[0] / {"train": "Train_Set", "val": "Validation_Set"}[split]
-    d.mkdir(parents=True, exist_ok=True)
-    lines = [task.header] + [",".join(str(v) for v in np.atleast_1d(r)) for r in rows]
-    (d / f"{video}.txt").write_text("\n".join(lines) + "\n")
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """12 videos (8 train, 4 val): one extractor with embedding (24), logits (8, AffectNet order) and VA.
-    Train video vid0000 lacks features for its last 5 labelled frames and has 3 face-less frames."""
-    root = tmp_path_factory.mktemp("classify")
-    d = make_feature_data(3000, 24, 12, seed=3, noise=1.0)
-    rng = np.random.default_rng(0)
-    logits = rng.normal(0, 1, (len(d.X), 8)).astype(np.float32)
-    logits[np.arange(len(d.X)), np.array([5, 0, 2, 3, 4, 6, 7, 1])[d.y_expr]] += 2.5
-    va = np.clip(d.y_va + rng.normal(0, 0.2, d.y_va.shape), -1, 1).astype(np.float32)
-    info = ExtractorInfo("enet", "0" * 64, 224, {}, {"embedding": 24, "logits": 8, "va": 2},
-                         embedding_dtype="float16", extra={"class_names": list(AFFECTNET8)})
-    cache = root / "features.h5"
-    labels = root / "labels"
-    with FeatureStore(cache, "a") as s:
-        w = s.writer(info)
-        for i, name in enumerate(d.video_names):
-            r = d.video == i
-            split = "train" if i < N_TRAIN_VIDEOS else "val"
-            for task, y in ((EXPR, d.y_expr), (VA, d.y_va), (AU, d.y_au)):
-                write_labels(labels, task, split, name, y[r])
-            keep = np.ones(r.sum(), bool)
-            face = np.ones(r.sum(), bool)
-            if i == 0:
-                keep[-5:] = False
-                face[:3] = False
-            w.write_video(name, frame=d.frame[r][keep].astype(np.int64), face=face[keep],
-                          embedding=d.X[r][keep], logits=logits[r][keep], va=va[r][keep])
-    (root / "test.txt").write_text("".join(f"{n}\n" for n in d.video_names[N_TRAIN_VIDEOS:]))
-    return root, cache, labels
-
-
-def test_cli_end_to_end_expr(world, capsys, caplog):
-    root, cache, labels = world
+def test_cli_end_to_end_expr(enet_world, capsys, caplog):
+    root, cache, labels = enet_world
     caplog.set_level(logging.INFO)
     rc = main(["--task", "expr", "--cache", str(cache), "--labels", str(labels), "--heads", "mlp,logits,blend",
                "--runs-dir", str(root / "runs"), "--name", "e2e", "--epochs", "5", "--k", "0:20:2",
@@ -108,8 +67,8 @@ def test_cli_end_to_end_expr(world, capsys, caplog):
     assert rc == 2 and "run folder exists" in capsys.readouterr().err
 
 
-def test_va_rule_and_mlp_on_logits_plus_va_with_train_val(world):
-    root, cache, labels = world
+def test_va_rule_and_mlp_on_logits_plus_va_with_train_val(enet_world):
+    root, cache, labels = enet_world
     d = run("va", cache, labels, ["mlp", "va_only", "blend"], ["mlp=enet/logits+va"], name="tv",
             runs_dir=root / "runs", train_val=True, ks=4, opts={"epochs": 2, "batch": 256})
     m = json.loads((d / "metrics.json").read_text())
@@ -119,8 +78,8 @@ def test_va_rule_and_mlp_on_logits_plus_va_with_train_val(world):
     assert "in-sample" in (d / "results.md").read_text()
 
 
-def test_au_thresholds_reported(world):
-    root, cache, labels = world
+def test_au_thresholds_reported(enet_world):
+    root, cache, labels = enet_world
     d = run("au", cache, labels, ["mlp"], ["enet/embedding"], name="au", runs_dir=root / "runs", ks=[0, 2],
             opts={"epochs": 2})
     m = json.loads((d / "metrics.json").read_text())
@@ -130,8 +89,8 @@ def test_au_thresholds_reported(world):
     assert "tuned thresholds" in md and "Per-AU thresholds of mlp" in md and "AU26 " in md
 
 
-def test_feature_sets(world):
-    _, cache, _ = world
+def test_feature_sets(enet_world):
+    _, cache, _ = enet_world
     store = FeatureStore(cache)
     assert resolve(store, "enet/logits+va") == ["enet/logits", "enet/va"]
     assert resolve(store, "enet/embedding+enet/logits") == ["enet/embedding", "enet/logits"]
@@ -149,8 +108,8 @@ def test_feature_sets(world):
     (["--task", "expr", "--cache", "{root}/absent.h5"], "feature cache not found"),
     (["--task", "expr", "--k", "x"], "not an integer"),
 ])
-def test_cli_bad_input(world, capsys, args, msg):
-    root, cache, labels = world
+def test_cli_bad_input(enet_world, capsys, args, msg):
+    root, cache, labels = enet_world
     (root / "nolabels" / EXPR.folders[0] / "Train_Set").mkdir(parents=True, exist_ok=True)
     base = {"--cache": str(cache), "--labels": str(labels), "--heads": "logits", "--runs-dir": str(root / "bad")}
     argv = [a.format(root=root) for a in args]
@@ -165,8 +124,8 @@ def test_cli_bad_input(world, capsys, args, msg):
     assert not (root / "bad" / "au").exists()
 
 
-def test_task_labels_mismatch_and_empty_split(world, tmp_path):
-    root, cache, labels = world
+def test_task_labels_mismatch_and_empty_split(enet_world, tmp_path):
+    root, cache, labels = enet_world
     # AU folder holding EXPR-style files: the annotation reader refuses them
     write_labels(tmp_path, AU, "train", "vid0001", np.zeros(3, int))
     with pytest.raises(InputError):
@@ -208,9 +167,9 @@ def test_parse_k():
 
 
 @pytest.mark.slow
-def test_cli_au_mlp_lama_blend(world, capsys):
+def test_cli_au_mlp_lama_blend(enet_world, capsys):
     """The reference AU ensemble (MLP + LightAutoML on logits + VA) through the command, in one process."""
-    root, cache, labels = world
+    root, cache, labels = enet_world
     rc = main(["--task", "au", "--cache", str(cache), "--labels", str(labels), "--heads", "mlp,lama,blend",
                "--runs-dir", str(root / "runs"), "--name", "au_lama", "--epochs", "2", "--lama-timeout", "30",
                "--k", "0:10"])

@@ -12,57 +12,21 @@ from classify.__main__ import main  # noqa: E402
 from classify.base import load_head  # noqa: E402
 from classify.fusion import blocks_for, check_same_frames  # noqa: E402
 from features.errors import InputError  # noqa: E402
-from features.store import ExtractorInfo, FeatureStore  # noqa: E402
-from features.synthetic import make_feature_data  # noqa: E402
-from features.tasks import AU, EXPR, VA  # noqa: E402
+from features.store import FeatureStore  # noqa: E402
 from postprocess.scores import load_scores  # noqa: E402
 
-
-def write_labels(root, task, split, video, rows):
-    d = root / task.folders[0] / {"train": "Train_Set", "val": "Validation_Set"}[split]
-    d.mkdir(parents=True, exist_ok=True)
-    lines = [task.header] + [",".join(str(v) for v in np.atleast_1d(r)) for r in rows]
-    (d / f"{video}.txt").write_text("\n".join(lines) + "\n")
-
-
-def build_world(root, n_frames=2400, n_videos=10, n_train=7):
-    """Extractors a (embedding 16) and b (embedding 8, logits 8) on the same frames; c (embedding 4) lacks
-    frames 10-19 of the first video (a different frame set)."""
-    d = make_feature_data(n_frames, 24, n_videos, seed=5, noise=0.8)
-    cache, labels = root / "features.h5", root / "labels"
-    infos = [ExtractorInfo("a", "0" * 64, 224, {}, {"embedding": 16}),
-             ExtractorInfo("b", "1" * 64, 224, {}, {"embedding": 8, "logits": 8}),
-             ExtractorInfo("c", "2" * 64, 224, {}, {"embedding": 4})]
-    with FeatureStore(cache, "a") as s:
-        for info in infos:
-            w = s.writer(info)
-            for i, name in enumerate(d.video_names):
-                r = d.video == i
-                keep = np.ones(r.sum(), bool)
-                if info.name == "c" and i == 0:
-                    keep[9:19] = False
-                X = d.X[r].astype(np.float32)
-                outs = {"embedding": {"a": X[:, :16], "b": X[:, 16:24], "c": X[:, :4]}[info.name]}
-                if info.name == "b":
-                    outs["logits"] = X[:, :8]
-                w.write_video(name, frame=d.frame[r][keep].astype(np.int64), face=np.ones(keep.sum(), bool),
-                              **{k: v[keep] for k, v in outs.items()})
-    for i, name in enumerate(d.video_names):
-        r = d.video == i
-        for task, y in ((EXPR, d.y_expr), (VA, d.y_va), (AU, d.y_au)):
-            write_labels(labels, task, "train" if i < n_train else "val", name, y[r])
-    (root / "test.txt").write_text("".join(f"{n}\n" for n in d.video_names[n_train:]))
-    return cache, labels
+from helpers import build_fusion_world  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def fusion_world(tmp_path_factory):
+    """(root, cache, labels) of helpers.build_fusion_world: extractors a, b on the same frames, c on others."""
     root = tmp_path_factory.mktemp("heads_cli")
-    return (root, *build_world(root))
+    return (root, *build_fusion_world(root))
 
 
-def test_blocks_and_frame_sets(world):
-    root, cache, _ = world
+def test_blocks_and_frame_sets(fusion_world):
+    root, cache, _ = fusion_world
     s = FeatureStore(cache)
     assert blocks_for(s, "a/embedding+b/embedding+logits") == [16, 16]
     assert blocks_for(s, "b/logits+a/embedding") == [8, 16]
@@ -72,8 +36,8 @@ def test_blocks_and_frame_sets(world):
         check_same_frames(s, "a/embedding+c/embedding")
 
 
-def test_cli_fusion_and_temporal_heads(world, capsys):
-    root, cache, labels = world
+def test_cli_fusion_and_temporal_heads(fusion_world, capsys):
+    root, cache, labels = fusion_world
     rc = main([str(a) for a in [
         "--task", "expr", "--cache", cache, "--labels", labels, "--heads", "fusion_mlp,temporal,blend",
                "--features", "a/embedding+b/embedding", "--runs-dir", root / "runs", "--name", "t",
@@ -99,16 +63,16 @@ def test_cli_fusion_and_temporal_heads(world, capsys):
     (["--heads", "temporal", "--window", "5000"], "--window 5000 is longer than every training video"),
     (["--heads", "fusion_mlp", "--features", "a/embedding+c/embedding"], "hold different frames of video"),
 ])
-def test_cli_bad_options_one_line(world, capsys, argv, expect):
-    root, cache, labels = world
+def test_cli_bad_options_one_line(fusion_world, capsys, argv, expect):
+    root, cache, labels = fusion_world
     rc = main([str(a) for a in ["--task", "expr", "--cache", cache, "--labels", labels, "--runs-dir", root / "bad",
                "--epochs", "1", *argv]])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and expect in err[0], err
 
 
-def test_cli_kfold_rows_per_fold_and_ensemble(world, capsys):
-    root, cache, labels = world
+def test_cli_kfold_rows_per_fold_and_ensemble(fusion_world, capsys):
+    root, cache, labels = fusion_world
     rc = main([str(a) for a in [
         "--task", "va", "--cache", cache, "--labels", labels, "--heads", "fusion_mlp", "--features", "a/embedding",
         "--runs-dir", root / "runs", "--name", "kf", "--epochs", "2", "--kfold", "3", "--k", "0:4:2"]])
@@ -133,8 +97,8 @@ def test_cli_kfold_rows_per_fold_and_ensemble(world, capsys):
                                "or fewer"]
 
 
-def test_cli_bagging_polarity_and_sampling(world, capsys):
-    root, cache, labels = world
+def test_cli_bagging_polarity_and_sampling(fusion_world, capsys):
+    root, cache, labels = fusion_world
     common = ["--cache", cache, "--labels", labels, "--runs-dir", root / "runs", "--epochs", "1", "--k", "0"]
     rc = main([str(a) for a in ["--task", "expr", "--heads", "bagging", "--bags", "2", "--vote",
                                 "priority:Other,Fear", "--name", "bag", *common]])

@@ -12,9 +12,7 @@ from extract.faces import DetectorConfig, decode_video
 from extract.runner import run
 from extract.sources import cached_demo_clip, video_files
 
-from test_extract_runner import TinyExtractor
-from test_extract_runner_video import encode
-from test_extract_tracks import _mtcnn_available, two_people
+from helpers import TinyExtractor, encode, mtcnn_available as _mtcnn_available, two_people
 
 
 class Expressive(TinyExtractor):

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catalogue.classify import write_labels
 from classify.predict import read_table
 from classify.run import run
 from features.store import FeatureStore
 from features.tasks import EXPR
+
+from helpers import encode, face_frames, write_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 12
@@ -64,7 +65,6 @@ def make(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_make_predict_from_a_video_file(fer_run, tmp_path):
-    from test_extract_runner_video import encode, face_frames
     clip = encode(tmp_path / "clip.mp4", face_frames(12, 4), fps=FPS)
     pred = tmp_path / "out" / "clip.parquet"
     r = make([f"VIDEO={clip}", f"RUN={fer_run}", f"PRED={pred}", f"PRED_CACHE={tmp_path / 'clip.h5'}"], tmp_path)
@@ -87,7 +87,6 @@ def test_make_predict_without_video_says_how(tmp_path):
 @pytest.mark.slow
 def test_make_predict_from_a_folder_of_videos(fer_run, tmp_path):
     """VIDEO may be a folder: one table for all its videos, one timeline each, named after the folder."""
-    from test_extract_runner_video import encode, face_frames
     folder = tmp_path / "clips"
     folder.mkdir()
     encode(folder / "a.mp4", face_frames(6, 2), fps=FPS)

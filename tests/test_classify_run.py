@@ -6,7 +6,6 @@ import logging
 import numpy as np
 import pytest
 
-from catalogue.classify import world
 from classify.__main__ import main
 from classify.rules import LogitsRule
 from classify.run import check_options, load_split, run
@@ -16,19 +15,14 @@ from features.store import ExtractorInfo, FeatureStore
 from features.synthetic import make_affwild
 from features.tasks import AU, EXPR, VA
 
-@pytest.fixture(scope="module")
-def w(tmp_path_factory):
-    return world(tmp_path_factory.mktemp("shared"))
-
-
-def expr_run(w, runs, name, **kw):
-    return run("expr", w / "features.h5", w / "labels", ["logits"], name=name, runs_dir=runs, ks=[0, 2], **kw)
+def expr_run(small_world, runs, name, **kw):
+    return run("expr", small_world / "features.h5", small_world / "labels", ["logits"], name=name, runs_dir=runs, ks=[0, 2], **kw)
 
 
 @pytest.mark.parametrize("where", ["fit", "save", "interrupt"])
-def test_failure_mid_run_leaves_latest_and_marks_the_folder(w, tmp_path, monkeypatch, where):
+def test_failure_mid_run_leaves_latest_and_marks_the_folder(small_world, tmp_path, monkeypatch, where):
     runs = tmp_path / "runs"
-    first = expr_run(w, runs, "first")
+    first = expr_run(small_world, runs, "first")
     latest = runs / "expr" / "latest"
     assert latest.resolve() == first.resolve()
 
@@ -38,7 +32,7 @@ def test_failure_mid_run_leaves_latest_and_marks_the_folder(w, tmp_path, monkeyp
         raise err("boom")
     monkeypatch.setattr(LogitsRule, "save" if where == "save" else "fit", boom)
     with pytest.raises(err, match="boom"):
-        expr_run(w, runs, "second")
+        expr_run(small_world, runs, "second")
     assert latest.resolve() == first.resolve()                      # latest not moved
     assert not (runs / "expr" / "second").exists()
     failed = runs / "expr" / "second.failed"
@@ -46,15 +40,15 @@ def test_failure_mid_run_leaves_latest_and_marks_the_folder(w, tmp_path, monkeyp
     assert sorted(p.name for p in (runs / "expr").iterdir()) == ["first", "latest", "second.failed"]
     # the same name again: the run goes through, the old failed folder is replaced when it fails again
     monkeypatch.undo()
-    assert expr_run(w, runs, "second") == runs / "expr" / "second" and latest.resolve().name == "second"
+    assert expr_run(small_world, runs, "second") == runs / "expr" / "second" and latest.resolve().name == "second"
 
 
 @pytest.mark.parametrize("opt, value", [("epochs", 0), ("epochs", -1), ("hidden", 0), ("batch", 0),
                                         ("lama_timeout", 0), ("lama_timeout", -1), ("lama_max_rows", -1),
                                         ("cpus", 0), ("seed", -1), ("epochs", 2.5), ("batch", True)])
-def test_bad_integer_options_refused_before_any_folder(w, tmp_path, opt, value):
+def test_bad_integer_options_refused_before_any_folder(small_world, tmp_path, opt, value):
     with pytest.raises(InputError, match=f"--{opt.replace('_', '-')} must be an integer >= "):
-        expr_run(w, tmp_path / "runs", None, opts={opt: value})
+        expr_run(small_world, tmp_path / "runs", None, opts={opt: value})
     assert not (tmp_path / "runs").exists()
 
 
@@ -70,9 +64,9 @@ def test_good_options_pass():
     check_options({"epochs": None, "lr": None})
 
 
-def test_cli_batch_zero_is_one_line_and_writes_nothing(w, tmp_path, capsys):
-    rc = main(["--task", "expr", "--cache", str(w / "features.h5"), "--labels", str(w / "labels"), "--heads", "mlp",
-               "--runs-dir", str(tmp_path / "runs"), "--batch", "0"])
+def test_cli_batch_zero_is_one_line_and_writes_nothing(small_world, tmp_path, capsys):
+    rc = main(["--task", "expr", "--cache", str(small_world / "features.h5"), "--labels", str(small_world / "labels"),
+               "--heads", "mlp", "--runs-dir", str(tmp_path / "runs"), "--batch", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error: --batch must be an integer >= 1")
     assert not (tmp_path / "runs").exists()
@@ -158,14 +152,14 @@ def test_task_folder_wins_over_mtl_and_mtl_is_found_under_the_root(affwild, tmp_
         load_labels(tmp_path, EXPR, "train", progress=False)
 
 
-def test_lama_stopped_at_its_limit_is_left_out_of_the_run(w, tmp_path, monkeypatch, caplog):
+def test_lama_stopped_at_its_limit_is_left_out_of_the_run(small_world, tmp_path, monkeypatch, caplog):
     from classify.lama import LamaHead, LamaTimeout
 
     def too_slow(self, *a, **k):
         raise LamaTimeout("LightAutoML did not finish within its 5 s limit; stopped after 15 s")
     monkeypatch.setattr(LamaHead, "fit", too_slow)
     caplog.set_level(logging.INFO)
-    d = run("expr", w / "features.h5", w / "labels", ["logits", "lama", "blend"], name="r", runs_dir=tmp_path,
+    d = run("expr", small_world / "features.h5", small_world / "labels", ["logits", "lama", "blend"], name="r", runs_dir=tmp_path,
             ks=[0])
     logged = caplog.messages
     m = json.loads((d / "metrics.json").read_text())
@@ -173,5 +167,5 @@ def test_lama_stopped_at_its_limit_is_left_out_of_the_run(w, tmp_path, monkeypat
     assert [r["method"] for r in m["heads"]] == ["logits"]
     assert any("lama left out: LightAutoML did not finish" in ln for ln in logged)
     with pytest.raises(InputError, match="no head was fitted: LightAutoML did not finish"):
-        run("expr", w / "features.h5", w / "labels", ["lama"], name="only", runs_dir=tmp_path, ks=[0])
+        run("expr", small_world / "features.h5", small_world / "labels", ["lama"], name="only", runs_dir=tmp_path, ks=[0])
     assert (tmp_path / "expr" / "only.failed").is_dir() and (tmp_path / "expr" / "latest").resolve() == d

@@ -8,9 +8,10 @@ import classify  # noqa: E402,F401  (sets the OpenMP wait policy before torch lo
 pytest.importorskip("torch")
 
 from classify.fusion import FusionMLPHead  # noqa: E402
-from classify.synthetic_motion import OFFSET, ONSET, make_motion_data  # noqa: E402
 from classify.temporal import TemporalHead, make_windows  # noqa: E402
 from features.errors import InputError  # noqa: E402
+
+from synthetic_motion import OFFSET, ONSET, make_motion_data  # noqa: E402
 
 
 def test_windows_stay_inside_videos_and_mask_holes():

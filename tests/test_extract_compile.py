@@ -7,7 +7,7 @@ import torch
 from extract.runner import run
 from extract.sources import discover
 
-from test_extract_resize import TinyTorch, crops  # noqa: F401  (crops: the module's 32 px data set fixture)
+from helpers import TinyTorch
 
 
 def test_compiled_matches_eager_and_pads_batches():

@@ -15,7 +15,7 @@ from features.errors import InputError
 from features.store import FeatureStore
 from features.synthetic_faces import random_identity, render_face
 
-from test_extract_runner import TinyExtractor
+from helpers import TinyExtractor
 
 BG = (90, 90, 90)
 

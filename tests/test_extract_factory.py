@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TinyTorch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -50,7 +52,6 @@ def test_runtime_applies_to_torch_networks_from_spec_and_flag_alike(tmp_path):
     from extract import factory
     from extract.base import TorchExtractor
     from extract.models.onnx_twin import OnnxExtractor
-    from test_extract_resize import TinyTorch
     tiny = TinyTorch(40)
     assert isinstance(tiny, TorchExtractor) and isinstance(tiny.net, torch.nn.Module)
     ort = factory.apply_runtime(tiny, "onnxruntime")
@@ -103,7 +104,6 @@ def test_runtime_auto_keeps_torch_where_torch_is_faster_or_needed(tmp_path, monk
     onnx extra; the reason is recorded."""
     from extract import factory
     from extract.base import TorchExtractor
-    from test_extract_resize import TinyTorch
     bf16 = factory.apply_runtime(TinyTorch(40).configure(amp="bf16"), "auto")
     assert isinstance(bf16, TorchExtractor) and bf16.info().extra["runtime_choice"] == "auto: amp/compile run in torch"
     import builtins

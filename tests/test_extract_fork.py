@@ -20,7 +20,7 @@ def test_forked_image_workers_after_opencv_use(tmp_path):
             cv2.GaussianBlur(np.zeros((1500, 1500, 3), np.uint8), (31, 31), 0)
         from extract.runner import run
         from extract.sources import discover
-        from test_extract_runner import TinyExtractor, make_set
+        from helpers import TinyExtractor, make_set
         make_set({str(tmp_path / 'data')!r}, n_frames=12)
         s = run(discover({str(tmp_path / 'data')!r}), [TinyExtractor()], {str(tmp_path / 'c.h5')!r}, batch=5,
                 workers=2, progress=False)

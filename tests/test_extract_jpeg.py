@@ -15,8 +15,7 @@ from extract.sources import discover
 from features.errors import InputError
 from features.store import FeatureStore
 
-from test_extract_resize import TinyTorch
-from test_extract_runner import TinyExtractor, assert_same, make_set, read_all
+from helpers import TinyExtractor, TinyTorch, assert_same, make_set, read_all
 
 
 def _jpeg(img: np.ndarray, **kw) -> bytes:

@@ -18,29 +18,20 @@ from features.errors import InputError
 from features.store import FeatureStore
 from features.tasks import EXPR
 
+from helpers import assert_close, b0_with_head, direct_forward
+
 torch.set_num_threads(2)
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "hsemotion_timm097"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def _b0(head: torch.nn.Module) -> torch.nn.Module:
-    torch.manual_seed(0)
-    m = timm.create_model("tf_efficientnet_b0", pretrained=False, num_classes=8)
-    m.classifier = head
-    # non-trivial BatchNorm statistics, so a wrong eps / missing buffer would show
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.1, 0.1)
-            mod.running_var.uniform_(0.5, 2.0)
-    return m.eval()
-
-
 @pytest.fixture(scope="module")
 def pickled(tmp_path_factory):
     """Whole pickled timm modules made the way HSEmotion published them (torch.save(model))."""
     d = tmp_path_factory.mktemp("hsemotion")
-    models = {"seq8": _b0(torch.nn.Sequential(torch.nn.Linear(1280, 8))), "lin10": _b0(torch.nn.Linear(1280, 10))}
+    models = {"seq8": b0_with_head(torch.nn.Sequential(torch.nn.Linear(1280, 8))),
+              "lin10": b0_with_head(torch.nn.Linear(1280, 10))}
     paths = {}
     for k, m in models.items():
         paths[k] = d / f"{k}.pt"
@@ -54,17 +45,6 @@ def exts(pickled):
     _, paths = pickled
     return {"seq8": create(f"enet_b0_8_best_vgaf:{paths['seq8']}:allow_pickle=1"),
             "lin10": create(f"enet_b0_8_va_mtl:{paths['lin10']}:allow_pickle=1")}
-
-
-def _direct(model: torch.nn.Module, x01: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    with torch.no_grad():
-        x = (x01 - MEAN) / STD
-        emb = model.forward_head(model.forward_features(x), pre_logits=True)
-        return emb.numpy(), model(x).numpy()
-
-
-def _close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-4) -> None:
-    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * float(np.abs(b).max()))
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -120,11 +100,11 @@ def test_pickled_module_matches_direct_forward(pickled, exts, key, name):
     assert ext.class_names == AFFECTNET8
     x01 = torch.rand(2, 3, 64, 64)            # the nets are fully convolutional: small input, same code path
     out = ext.forward01(x01)
-    emb, y = _direct(models[key], x01)
-    _close(out["embedding"], emb)
-    _close(out["logits"], y[:, :8])
+    emb, y = direct_forward(models[key], x01)
+    assert_close(out["embedding"], emb)
+    assert_close(out["logits"], y[:, :8])
     if key == "lin10":
-        _close(out["va"], y[:, 8:])
+        assert_close(out["va"], y[:, 8:])
     else:
         assert "va" not in out
     # the runner's path: uint8 NHWC RGB, scaled and normalised by the extractor (a 32 px stand-in for 224)
@@ -136,8 +116,8 @@ def test_pickled_module_matches_direct_forward(pickled, exts, key, name):
         full = ext(batch)
     finally:
         ext.input_size = 224
-    emb_u8, _ = _direct(models[key], torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
-    _close(full["embedding"], emb_u8)
+    emb_u8, _ = direct_forward(models[key], torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
+    assert_close(full["embedding"], emb_u8)
     assert all(v.dtype == np.float32 for v in full.values())
 
 
@@ -174,7 +154,7 @@ def test_amp_and_channels_last_stay_close(exts):
     ref = ext.forward01(x)["embedding"]
     try:
         ext.configure(channels_last=True)
-        _close(ext.forward01(x)["embedding"], ref)
+        assert_close(ext.forward01(x)["embedding"], ref)
         ext.configure(amp="bf16")
         got = ext.forward01(x)["embedding"]
         assert got.dtype == np.float32 and np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.98
@@ -200,8 +180,8 @@ def test_published_format_fixture_reproduces_reference():
     model = ext.net.model
     assert type(model.conv_stem).__name__ == "Conv2dSame" and model.bn1.eps == pytest.approx(1e-3)
     out = ext.forward01(torch.from_numpy(ref["images01"]))
-    _close(np.hstack([out["logits"], out["va"]]), ref["logits"])
-    _close(out["embedding"], ref["embedding"])
+    assert_close(np.hstack([out["logits"], out["va"]]), ref["logits"])
+    assert_close(out["embedding"], ref["embedding"])
 
 
 # ----------------------------------------------------------------------------------- other families
@@ -217,7 +197,7 @@ def test_resnet18_msceleb_from_dan_style_checkpoint(tmp_path):
     x = torch.rand(2, 3, 64, 64)
     tv.fc = torch.nn.Identity()
     with torch.no_grad():
-        _close(ext.forward01(x)["embedding"], tv((x - MEAN) / STD).numpy())
+        assert_close(ext.forward01(x)["embedding"], tv((x - MEAN) / STD).numpy())
     torch.save({"state_dict": {"conv1.weight": torch.zeros(64, 3, 7, 7)}}, path)
     with pytest.raises(InputError, match="do not fit resnet18.*missing"):
         create(f"resnet18_msceleb:{path}")
@@ -232,10 +212,10 @@ def test_timm_generic_with_safetensors(tmp_path):
     ext = create(f"timm:resnet18:{path}:size=96:classes=a,b,c:name=myres")
     assert ext.name == "myres" and ext.input_size == 96 and ext.outputs == {"embedding": 512, "logits": 3}
     x = torch.rand(2, 3, 96, 96)
-    emb, y = _direct(m, x)
+    emb, y = direct_forward(m, x)
     out = ext.forward01(x)
-    _close(out["embedding"], emb)
-    _close(out["logits"], y)
+    assert_close(out["embedding"], emb)
+    assert_close(out["logits"], y)
     with pytest.raises(InputError, match="do not fit resnet34"):
         create(f"timm:resnet34:{path}")
 
@@ -286,7 +266,7 @@ def test_exported_models(tmp_path, fmt, kind):
         want = dict(zip(("embedding", "logits"), want if kind == "tuple" else (want,)))
     assert set(out) == set(want) and ext.outputs["embedding"] == 16
     for k in want:
-        _close(out[k], want[k].numpy())
+        assert_close(out[k], want[k].numpy())
 
 
 def test_exported_errors(tmp_path):

@@ -10,7 +10,8 @@ import torch
 
 from extract.registry import create
 from features.errors import InputError
-from test_extract_models import _b0, _close, _direct
+
+from helpers import TinyTorch, assert_close, b0_with_head, direct_forward
 
 pytest.importorskip("onnx", reason="the onnx extra is not installed")
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -28,8 +29,9 @@ def _export(model: torch.nn.Module, path) -> None:
 @pytest.fixture(scope="module")
 def onnx_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("onnx")
-    models = {"seq8": _b0(torch.nn.Sequential(torch.nn.Linear(1280, 8))), "lin10": _b0(torch.nn.Linear(1280, 10)),
-              "softmax": _b0(torch.nn.Sequential(torch.nn.Linear(1280, 8), torch.nn.Softmax(dim=1)))}
+    models = {"seq8": b0_with_head(torch.nn.Sequential(torch.nn.Linear(1280, 8))),
+              "lin10": b0_with_head(torch.nn.Linear(1280, 10)),
+              "softmax": b0_with_head(torch.nn.Sequential(torch.nn.Linear(1280, 8), torch.nn.Softmax(dim=1)))}
     paths = {k: d / f"{k}.onnx" for k in models}
     for k, m in models.items():
         _export(m, paths[k])
@@ -43,11 +45,11 @@ def test_onnx_twin_matches_direct_forward(onnx_files, key, name):
     assert ext.outputs == {"embedding": 1280, "logits": 8, **({"va": 2} if key == "lin10" else {})}
     batch = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     out = ext(batch)
-    emb, y = _direct(models[key], torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
-    _close(out["embedding"], emb)
-    _close(out["logits"], y[:, :8])
+    emb, y = direct_forward(models[key], torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
+    assert_close(out["embedding"], emb)
+    assert_close(out["logits"], y[:, :8])
     if key == "lin10":
-        _close(out["va"], y[:, 8:])
+        assert_close(out["va"], y[:, 8:])
     info = ext.info()
     assert info.extra["format"] == "onnx" and len(info.checkpoint_sha256) == 64 and info.input_size == 224
     assert all(v.dtype == np.float32 for v in out.values())
@@ -71,7 +73,7 @@ def test_torch_models_run_through_onnxruntime(tmp_path):
     """runtime=onnxruntime: the torch network exported in memory gives the torch outputs, under the torch
     checkpoint's provenance (same store group)."""
     from safetensors.torch import save_file
-    model = _b0(torch.nn.Linear(1280, 10))
+    model = b0_with_head(torch.nn.Linear(1280, 10))
     path = tmp_path / "mtl.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     ref = create(f"enet_b0_8_va_mtl:{path}")
@@ -80,7 +82,7 @@ def test_torch_models_run_through_onnxruntime(tmp_path):
     batch = np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
     a, b = ref(batch), ort_ext(batch)
     for k in ref.outputs:
-        _close(b[k], a[k])
+        assert_close(b[k], a[k])
     ia, ib = ref.info(), ort_ext.info()
     assert ib.checkpoint_sha256 == ia.checkpoint_sha256 and ib.normalization == ia.normalization
     assert ib.extra["runtime"].startswith("onnxruntime") and ib.extra["class_names"] == ia.extra["class_names"]
@@ -93,14 +95,13 @@ def test_torch_models_run_through_onnxruntime(tmp_path):
 def test_onnxruntime_option_leaves_other_extractors_alone():
     from extract.cli import create_extractor
     from extract.models.onnx_twin import OnnxExtractor, from_torch
-    from test_extract_resize import TinyTorch
     fer = create_extractor("fer", "cpu", runtime="onnxruntime")
     assert not isinstance(fer, OnnxExtractor)
     tiny = TinyTorch(40)
     ext = from_torch(tiny)                       # embedding only (no logits): outputs found by name
     assert ext.outputs == {"embedding": 4}
     x = np.random.default_rng(0).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
-    _close(ext(x)["embedding"], tiny(x)["embedding"])
+    assert_close(ext(x)["embedding"], tiny(x)["embedding"])
 
 
 def test_normalization_is_bit_identical_to_the_array_expression():
@@ -118,7 +119,6 @@ def test_one_input_convention_for_every_runtime():
     onnxruntime twin alike: the same frames in either form (numpy or torch) give the same outputs from both, and
     a float batch outside [0, 1] (say [0, 255] floats) is refused by both with one line."""
     from extract.models.onnx_twin import from_torch
-    from test_extract_resize import TinyTorch
     tiny = TinyTorch(40)
     twin = from_torch(tiny)
     u8 = np.random.default_rng(3).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
@@ -126,7 +126,7 @@ def test_one_input_convention_for_every_runtime():
     ref = tiny(u8)["embedding"]
     for ext in (tiny, twin):
         for batch in (u8, f01, f01.astype(np.float64), torch.from_numpy(u8), torch.from_numpy(f01)):
-            _close(ext(batch)["embedding"], ref)
+            assert_close(ext(batch)["embedding"], ref)
     for ext in (tiny, twin):
         for bad in (u8.astype(np.float32), np.full_like(f01, np.nan), torch.from_numpy(f01 - 0.5)):
             with pytest.raises(InputError, match=r"float batch must hold pixels in \[0, 1\].*pass uint8"):

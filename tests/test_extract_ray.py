@@ -17,7 +17,7 @@ import pytest
 from extract.runner import Settings, run as run_local
 from extract.sources import discover, shard_paths
 
-from test_extract_runner import TinyExtractor, assert_same, make_set, read_all
+from helpers import TinyExtractor, assert_same, make_set, read_all, tiny_create
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -27,10 +27,6 @@ N = 2
 def tiny(delay: float = 0.0) -> list:
     """The workers' extractors (pickled by reference: this module is on the workers' PYTHONPATH)."""
     return [TinyExtractor(delay=delay)]
-
-
-def tiny_create(spec, *a, **k):
-    return TinyExtractor(delay=0.15)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +95,8 @@ DRIVER = f"""
 import functools, json, sys
 sys.path[:0] = [{str(REPO)!r}, {str(HERE)!r}]
 from extract import cli, ray_engine
-import test_extract_ray
-cli.create_extractor = test_extract_ray.tiny_create
+from helpers import tiny_create
+cli.create_extractor = tiny_create
 def pids(actors):
     import ray
     json.dump([ray.get(a.pid.remote()) for a in actors.values()], open(sys.argv[1], "w"))
@@ -156,7 +152,7 @@ def test_a_local_run_imports_nothing_of_ray(tmp_path):
     root = tmp_path / "data"
     make_set(root, n_train=1, n_val=1, n_frames=10)
     code = (f"import sys; sys.path[:0] = [{str(REPO)!r}, {str(HERE)!r}]\n"
-            "from extract import cli\nfrom test_extract_runner import TinyExtractor\n"
+            "from extract import cli\nfrom helpers import TinyExtractor\n"
             "cli.create_extractor = lambda *a, **k: TinyExtractor()\n"
             f"assert cli.main(['run', '--data', {str(root)!r}, '--out', {str(tmp_path / 'c.h5')!r}, '--quiet',"
             " '--workers', '0']) == 0\n"

@@ -7,13 +7,12 @@ import torch
 from PIL import Image
 
 from extract import runner as runner_mod
-from extract.base import TorchExtractor
 from extract.resize import on_device_exact, resize_bilinear
 from extract.runner import run
 from extract.sources import discover
 from features.errors import InputError
 
-from test_extract_runner import TinyExtractor, assert_same, make_set, read_all
+from helpers import TinyExtractor, TinyTorch, assert_same, read_all
 
 
 def pil(img: np.ndarray, size: int) -> np.ndarray:
@@ -42,31 +41,6 @@ def test_downscales_are_refused_not_approximated():
         resize_bilinear(torch.zeros((1, 300, 200, 3), dtype=torch.uint8), 224)
     with pytest.raises(ValueError, match="uint8"):
         resize_bilinear(torch.zeros((1, 30, 20, 3)), 224)
-
-
-class TinyTorch(TorchExtractor):
-    """A torch model whose rows depend on their own pixels only (conv + global pooling)."""
-
-    def __init__(self, size: int):
-        torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU(),
-                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-
-        class Net(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.body = net
-
-            def forward(self, x):
-                return {"embedding": self.body(x)}
-        super().__init__("torchy", Net(), size, {"embedding": 4}, checkpoint_sha256="b" * 64)
-
-
-@pytest.fixture(scope="module")
-def crops(tmp_path_factory):
-    root = tmp_path_factory.mktemp("aff32")
-    make_set(root, n_frames=11, size=32)            # 32x32 crops, some frames without a crop
-    return root
 
 
 def _spy(monkeypatch) -> list:

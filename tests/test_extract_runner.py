@@ -11,46 +11,15 @@ import pytest
 from PIL import Image
 
 from extract import runner as runner_mod
-from extract.base import Extractor
 from extract.runner import run
 from extract.sources import (affwild_videos, discover, folder_videos, load_image, parse_shard, resize_square,
                              shard_path, shard_paths, shard_videos)
 from features.errors import InputError
 from features.store import FeatureStore
 
+from helpers import TinyExtractor, assert_same, b0_with_head, make_set, read_all
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-class TinyExtractor(Extractor):
-    """A deterministic numpy 'model': each row depends on its own pixels only (like a real forward pass)."""
-
-    def __init__(self, size: int = 8, name: str = "tiny", sha: str = "a" * 64, dim: int = 6, delay: float = 0.0):
-        self.name, self.input_size, self.checkpoint_sha256 = name, size, sha
-        self.outputs = {"embedding": dim, "logits": 3}
-        self.class_names = ("a", "b", "c")
-        self.extra = {}
-        self.delay = delay
-        rng = np.random.default_rng(size)
-        self.P = rng.normal(size=(size * size * 3, dim))
-        self.W = rng.normal(size=(dim, 3))
-        self.calls: list[int] = []
-
-    def __call__(self, batch):
-        import time
-        x = np.asarray(batch, np.float64).reshape(len(batch), -1) / 255.0
-        self.check_batch(np.asarray(batch))
-        self.calls.append(len(x))
-        if self.delay:
-            time.sleep(self.delay)
-        # elementwise products + per-row sums: bit-identical whatever the batch composition
-        emb = (x[:, :, None] * self.P[None]).sum(1)
-        return {"embedding": emb.astype(np.float32),
-                "logits": (emb[:, :, None] * self.W[None]).sum(1).astype(np.float32)}
-
-
-def make_set(root: Path, n_train: int = 3, n_val: int = 1, n_frames: int = 14, size: int = 32):
-    from features.synthetic import make_affwild
-    return make_affwild(root, n_train=n_train, n_val=n_val, n_frames=n_frames, size=size, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -58,23 +27,6 @@ def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("aff")
     info = make_set(root)
     return root, info
-
-
-def read_all(path, name="tiny"):
-    paths = path if isinstance(path, list) else [path]
-    with FeatureStore(paths) as s:
-        vids = sorted(s.videos(name))
-        blk = s.read(vids, [name], outputs=("embedding", "logits"))
-        return vids, blk.index.copy(), {k: v.copy() for k, v in blk.arrays.items()}
-
-
-def assert_same(a, b):
-    assert a[0] == b[0]
-    assert a[1]["frame"].tolist() == b[1]["frame"].tolist()
-    assert a[1]["face"].tolist() == b[1]["face"].tolist()
-    assert a[1]["video"].astype(str).tolist() == b[1]["video"].astype(str).tolist()
-    for k in a[2]:
-        np.testing.assert_array_equal(a[2][k], b[2][k])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -437,8 +389,7 @@ def test_batch_size_changes_outputs_only_within_tolerance(tmp_path):
 def test_batch_size_tolerance_holds_for_the_b0_stand_in(tmp_path):
     import torch
     from extract.registry import create
-    from test_extract_models import _b0
     make_set(tmp_path / "d", n_train=2, n_val=0, n_frames=10, size=40)
-    torch.save(_b0(torch.nn.Linear(1280, 10)), tmp_path / "b0.pt")
+    torch.save(b0_with_head(torch.nn.Linear(1280, 10)), tmp_path / "b0.pt")
     _resumed_at_other_batches(create(f"enet_b0_8_va_mtl:{tmp_path / 'b0.pt'}:allow_pickle=1"), tmp_path / "d",
                               tmp_path)

@@ -14,7 +14,7 @@ import pytest
 from extract.runner import run
 from extract.sources import discover
 
-from test_extract_runner import TinyExtractor, assert_same, make_set, read_all
+from helpers import TinyExtractor, assert_same, make_set, read_all
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -24,7 +24,7 @@ SCRIPT = f"""
 import sys
 sys.path[:0] = [{str(REPO)!r}, {str(HERE)!r}]
 from extract import cli
-from test_extract_runner import TinyExtractor
+from helpers import TinyExtractor
 cli.create_extractor = lambda spec, *a, **k: TinyExtractor(delay=0.15)
 sys.exit(cli.main(sys.argv[1:]))
 """

@@ -1,8 +1,6 @@
 """Video files: PyAV decode, Haar face detection, square crops with a margin, box smoothing, the no-face path."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,43 +10,7 @@ from extract.sources import cached_demo_clip, discover, video_files
 from features.errors import InputError
 from features.store import FeatureStore
 
-from test_extract_runner import TinyExtractor
-
-
-def encode(path: Path, frames: list[np.ndarray], fps: int = 12) -> Path:
-    import av
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)
-        s.height, s.width = frames[0].shape[:2]
-        s.pix_fmt = "yuv420p"
-        s.options = {"qscale": "3"}
-        for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
-    return path
-
-
-def drawn_face(i: int) -> np.ndarray:
-    """A cartoon face (skin oval, brows, eyes, nose, mouth) at x 105..215, y 45..195 of a 320x240 frame."""
-    from PIL import Image, ImageDraw
-    img = Image.new("RGB", (320, 240), (90, 90, 90))
-    d = ImageDraw.Draw(img)
-    ox, oy = 80 + (i % 3), 40
-    dark = (40, 30, 30)
-    d.ellipse([ox + 25, oy + 5, ox + 135, oy + 155], fill=(224, 180, 150))
-    for ex in (ox + 55, ox + 105):
-        d.line([(ex - 15, oy + 50), (ex + 15, oy + 48)], fill=dark, width=4)
-        d.ellipse([ex - 12, oy + 60, ex + 12, oy + 72], fill=(245, 245, 245), outline=dark)
-        d.ellipse([ex - 4, oy + 62, ex + 4, oy + 70], fill=dark)
-    d.line([(ox + 80, oy + 70), (ox + 80, oy + 100)], fill=dark, width=2)
-    d.polygon([(ox + 55, oy + 118), (ox + 80, oy + 112 + i % 4), (ox + 105, oy + 118), (ox + 80, oy + 126)],
-              fill=(150, 60, 60))
-    return np.asarray(img)
-
-
-def face_frames(n_face: int, n_blank: int) -> list[np.ndarray]:
-    """Frames with a drawn face, then frames of background only."""
-    return [drawn_face(i) for i in range(n_face)] + [np.full((240, 320, 3), 90, np.uint8)] * n_blank
+from helpers import TinyExtractor, encode, face_frames
 
 
 def test_square_crop_geometry_and_padding():

@@ -11,19 +11,9 @@ from extract.sources import cached_demo_clip, video_files
 from extract.tracks import Tracker, pair_cost
 from features.store import FeatureStore
 
-from test_extract_runner import TinyExtractor
-from test_extract_runner_video import encode
+from helpers import TinyExtractor, encode, mtcnn_available as _mtcnn_available, two_people
 
 FACE_KEYS = ("face_box", "face_score", "face_landmarks")
-
-
-def _mtcnn_available() -> bool:
-    try:
-        from extract.mtcnn import weight_files
-        weight_files()
-        return True
-    except Exception:
-        return False
 
 
 # -- the tracker on generated boxes -------------------------------------------------------------------------
@@ -112,17 +102,6 @@ def test_mtcnn_landmarks_lie_on_the_face(clip_frames):
         eye_l, eye_r, nose, mouth_l, mouth_r = pts
         assert eye_l[0] < eye_r[0] and mouth_l[0] < mouth_r[0]               # image-left first
         assert max(eye_l[1], eye_r[1]) < nose[1] < min(mouth_l[1], mouth_r[1])
-
-
-def two_people(frames: list[np.ndarray], blank: range = range(0)) -> list[np.ndarray]:
-    """The clip beside its mirror image; the mirrored person is blanked out (background grey) in `blank`."""
-    out = []
-    for i, f in enumerate(frames):
-        right = f[:, ::-1].copy()
-        if i in blank:
-            right[:] = 90
-        out.append(np.concatenate([f, right], axis=1))
-    return out
 
 
 @needs_clip

@@ -89,7 +89,7 @@ def test_sweep_on_sparse_validation_matches_brute_force_on_the_timeline(tmp_path
 # ---- end to end: classify -> scores.h5 -> sweep -> submit ---------------------------------------------------
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def timeline_world(tmp_path_factory):
     """Cache + VA labels: 2 training videos, 2 validation videos as in `_sparse_val` (the va_only head scores a
     frame with the cached valence/arousal, so the reference needs no model)."""
     root = tmp_path_factory.mktemp("timeline")
@@ -129,8 +129,8 @@ def _reference(n, ref_in, k, last):
     return {v: ref_smooth(ref_fill(ref_in[v], last[v]), k) for v in n}
 
 
-def test_classify_validation_scores_equal_brute_force_on_the_full_timeline(world):
-    root, rd, n, truth, labelled, ref_in = world
+def test_classify_validation_scores_equal_brute_force_on_the_full_timeline(timeline_world):
+    root, rd, n, truth, labelled, ref_in = timeline_world
     m = json.loads((rd / "metrics.json").read_text())
     k = m["summary"]["k"]
     ss = load_scores(rd / "scores.h5", "val")
@@ -152,8 +152,8 @@ def test_classify_validation_scores_equal_brute_force_on_the_full_timeline(world
     assert k == best and k > 0
 
 
-def test_k_from_validation_gives_the_same_scores_on_the_test_split(world, capsys):
-    root, rd, n, truth, labelled, ref_in = world
+def test_k_from_validation_gives_the_same_scores_on_the_test_split(timeline_world, capsys):
+    root, rd, n, truth, labelled, ref_in = timeline_world
     assert postprocess_main(["sweep", "--run", str(rd), "--k", "0:8", "--cv", "0", "--timelines", "0"]) == 0
     cfg = json.loads((rd / "postprocess.json").read_text())
     k = cfg["k"]

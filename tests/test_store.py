@@ -7,34 +7,11 @@ import pytest
 
 from features import cachelock
 from features.errors import InputError
-from features.store import FeatureStore, ExtractorInfo
+from features.store import FeatureStore
+
+from helpers import info, video_data, write
 
 RNG = np.random.default_rng(0)
-
-
-def info(name="m", sha="abc", dim=16, logits=8, va=True, dtype="float16"):
-    outs = {"embedding": dim, "logits": logits}
-    if va:
-        outs["va"] = 2
-    return ExtractorInfo(name, sha, 224, {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, outs,
-                         embedding_dtype=dtype)
-
-
-def video_data(n, dim=16, logits=8, va=True, seed=0):
-    r = np.random.default_rng(seed)
-    d = dict(frame=np.arange(1, n + 1), face=r.random(n) > 0.1, embedding=r.normal(size=(n, dim)),
-             logits=r.normal(size=(n, logits)).astype(np.float32))
-    if va:
-        d["va"] = r.uniform(-1, 1, size=(n, 2)).astype(np.float32)
-    return d
-
-
-def write(path, videos, inf=None, **kw):
-    inf = inf or info(**kw)
-    with FeatureStore(path, "a") as s:
-        w = s.writer(inf)
-        for i, (v, n) in enumerate(videos):
-            w.write_video(v, **video_data(n, seed=i))
 
 
 def die(store):
@@ -213,7 +190,7 @@ def test_many_segments_stay_under_the_open_file_limit(tmp_path):
         "import resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))\n"
         "from features.store import FeatureStore\n"
-        "from test_store import info, video_data\n"
+        "from helpers import info, video_data\n"
         "s = FeatureStore(sys.argv[1], 'a')\n"
         "w = s.writer(info())\n"
         "for i in range(220):\n"

@@ -8,7 +8,7 @@ import pytest
 from features.errors import InputError
 from features.store import FeatureStore
 
-from test_store import write
+from helpers import write
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from features.errors import InputError
 from features.store import FeatureStore, merge_caches
 
-from test_store import info, video_data
+from helpers import info, video_data
 
 
 def faces(n, seed=0):

@@ -13,7 +13,7 @@ from features.store import catalogue, compaction, durability, writer
 from features.errors import InputError
 from features.store import FeatureStore
 
-from test_store import info, video_data
+from helpers import info, video_data
 
 # the commit path, in order; the rename is where a video becomes committed
 STEPS = [("_write_segment", writer), ("_fsync", durability), ("_rename", durability),

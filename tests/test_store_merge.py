@@ -13,8 +13,7 @@ from extract.sources import shard_path
 from features.errors import InputError
 from features.store import FeatureStore, cache_files, merge_caches, shard_files
 
-from test_classify_cli import world  # noqa: F401  (the fixture)
-from test_store import info, video_data, write
+from helpers import info, video_data, write
 
 ALL = [("v1", 5), ("v2", 4), ("v3", 6), ("v4", 3)]
 
@@ -173,9 +172,9 @@ def test_merge_disk_full_leaves_no_tmp(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.shard-1-of-2.h5", "c.shard-2-of-2.h5"]
 
 
-def test_classify_reads_shards_as_one_cache(world, tmp_path):  # noqa: F811
+def test_classify_reads_shards_as_one_cache(enet_world, tmp_path):
     from classify.__main__ import main
-    root, cache, labels = world
+    root, cache, labels = enet_world
     src = FeatureStore(cache)
     vids = src.videos("enet")
     inf = src.info("enet")

@@ -13,7 +13,7 @@ import pytest
 from features.errors import InputError
 from features.store import FeatureStore
 
-from test_store import info, video_data
+from helpers import info, video_data
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 WRITER = """
 import os, sys, time
 from features.store import FeatureStore
-from test_store import info, video_data
+from helpers import info, video_data
 path, name, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 from features.errors import InputError
 try:

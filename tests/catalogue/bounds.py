@@ -28,7 +28,7 @@ from postprocess.cli import main as post_main
 
 from . import Case, Result, cli
 from .classify import classify, no_run_folder
-from .classify import world
+from helpers import build_small_world as world
 from .extract import _data
 from .postprocess import _run_copy, _shared
 

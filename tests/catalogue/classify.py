@@ -1,7 +1,8 @@
 """Bad input to `python -m classify`: options that would train nothing, missing or wrong inputs, run folders.
 
-Every case runs on one small shared world (a cache with one extractor and per-task labels, built once); the
-valid cases fit only the logits rule (scikit-learn, about a second), the refused ones stop before any fit.
+Every case runs on one small shared world (helpers.build_small_world: a cache with one extractor and per-task
+labels, built once); the valid cases fit only the logits rule (scikit-learn, about a second), the refused ones
+stop before any fit.
 """
 from __future__ import annotations
 
@@ -11,56 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from classify.__main__ import main
-from classify.rules import AFFECTNET8
-from features.store import ExtractorInfo, FeatureStore
-from features.synthetic import make_feature_data
-from features.tasks import AU, EXPR, VA
+from features.tasks import EXPR
+from helpers import build_small_world, write_labels
 
 from . import Case, Result, cli
 
-N_VIDEOS, N_TRAIN = 6, 4
-
-
-def write_labels(root: Path, task, split: str, video: str, rows) -> Path:
-    d = root / task.folders[0] / {"train": "Train_Set", "val": "Validation_Set"}[split]
-    d.mkdir(parents=True, exist_ok=True)
-    lines = [task.header] + [",".join(str(v) for v in np.atleast_1d(r)) for r in rows]
-    p = d / f"{video}.txt"
-    p.write_text("\n".join(lines) + "\n")
-    return p
-
-
-def world(shared: Path) -> Path:
-    """`shared/classify`: features.h5 (extractor enet: embedding 8, logits 8, va 2) and labels/ for the three
-    tasks on 6 videos (4 train, 2 val), plus labels_extra/ whose train split also names a video with no
-    features."""
-    root = shared / "classify"
-    if (root / "done").exists():
-        return root
-    root.mkdir(parents=True, exist_ok=True)
-    d = make_feature_data(600, 8, N_VIDEOS, seed=1, noise=1.0)
-    rng = np.random.default_rng(0)
-    logits = rng.normal(0, 1, (len(d.X), 8)).astype(np.float32)
-    logits[np.arange(len(d.X)), np.array([5, 0, 2, 3, 4, 6, 7, 1])[d.y_expr]] += 2.5
-    info = ExtractorInfo("enet", "0" * 64, 224, {}, {"embedding": 8, "logits": 8, "va": 2},
-                         extra={"class_names": list(AFFECTNET8)})
-    with FeatureStore(root / "features.h5", "a") as s:
-        w = s.writer(info)
-        for i, name in enumerate(d.video_names):
-            r = d.video == i
-            split = "train" if i < N_TRAIN else "val"
-            for labels in ("labels", "labels_extra"):
-                for task, y in ((EXPR, d.y_expr), (VA, d.y_va), (AU, d.y_au)):
-                    write_labels(root / labels, task, split, name, y[r])
-            w.write_video(name, frame=d.frame[r].astype(np.int64), face=np.ones(r.sum(), bool),
-                          embedding=d.X[r], logits=logits[r], va=d.y_va[r])
-    write_labels(root / "labels_extra", EXPR, "train", "not_in_cache", np.arange(30) % 8)
-    (root / "done").touch()
-    return root
-
 
 def classify(tmp: Path, shared: Path, *args, labels: str = "labels", heads: str = "logits") -> Result:
-    w = world(shared)
+    w = build_small_world(shared)
     argv = ["--cache", w / "features.h5", "--labels", w / labels, "--heads", heads, "--runs-dir", tmp / "runs",
             "--k", "0:4:2", *args]
     if "--task" not in args and "--no-task" not in args:
@@ -102,7 +61,7 @@ def existing_run(tmp: Path, shared: Path) -> Result:
 
 
 def not_utf8_labels(tmp: Path, shared: Path) -> Result:
-    w = world(shared)
+    w = build_small_world(shared)
     lab = tmp / "labels"
     for split, video in (("train", "vid0000"), ("val", "vid0004")):
         write_labels(lab, EXPR, split, video, np.arange(20) % 8)

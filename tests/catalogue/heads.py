@@ -7,17 +7,17 @@ from pathlib import Path
 import numpy as np
 
 from classify.__main__ import main
+from helpers import build_fusion_world
 
 from . import Case, api, cli
 
 
 def _world(shared: Path) -> tuple[Path, Path]:
-    """The two-extractor cache of test_classify_heads_cli (extractor c lacks frames of one video), built once."""
+    """The two-extractor cache of helpers.build_fusion_world (extractor c lacks frames of one video), built once."""
     root = shared / "heads_world"
     if not (root / "test.txt").exists():
-        from test_classify_heads_cli import build_world
         root.mkdir(parents=True, exist_ok=True)
-        build_world(root)
+        build_fusion_world(root)
     return root / "features.h5", root / "labels"
 
 

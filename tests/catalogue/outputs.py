@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from features.store import FeatureStore
+from helpers import build_small_world
 from postprocess.cli import main as pp_main
 
 from . import Case, Result, cli
-from .classify import classify, world
+from .classify import classify
 from .postprocess import _run_copy, _shared
 from .predict import predict
 
@@ -81,7 +82,7 @@ def _table_and_victim(tmp: Path, shared: Path, res: Result) -> None:
 
 def _long_cache(tmp: Path, shared: Path) -> Path:
     """One video of the classify world's cache (same extractor, same checkpoint) under a 250-character name."""
-    src = FeatureStore(world(shared) / "features.h5")
+    src = FeatureStore(build_small_world(shared) / "features.h5")
     info = src.info("enet")
     blk = src.read([VIDEO], "enet", tuple(info.outputs))
     with FeatureStore(tmp / "long.h5", "a") as s:

@@ -14,9 +14,9 @@ import numpy as np
 from classify.__main__ import main
 from classify.run import run
 from features.store import ExtractorInfo, FeatureStore
+from helpers import build_small_world
 
 from . import Case, Result, cli
-from .classify import world
 
 
 def shared_run(shared: Path) -> Path:
@@ -24,14 +24,14 @@ def shared_run(shared: Path) -> Path:
     d = shared / "predict"
     rd = d / "runs" / "expr" / "r"
     if not (rd / "metrics.json").exists():
-        w = world(shared)
+        w = build_small_world(shared)
         run("expr", w / "features.h5", w / "labels", ["logits"], name="r", runs_dir=d / "runs", ks=[0, 2])
     return rd
 
 
 def predict(tmp: Path, shared: Path, *args, run_dir: Path | None = None, cache: Path | None = None,
             out: str = "p.csv") -> Result:
-    w = world(shared)
+    w = build_small_world(shared)
     rd = shared_run(shared) if run_dir is None else run_dir
     argv = ["predict", *(["--run", rd] if "--pretrained" not in args else []),
             "--cache", cache or w / "features.h5", "--out", tmp / out, "--timelines", "0", *args]
@@ -46,7 +46,7 @@ def copy_run(tmp: Path, shared: Path) -> Path:
 
 def other_cache(tmp: Path, shared: Path, name: str = "enet", sha: str = "1" * 64, logits: bool = True) -> Path:
     """One video of the world's cache under another checkpoint hash (or another extractor name)."""
-    src = FeatureStore(world(shared) / "features.h5")
+    src = FeatureStore(build_small_world(shared) / "features.h5")
     info = src.info("enet")
     v = src.videos("enet")[0]
     outs = {"embedding": info.outputs["embedding"], **({"logits": 8} if logits else {})}

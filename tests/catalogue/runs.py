@@ -21,7 +21,7 @@ from classify.run import run
 from postprocess.cli import main as post_main
 
 from . import Case, Result, api, cli
-from .classify import world
+from helpers import build_small_world as world
 from .postprocess import _shared as post_shared
 from .predict import no_output, predict, shared_run
 

@@ -151,7 +151,7 @@ def _interrupt_run(tmp, shared):
     """`extract run` (a tiny numpy extractor, no workers) with Ctrl-C landing right after the 3rd commit's
     rename, before it is indexed; the CLI then closes the cache as on any interrupt."""
     import extract.cli as ecli
-    from test_extract_runner import TinyExtractor, make_set
+    from helpers import TinyExtractor, make_set
     data = shared / "store_interrupt_data"
     if not data.exists():
         make_set(data, n_train=3, n_val=1, n_frames=10, size=32)

@@ -24,7 +24,9 @@ from features.store import FeatureStore
 from features.tasks import EXPR
 
 from . import Case, Result, api, cli
-from .classify import no_run_folder, world
+from helpers import build_small_world as world
+
+from .classify import no_run_folder
 from .extract import PixelExtractor
 from .predict import no_output, shared_run
 

@@ -1,7 +1,8 @@
-"""GPU extraction rows, side by side in one run (what bench/gpu.sh runs on one GPU machine).
+"""GPU extraction rows, side by side in one run (what bench/gpu.sh runs on one GPU machine; not a `make bench`
+module: it needs CUDA and a machine sized for 100,000 frames).
 
-    python bench/bench_gpu.py [--device cuda] [--frames 100000] [--per-video 1000] [--batch 256] [--workers 14]
-                              [--loop 2000] [--agree 4096] [--out FILE]
+    python bench/gpu_extract.py [--device cuda] [--frames 100000] [--per-video 1000] [--batch 256] [--workers 14]
+                                [--loop 2000] [--agree 4096] [--out FILE]
 
 Rows (random-weight timm networks, speed and agreement only):
 - B0 at 224 (bf16 + channels_last, batch 256): end to end with JPEG decode on the device (``--decode device``)
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
             with open(a.out, "a") as f:
                 f.write(json.dumps(r) + "\n")
 
-    with tempfile.TemporaryDirectory(prefix="bench_gpu_") as td:
+    with tempfile.TemporaryDirectory(prefix="gpu_extract_") as td:
         tmp = Path(td)
         t = time.perf_counter()
         src = discover(make_frames(tmp / "data", a.frames, a.per_video))
