@@ -14,7 +14,7 @@ def test_bench_quick_runs_every_area_into_the_table(tmp_path):
     out = tmp_path / "quick.md"
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out)], cwd=tmp_path,
                        capture_output=True, text=True, timeout=3600)
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     text = out.read_text()
     assert "(quick sizes)" in text.splitlines()[0] and "Failed to run" not in text
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
