@@ -3,9 +3,10 @@ validation frames x 1290 float16 features, as the EXPR split with MT-EmotiEffNet
 
 Each part runs in its own child process so its peak memory (ru_maxrss) is its own:
 - `pipeline`: our heads one after the other, as `python -m classify` runs them: the Keras MLP (reference
-  configuration, 10 epochs, best epoch on validation by P_EXPR), LightAutoML on 8 logit columns (capped
-  timeout; it runs in its own worker process, whose memory is not in this peak), the logits rule, the blend
-  of the three (simplex grid); wall time per head, peak memory (ru_maxrss of the child).
+  configuration, 10 epochs, best epoch on validation by P_EXPR), LightAutoML on 8 logit columns (its time
+  limit, its sample sized from it, folds of whole videos; it runs in its own worker process, whose memory is
+  not in this peak), the logits rule, the blend of the three (simplex grid); wall time per head, peak memory
+  (ru_maxrss of the child), and whether LightAutoML kept a model within its limit.
 - `mlp_epochs`: our MLP's time per training epoch alone, 2 epochs.
 - `reference`: the reference way of feeding the MLP: a float32 copy of the matrices and `model.fit` on the
   arrays with `validation_data`, 2 epochs (per-epoch time and peak memory compared with ours).
@@ -37,21 +38,27 @@ def _peak_gb() -> float:
 
 def _data(scale: float):
     """Feature-level synthetic EXPR data split by video into train (first ~N_TRAIN rows) and validation, plus
-    8 'logit' columns (a fixed projection of the features, standing in for a pre-trained model's logits)."""
+    8 'logit' columns standing in for a pre-trained model's logits: the features projected on the class-mean
+    directions of the first ~5 % of the training videos (a weak model trained on other data; a random
+    projection, as before, left the logits without signal, so every head on them predicted the majority class)."""
     from features.synthetic import make_feature_data
     n_tr, n_va = int(N_TRAIN * scale), int(N_VAL * scale)
     d = make_feature_data(n_tr + n_va, N_FEATURES, n_videos=max(30, int(900 * scale)), seed=0)
     cut = int(np.searchsorted(d.video, d.video[n_tr]))            # first row of the video holding row n_tr
-    W = np.random.default_rng(1).standard_normal((N_FEATURES, 8)).astype(np.float32) / np.sqrt(N_FEATURES)
+    m = int(np.searchsorted(d.video, d.video[cut // 20]))
+    Xm, ym = d.X[:m].astype(np.float32), d.y_expr[:m]
+    mu = Xm.mean(0)
+    W = np.stack([Xm[ym == c].mean(0) - mu if (ym == c).any() else np.zeros_like(mu) for c in range(8)], 1)
+    W /= np.maximum(np.linalg.norm(W, axis=0, keepdims=True), 1e-12)
     logits = np.empty((len(d.X), 8), np.float32)
     for a in range(0, len(d.X), 65536):
-        logits[a:a + 65536] = d.X[a:a + 65536].astype(np.float32) @ W
+        logits[a:a + 65536] = (d.X[a:a + 65536].astype(np.float32) - mu) @ W
     return d, cut, logits
 
 
 def part_pipeline(scale: float, lama_timeout: int, epochs: int) -> dict:
     from classify.blend import BlendHead
-    from classify.lama import LamaHead
+    from classify.lama import LamaHead, LamaTimeout, hard_limit
     from classify.mlp import MLPHead
     from classify.rules import LogitsRule
     from features.tasks import EXPR
@@ -69,13 +76,24 @@ def part_pipeline(scale: float, lama_timeout: int, epochs: int) -> dict:
             ("lama", lambda: LamaHead("expr", timeout=lama_timeout, log_file=os.devnull), logits[:cut], logits[cut:]),
             ("logits", lambda: LogitsRule("expr"), logits[:cut], logits[cut:])):
         t = time.perf_counter()
-        h = make().fit(Xa, yt, Xb, yv)
+        try:
+            # video ids, as classify.run passes them (LightAutoML: sample spread over videos, folds of videos)
+            h = make().fit(Xa, yt, Xb, yv, groups=d.video[:cut])
+        except LamaTimeout as e:          # no LightAutoML model: its rows say so, the other heads still run
+            out[name] = {"s": time.perf_counter() - t, "error": str(e), "limit": lama_timeout,
+                         "hard_limit": hard_limit(lama_timeout), "peak_gb": _peak_gb()}
+            print(f"  {name}: {e}", file=sys.stderr, flush=True)
+            continue
         scores[name] = h.predict_proba(Xb)
         out[name] = {"s": time.perf_counter() - t, "metric": EXPR.score(yv, scores[name]), "peak_gb": _peak_gb()}
         if name == "mlp":
             out[name]["epoch_s"] = None
             out[name]["best_epoch"] = h.best_epoch
+        if name == "lama":
+            out[name].update(rows=h.rows_used, stages=h.stages_, limit=lama_timeout,
+                             hard_limit=hard_limit(lama_timeout))
         print(f"  {name}: {out[name]['s']:.1f} s, P_EXPR {out[name]['metric']:.4f}", file=sys.stderr, flush=True)
+    out["members"] = sorted(scores)
     t = time.perf_counter()
     b = BlendHead("expr").fit(scores, yv)
     out["blend"] = {"s": time.perf_counter() - t, "metric": EXPR.score(yv, b.predict_proba(scores)),
@@ -137,19 +155,30 @@ def run(quick: bool = False) -> list[dict]:
     heads_s = sum(p[k]["s"] for k in ("mlp", "lama", "logits", "blend"))
     total_s = heads_s + p["data"]["s"]
     mem = p["blend"]["peak_gb"] - (p["imports_gb"] if quick else 0.0)
+    lama = p["lama"]
+    lama_metric = f"{lama['metric']:.4f}" if "metric" in lama else "no model"
+    members = p["members"]
+    best = max(p[k]["metric"] for k in members)
     rows = [
-        {"benchmark": f"EXPR all heads ({size}): MLP 10 ep + LAMA ({lama_timeout} s cap, 100 k-row sample) "
+        {"benchmark": f"EXPR all heads ({size}): MLP 10 ep + LAMA ({lama_timeout} s limit, sample sized from it) "
                       f"+ logits + blend",
          "measured": (f"{total_s:.0f} s (data {p['data']['s']:.0f}, mlp {p['mlp']['s']:.0f}, lama "
-                      f"{p['lama']['s']:.0f}, logits {p['logits']['s']:.0f}, blend {p['blend']['s']:.1f}; "
+                      f"{lama['s']:.0f}, logits {p['logits']['s']:.0f}, blend {p['blend']['s']:.1f}; "
                       f"load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores)"),
          "baseline": f"goal {GOAL_S} s", "ratio": total_s / GOAL_S, "goal": "< 15 min in total",
          "ok": total_s < GOAL_S},
+        {"benchmark": f"LightAutoML on 8 logit columns of {int(N_TRAIN * scale) // 1000}k training rows: a model "
+                      f"within its {lama_timeout} s limit (the fit's wall time, worker start-up included)",
+         "measured": (f"{lama['s']:.0f} s, {lama.get('rows', 0)} rows, P_EXPR {lama_metric} ("
+                      + ("; ".join(lama.get("stages", [])) or lama.get("error", "")) + ")"),
+         "baseline": f"limit {lama_timeout} s (worker stopped at {lama['hard_limit']:.0f} s)",
+         "ratio": lama["s"] / lama_timeout, "goal": "a model, in <= the limit (ratio <= 1)",
+         "ok": "metric" in lama and lama["s"] <= lama_timeout},
         {"benchmark": f"EXPR pipeline peak memory ({size} float16 in memory)"
                       + (", net of the imports (quick: they dominate)" if quick else ""),
          "measured": f"{mem:.2f} GB (peak {p['blend']['peak_gb']:.2f}: imports {p['imports_gb']:.2f}, data "
-                     f"{p['data']['peak_gb']:.2f}, mlp {p['mlp']['peak_gb']:.2f}, lama {p['lama']['peak_gb']:.2f}; "
-                     f"LightAutoML's worker process {p['lama'].get('worker_peak_gb', float('nan')):.2f})",
+                     f"{p['data']['peak_gb']:.2f}, mlp {p['mlp']['peak_gb']:.2f}, lama {lama['peak_gb']:.2f}; "
+                     f"LightAutoML's worker process {lama.get('worker_peak_gb', float('nan')):.2f})",
          "baseline": f"float32 matrix {f32_gb:.2f} GB", "ratio": mem / f32_gb,
          "goal": f"< {GOAL_MEM} x float32 matrix", "ok": mem < GOAL_MEM * f32_gb},
         {"benchmark": "MLP peak memory: batches cut from float16 vs reference float32 copy + fit on arrays",
@@ -160,14 +189,12 @@ def run(quick: bool = False) -> list[dict]:
          "measured": f"{ours['epoch_s']:.1f} s", "baseline": f"{ref['epoch_s']:.1f} s (incl. its val loss)",
          "ratio": ref["epoch_s"] / ours["epoch_s"], "goal": "within 1.5x of the reference (ratio > 0.67)",
          "ok": ref["epoch_s"] / ours["epoch_s"] > 0.67},
-        {"benchmark": "blend of 3 heads (66-point simplex grid, step 0.1) vs best member, P_EXPR on val",
+        {"benchmark": f"blend of {len(members)} heads (simplex grid, step 0.1) vs best member, P_EXPR on val",
          "measured": f"{p['blend']['metric']:.4f} (weights {p['blend']['weights']})",
-         "baseline": f"{max(p[k]['metric'] for k in ('mlp', 'lama', 'logits')):.4f} "
-                     f"(mlp {p['mlp']['metric']:.4f}, lama {p['lama']['metric']:.4f}, "
+         "baseline": f"{best:.4f} (mlp {p['mlp']['metric']:.4f}, lama {lama_metric}, "
                      f"logits {p['logits']['metric']:.4f})",
-         "ratio": p["blend"]["metric"] / max(p[k]["metric"] for k in ("mlp", "lama", "logits")),
-         "goal": ">= best member (ratio >= 1)",
-         "ok": p["blend"]["metric"] >= max(p[k]["metric"] for k in ("mlp", "lama", "logits")) - 1e-12},
+         "ratio": p["blend"]["metric"] / best, "goal": ">= best member (ratio >= 1)",
+         "ok": p["blend"]["metric"] >= best - 1e-12},
     ]
     return rows
 

@@ -1,19 +1,29 @@
 """LightAutoML heads: `TabularAutoML` on small feature sets (logits, + VA), as the reference did.
 
-VA uses `multi:reg`, EXPR `multiclass`, AU `multilabel` (LightGBM and XGBoost support neither multi-target
-kind, so LightAutoML skips them there and runs its linear model and random forest). Its console output is
-dropped; its own log goes to `log_file`.
+VA uses `multi:reg`, EXPR `multiclass`, AU `multilabel`. The preset is held to what a few model-output columns
+need and a time limit allows: one level of a linear model (`linear_l2`) and LightGBM with a bounded number of
+trees for EXPR, the linear model and a random forest for VA and AU (LightGBM supports neither multi-target kind);
+no tuned models, no second level, no feature selection (its LightGBM took minutes on 100 k rows of 8 columns).
+Each library runs on one thread when there are few columns: on 8 columns LightGBM's and torch's per-iteration
+thread hand-offs cost far more than a second core gains, and on a busy 2-core machine two threads ran 30-40 times
+slower than one. Its console output is dropped; its own log goes to `log_file`, with a line per fitting stage.
 
 LightAutoML (through torch) crashes or hangs in a process that has already loaded TensorFlow, as the MLP heads
 do, so fitting and predicting run in a worker process (`python -m classify.lama`), fed through a temporary
 folder; this process keeps only the pickled model bytes and never imports LightAutoML itself.
 
-The time limit (`timeout`, seconds) covers the whole fit as the caller sees it, from starting the worker (its
-imports take ~8 s) to the model coming back. LightAutoML is given what is left after the imports, less a reserve
-for scoring the validation rows, and runs in its hard timing mode, so it normally stops itself and keeps what it
-has fitted. It only checks its clock between folds, though (a first fold, or its reader's role guessing, can
-run long), so the worker is stopped at `hard_limit(timeout)` = timeout + max(10 s, 25 %), and the fit raises
-`LamaTimeout` (one line; `classify.run` leaves the head out of the run and says so).
+The time limit (`timeout`, seconds) covers the whole fit as the caller sees it, from the call (sampling the
+rows, starting the worker: its imports take ~8 s on an idle machine, far more on a busy one) to the model coming
+back. The training rows go to the worker in `sample_order` (any first m of them are a class-stratified sample
+spread over the videos, every class in it), at most `max_rows` of them, and it fits in two stages:
+1. a pilot on the first `PILOT_ROWS` rows; its model and validation scores are kept at once;
+2. the pilot's wall time, measured on this machine under its present load, sizes the second fit: as many rows as
+   fill `FILL` of the time left (the rest is for scoring the validation rows with the larger model, which may
+   keep trees the pilot's blend dropped, and for the estimate's error), if that is at least twice the pilot's.
+LightAutoML runs in its hard timing mode (it stops itself between folds). The worker is stopped at
+`hard_limit(timeout)` = timeout + max(10 s, 25 %); the fit then keeps the last stage that finished, and raises
+`LamaTimeout` (one line; `classify.run` leaves the head out of the run and says so) only when not even the pilot
+finished.
 """
 from __future__ import annotations
 
@@ -43,7 +53,15 @@ from .registry import register_head
 
 _LAMA_TASK = {"regression": "multi:reg", "multiclass": "multiclass", "multilabel": "multilabel"}
 _PKG_ROOT = str(Path(__file__).resolve().parent.parent)
-LAMA_MAX_ROWS = 100_000     # training rows LightAutoML sees by default (see LamaHead.fit)
+LAMA_MAX_ROWS = 100_000     # training rows LightAutoML may see by default (see LamaHead.fit)
+PILOT_ROWS = 5_000          # rows of the first, timed fit
+FILL = 0.5                  # share of the time left the second fit is sized to take (the rest: scoring, error)
+FEW_COLUMNS = 64            # up to this many feature columns, LightAutoML's libraries run on one thread
+# LightGBM for EXPR, bounded: LightAutoML's own defaults grow with the rows (up to 3000 rounds of 8 trees per
+# fold, early stopping after 200): minutes per fold, and as long again to score the validation rows. On 100 k
+# rows of 8 logit columns, 300 rounds at 0.1 took 3.7x the fit time and 8x the scoring time of these for a
+# P_EXPR 0.002 higher
+LGB_PARAMS = {"learning_rate": 0.2, "num_leaves": 31, "num_trees": 100, "early_stopping_rounds": 10}
 
 
 class LamaTimeout(InputError):
@@ -61,6 +79,14 @@ def _budget(timeout: float, deadline: float | None) -> float:
     if deadline is None:
         return timeout
     return max(1.0, deadline - time.time() - max(2.0, 0.1 * timeout))
+
+
+def second_fit_rows(n_pilot: int, pilot_s: float, time_left: float, n_max: int) -> int:
+    """Rows for the second fit: LightAutoML's time on these few columns grows about linearly with the rows, and
+    the pilot's time also holds its fixed costs, so `n_pilot * time_left / pilot_s` over-reaches by less than
+    it seems; `FILL` of it leaves room for the rest. 0 when that is not at least twice the pilot."""
+    n = min(n_max, int(n_pilot * FILL * max(time_left, 0.0) / max(pilot_s, 1e-3)))
+    return n if n >= 2 * n_pilot else 0
 
 
 @contextlib.contextmanager
@@ -82,6 +108,14 @@ def _quiet():
                     lg.removeHandler(h)
 
 
+def _import_lama():
+    """LightAutoML's preset and task classes (imported quietly; seconds the first time)."""
+    with _quiet():
+        from lightautoml.automl.presets.tabular_presets import TabularAutoML
+        from lightautoml.tasks import Task
+    return TabularAutoML, Task
+
+
 @register_head("lama", title="LightAutoML head")
 class LamaHead(Head):
     pickled = ("lama.pkl",)      # LightAutoML models exist only as pickles: loaded with allow_pickle only
@@ -94,32 +128,38 @@ class LamaHead(Head):
                  log_file: str | None = None, max_rows: int | None = LAMA_MAX_ROWS, feature_set: str | None = None):
         super().__init__(task, feature_set)
         self.timeout = timeout
-        self.cpu_limit = cpu_limit        # None: all cores, resolved in the worker
+        self.cpu_limit = cpu_limit        # None: all cores (one thread on few columns), resolved in the worker
         self.cv = cv
         self.seed = seed
         self.log_file = log_file
         self.max_rows = max_rows
-        # fitted: model_ (pickle of (TabularAutoML, classes seen in training)), rows_used_
+        # fitted: model_ (pickle of (TabularAutoML, classes seen in training)), rows_used_, stages_
 
     rows_used = property(lambda self: getattr(self, "rows_used_", None))
 
     @fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, X_val=None, y_val=None, **rows):
-        """Fit on (X, y), or on a class-stratified sample of `max_rows` of them: TabularAutoML's time limit
-        only starts once the first fold of its first model is done, and on hundreds of thousands of rows that
-        fold alone (LightGBM, 8 logit columns) takes many minutes on 2 cores, so the sample is what keeps it
-        capped; a few logit columns need far fewer rows than that. TabularAutoML cross-validates on these
-        rows itself, so the validation rows stay unseen (they are only scored)."""
+    def fit(self, X, y, X_val=None, y_val=None, groups=None, **rows):
+        """Fit on a class-stratified sample of (X, y) sized from the time limit (see the module's docstring):
+        TabularAutoML's time limit only acts between folds, and on hundreds of thousands of rows one fold
+        takes many minutes on 2 cores, while a few logit columns need far fewer rows. `groups` (video ids)
+        spread the sample over the videos and make LightAutoML's folds whole videos. TabularAutoML
+        cross-validates on these rows itself, so the validation rows stay unseen (they are only scored)."""
+        start = time.time()              # the limit covers sampling and copying too
         self._check_fit(X, y, X_val, y_val)
-        rows = sample_rows(np.asarray(y), self.max_rows, self.seed, self.task.kind)
-        self.rows_used_ = len(rows) if rows is not None else len(X)
-        X = np.asarray(X, np.float32) if rows is None else np.asarray(X[rows], np.float32)
-        arrays = {"X": X, "y": np.asarray(y) if rows is None else np.asarray(y)[rows]}
+        y = np.asarray(y)
+        if groups is not None and len(groups) != len(y):
+            raise InputError(f"groups: {len(groups)} video ids for {len(y)} training rows")
+        codes = None if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
+        order = sample_order(y, self.seed, self.task.kind, codes)[:self.max_rows or None]
+        arrays = {"X": np.asarray(X[order], np.float32), "y": y[order]}
+        if codes is not None:
+            arrays["groups"] = codes[order]
         if X_val is not None:
             # the worker also scores the validation rows, saving a second start-up (~8 s of imports)
             arrays["X_val"] = np.asarray(X_val, np.float32)
         self.model_ = None
-        self.model_, val_scores = _call_worker("fit", self, arrays)
+        self.model_, val_scores, info = _call_worker("fit", self, arrays, start)
+        self.rows_used_, self.stages_ = int(info["rows"]), list(info["stages"])
         self._cache = (_fingerprint(arrays["X_val"]), val_scores) if X_val is not None else None
         return self
 
@@ -136,8 +176,18 @@ class LamaHead(Head):
     def _frame(X) -> pd.DataFrame:
         return pd.DataFrame(np.asarray(X, np.float32), columns=[f"f{i}" for i in range(X.shape[1])])
 
-    def _fit_local(self, X, y, deadline: float | None = None) -> bytes:
-        p = {**self.params, "cpu_limit": self.cpu_limit or os.cpu_count() or 1}
+    def _threads(self, n_columns: int) -> int:
+        cores = self.cpu_limit or os.cpu_count() or 1
+        return 1 if n_columns <= FEW_COLUMNS else cores
+
+    def algorithms(self) -> list[str]:
+        """LightAutoML's models for this task (one level, no tuning)."""
+        return ["linear_l2", "lgb"] if self.task.kind == "multiclass" else ["linear_l2", "rf"]
+
+    def _fit_local(self, X, y, timeout: float, groups=None) -> bytes:
+        """One TabularAutoML fit on all of (X, y) within `timeout` seconds (its hard timing mode); the pickled
+        (model, classes, constant columns)."""
+        p = self.params
         df = self._frame(X)
         if self.task.kind == "multiclass":
             df["target"] = y
@@ -152,29 +202,63 @@ class LamaHead(Head):
             for n in names:
                 df[n] = y[:, int(n[1:])]
             roles = {"target": names}
-        log = _FileLog(p["log_file"]) if p["log_file"] else None
+        if groups is not None and len(np.unique(groups)) >= p["cv"]:
+            df["video"] = groups              # folds of whole videos (GroupKFold): no frame's neighbour in its fold
+            roles["group"] = "video"
+        threads = self._threads(X.shape[1])
+        TabularAutoML, LTask = _import_lama()
         with _quiet():
-            from lightautoml.automl.presets.tabular_presets import TabularAutoML
-            from lightautoml.tasks import Task as LTask
-            if log:
-                logging.getLogger("lightautoml").addHandler(log)
             # timing mode 2 (hard) stops its tasks to finish in time; its default (1) lets every model run past
             # the timeout (on 585 k rows, a 180 s budget became more than 12 minutes)
             # advanced_roles off: it guesses whether numeric columns are really categories, which ours (continuous
             # model outputs) never are, and it is not timed: on 448 rows it took 34 s of a 20 s budget
-            automl = TabularAutoML(task=LTask(_LAMA_TASK[self.task.kind]), timeout=_budget(p["timeout"], deadline),
-                                   cpu_limit=p["cpu_limit"], timing_params={"mode": 2},
-                                   reader_params={"n_jobs": p["cpu_limit"], "cv": p["cv"], "random_state": p["seed"],
-                                                  "advanced_roles": False})
-            try:
-                automl.fit_predict(df, roles=roles, verbose=2)
-            finally:
-                if log:
-                    logging.getLogger("lightautoml").removeHandler(log)
-                    log.close()
+            automl = TabularAutoML(
+                task=LTask(_LAMA_TASK[self.task.kind]), timeout=max(1.0, timeout), cpu_limit=threads,
+                timing_params={"mode": 2}, general_params={"use_algos": [self.algorithms()]},
+                selection_params={"mode": 0},
+                lgb_params={"default_params": {**LGB_PARAMS, "num_threads": threads}, "freeze_defaults": True},
+                reader_params={"n_jobs": threads, "cv": p["cv"], "random_state": p["seed"], "advanced_roles": False})
+            automl.fit_predict(df, roles=roles, verbose=2)
         classes = np.unique(y) if self.task.kind == "multiclass" else None
         # LightAutoML models are pickled by design (as its own docs do); only load heads you trained yourself
         return pickle.dumps((automl, classes, {} if self.task.kind == "multiclass" else const))
+
+    def _fit_stages(self, t: Path, X, y, deadline: float | None, groups=None, X_val=None) -> None:
+        """The pilot, then the second fit sized from the pilot's time (module docstring); each finished stage
+        is written to `t/stage<i>` whole (model, validation scores, info.json) before the next one starts."""
+        log = logging.getLogger("classify.lama")
+
+        def stage(i: int, n: int, lama_timeout: float) -> tuple[float, float]:
+            start = time.time()
+            log.info(f"stage {i + 1}: {n} of {len(X)} rows, {'+'.join(self.algorithms())}, "
+                     f"{self.cv} folds, LightAutoML limit {lama_timeout:.0f} s")
+            self.model_ = self._fit_local(X[:n], y[:n], lama_timeout, None if groups is None else groups[:n])
+            fit_s = time.time() - start
+            scores = self._predict_local(X_val) if X_val is not None else None
+            score_s = time.time() - start - fit_s
+            info = {"rows": n, "stages": stages + [f"{n} rows: fit {fit_s:.1f} s, scoring {score_s:.1f} s"]}
+            _write_stage(t / f"stage{i}", self.model_, scores, info)
+            stages[:] = info["stages"]
+            log.info(f"stage {i + 1} done: fit {fit_s:.1f} s, validation scored in {score_s:.1f} s")
+            return fit_s, score_s
+
+        stages: list[str] = []
+        timeout = self.params["timeout"]
+        _import_lama()             # before the pilot's clock starts: its time sizes the second fit
+        if deadline is None:
+            stage(0, len(X), timeout)
+            return
+        n0 = min(len(X), PILOT_ROWS)
+        fit_s, score_s = stage(0, n0, _budget(timeout, deadline))
+        if n0 == len(X):
+            return
+        # the reserve after the second fit: scoring with a model of more rows (more trees) and pickling it
+        left = deadline - time.time() - max(2.0, 2 * score_s)
+        n1 = second_fit_rows(n0, fit_s, left, len(X))
+        if not n1:
+            log.info(f"no second fit: {left:.0f} s left after the pilot's {fit_s:.1f} s")
+            return
+        stage(1, n1, left)
 
     def _predict_local(self, X) -> np.ndarray:
         with _quiet():
@@ -212,20 +296,61 @@ class LamaHead(Head):
         self._load_fitted(path)
 
 
-def sample_rows(y: np.ndarray, max_rows: int | None, seed: int, kind: str) -> np.ndarray | None:
-    """Sorted row indices of a random sample of `max_rows` rows (per class in proportion for a multiclass
-    target, every class kept), or None when all rows are to be used."""
+def sample_order(y: np.ndarray, seed: int, kind: str, groups: np.ndarray | None = None) -> np.ndarray:
+    """All row indices, in an order whose every prefix is a sample of the rows stratified by class (multiclass:
+    within one row of each class's share, and every class among the first rows) and spread over the videos
+    (`groups`: within a class, each video in proportion to its rows). Deterministic by seed.
+
+    Each stratum is ordered by a random rank r in it and put at key (r + u) / stratum size (u uniform in [0, 1)),
+    so the first q share of the keys takes about q of every stratum: first videos within a class, then classes."""
     n = len(y)
-    if not max_rows or n <= max_rows:
-        return None
     rng = np.random.default_rng(seed)
-    if kind != "multiclass":
-        return np.sort(rng.choice(n, max_rows, replace=False))
-    parts = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        parts.append(rng.choice(idx, max(1, round(len(idx) * max_rows / n)), replace=False))
-    return np.sort(np.concatenate(parts))
+    cls = np.asarray(y) if kind == "multiclass" else np.zeros(n, np.int64)
+
+    def keys(strata: np.ndarray) -> np.ndarray:
+        _, s = np.unique(strata, return_inverse=True)
+        s = s.ravel()
+        perm = rng.permutation(n)
+        perm = perm[np.argsort(s[perm], kind="stable")]            # strata in turn, random order within each
+        size = np.bincount(s)
+        rank = np.empty(n)
+        rank[perm] = np.arange(n) - (np.cumsum(size) - size)[s[perm]]
+        return (rank + rng.random(n)) / size[s]
+
+    within = keys(cls * (int(groups.max()) + 1) + groups) if groups is not None else rng.random(n)
+    by_class = np.lexsort((within, cls))                          # each class, its rows in `within` order
+    _, c = np.unique(cls, return_inverse=True)
+    c = c.ravel()
+    size = np.bincount(c)
+    rank = np.empty(n)
+    rank[by_class] = np.arange(n) - (np.cumsum(size) - size)[c[by_class]]
+    key = (rank + rng.random(n)) / size[c]
+    key[rank == 0] = -1.0                                         # one row of every class first
+    return np.argsort(key, kind="stable")
+
+
+def sample_rows(y: np.ndarray, max_rows: int | None, seed: int, kind: str,
+                groups: np.ndarray | None = None) -> np.ndarray | None:
+    """Sorted row indices of the first `max_rows` rows of `sample_order`, or None when all rows are to be used."""
+    if not max_rows or len(y) <= max_rows:
+        return None
+    return np.sort(sample_order(y, seed, kind, groups)[:max_rows])
+
+
+def _write_stage(folder: Path, model: bytes, scores: np.ndarray | None, info: dict) -> None:
+    """A stage's files in a temporary folder, renamed into place whole (the worker may be stopped any time)."""
+    tmp = folder.with_name(folder.name + ".part")
+    tmp.mkdir()
+    (tmp / "model.pkl").write_bytes(model)
+    if scores is not None:
+        np.save(tmp / "scores.npy", scores)
+    (tmp / "info.json").write_text(json.dumps(info))
+    os.replace(tmp, folder)
+
+
+def _last_stage(t: Path) -> Path | None:
+    done = sorted((p for p in t.glob("stage*") if p.is_dir() and p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+    return done[-1] if done else None
 
 
 class _FileLog(logging.Handler):
@@ -247,14 +372,15 @@ class _FileLog(logging.Handler):
         super().close()
 
 
-def _call_worker(op: str, head: LamaHead, arrays: dict[str, np.ndarray]):
-    """Run `op` ("fit" -> model bytes, "predict" -> scores) in a fresh interpreter."""
+def _call_worker(op: str, head: LamaHead, arrays: dict[str, np.ndarray], start: float | None = None):
+    """Run `op` in a fresh interpreter: "fit" -> (model bytes, validation scores or None, info), from the last
+    stage that finished, with the time limit counted from `start` (default: now); "predict" -> scores."""
     with tempfile.TemporaryDirectory(prefix="lama-") as tmp:
         t = Path(tmp)
         for k, a in arrays.items():
             np.save(t / f"{k}.npy", a)
+        start = time.time() if start is None else start
         limit = hard_limit(head.params["timeout"]) if op == "fit" else None
-        start = time.time()
         (t / "head.json").write_text(json.dumps({"task": head.task.name, "params": head.params,
                                                  "deadline": start + head.params["timeout"] if limit else None}))
         if getattr(head, "model_", None) is not None:
@@ -263,28 +389,38 @@ def _call_worker(op: str, head: LamaHead, arrays: dict[str, np.ndarray]):
         # its own session, so that stopping it also stops the processes LightAutoML started
         proc = subprocess.Popen([sys.executable, "-m", "classify.lama", op, tmp], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stopped = False
         try:
-            _, err = proc.communicate(timeout=limit)
+            _, err = proc.communicate(timeout=None if limit is None else max(0.0, start + limit - time.time()))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise LamaTimeout(f"LightAutoML did not finish within its {head.params['timeout']} s limit; stopped "
-                              f"after {time.time() - start:.0f} s (margin included), no model kept: raise "
-                              f"--lama-timeout or lower --lama-max-rows (now {head.params.get('max_rows')})") from None
+            stopped, err = True, ""
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             raise
-        r = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
-        if r.returncode != 0:
-            tail = "\n".join(r.stderr.strip().splitlines()[-15:])
-            if r.returncode == 2 and tail.startswith("error: "):
+        last = _last_stage(t) if op == "fit" else None
+        if stopped and last is None:
+            raise LamaTimeout(f"LightAutoML did not finish within its {head.params['timeout']} s limit; stopped "
+                              f"after {time.time() - start:.0f} s (margin included), before its first "
+                              f"{PILOT_ROWS}-row fit ended, no model kept: raise --lama-timeout")
+        if not stopped and proc.returncode != 0:
+            tail = "\n".join(err.strip().splitlines()[-15:])
+            if proc.returncode == 2 and tail.startswith("error: "):
                 raise InputError(tail.removeprefix("error: "))
-            raise RuntimeError(f"LightAutoML {op} failed in its worker process (exit {r.returncode}):\n{tail}")
+            raise RuntimeError(f"LightAutoML {op} failed in its worker process (exit {proc.returncode}):\n{tail}")
         if op == "predict":
             return np.load(t / "scores.npy")
-        return (t / "model.pkl").read_bytes(), (np.load(t / "scores.npy") if "X_val" in arrays else None)
+        if last is None:
+            raise RuntimeError(f"LightAutoML's worker ended without a model:\n{err.strip()[-2000:]}")
+        info = json.loads((last / "info.json").read_text())
+        if stopped:
+            info["stages"].append(f"stopped at {time.time() - start:.0f} s (limit {head.params['timeout']} s "
+                                  f"+ margin) during the next stage: this stage's model kept")
+        scores = np.load(last / "scores.npy") if (last / "scores.npy").exists() else None
+        return (last / "model.pkl").read_bytes(), scores, info
 
 
 def _fingerprint(X: np.ndarray) -> tuple:
@@ -296,18 +432,27 @@ def _worker(op: str, folder: str) -> int:
     meta = json.loads((t / "head.json").read_text())
     head = LamaHead(meta["task"], **meta["params"])
     X = np.load(t / "X.npy")
+    log = _FileLog(head.log_file) if head.log_file else None
+    loggers = [logging.getLogger("lightautoml"), logging.getLogger("classify.lama")]
+    loggers[1].setLevel(logging.INFO)
+    if log:
+        for lg in loggers:
+            lg.addHandler(log)
     try:
         if op == "fit":
-            head.model_ = head._fit_local(X, np.load(t / "y.npy"), meta.get("deadline"))
-            (t / "model.pkl").write_bytes(head.model_)
-            if (t / "X_val.npy").exists():
-                np.save(t / "scores.npy", head._predict_local(np.load(t / "X_val.npy")))
+            opt = {k: np.load(t / f"{k}.npy") for k in ("groups", "X_val") if (t / f"{k}.npy").exists()}
+            head._fit_stages(t, X, np.load(t / "y.npy"), meta.get("deadline"), **opt)
         else:
             head.model_ = (t / "model.pkl").read_bytes()
             np.save(t / "scores.npy", head._predict_local(X))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if log:
+            for lg in loggers:
+                lg.removeHandler(log)
+            log.close()
     return 0
 
 

@@ -1,5 +1,7 @@
 """LightAutoML heads on small feature sets (as the reference: logits, + VA)."""
 import os
+import stat
+import sys
 import time
 
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 
 import classify.lama as lama
 from classify.base import load_head
-from classify.lama import LamaHead, LamaTimeout, hard_limit, sample_rows
+from classify.lama import PILOT_ROWS, LamaHead, LamaTimeout, hard_limit, sample_order, sample_rows, second_fit_rows
 from features.errors import InputError
 from classify.mlp import MLPHead
 from features.metrics import f1_per_column
@@ -30,9 +32,10 @@ def test_lama_expr_learns_saves_and_logs_to_a_file(data, tmp_path, capfd):
     imports, so it is not a few seconds.)"""
     d, tr, va = data
     MLPHead("expr", hidden=4, epochs=1).fit(d.X[tr][:500], d.y_expr[tr][:500])
+    capfd.readouterr()          # TensorFlow's own start-up lines (absl, oneDNN): not LightAutoML's
     log = tmp_path / "lama.log"
     h = LamaHead("expr", timeout=60, cv=2, log_file=str(log), max_rows=3000)
-    h.fit(d.X[tr], d.y_expr[tr], d.X[va], d.y_expr[va])
+    h.fit(d.X[tr], d.y_expr[tr], d.X[va], d.y_expr[va], groups=d.video[tr])     # folds of whole videos
     assert tr.sum() > 3000 and abs(h.rows_used - 3000) <= 8     # a stratified sample of the training rows
     p = h.predict_proba(d.X[va])          # scored in the fitting worker already
     assert p.shape == (va.sum(), 8) and np.allclose(p.sum(1), 1, atol=1e-4)
@@ -41,6 +44,7 @@ def test_lama_expr_learns_saves_and_logs_to_a_file(data, tmp_path, capfd):
     out = capfd.readouterr()
     text = log.read_text()     # the whole log, not only LightAutoML's first lines
     assert out.out + out.err == "" and "Task: multiclass" in text and "fold" in text.lower()
+    assert "stage 1: 3000 of 3000 rows, linear_l2+lgb" in text and len(h.stages_) == 1
     h.save(tmp_path / "head")
     with pytest.raises(InputError, match="allow_pickle"):
         load_head(tmp_path / "head", task="expr")
@@ -115,3 +119,94 @@ def test_sample_rows_stratified_and_plain():
     np.testing.assert_array_equal(idx, sample_rows(y, 2_000, 0, "multiclass"))                 # deterministic
     plain = sample_rows(np.zeros((20_000, 12)), 500, 0, "multilabel")
     assert len(plain) == 500 and len(np.unique(plain)) == 500
+
+
+@pytest.mark.slow
+def test_lama_holds_a_small_limit_on_many_rows():
+    """300 k training rows of 8 columns and a 30 s limit: the pilot's model comes back within the limit (the
+    earlier preset, on a 100 k-row sample, was stopped at the hard limit with no model), and the second fit,
+    if there was time for one, is sized to fit too."""
+    rng = np.random.default_rng(0)
+    n, video = 300_000, np.repeat(np.arange(300), 1000)
+    y = rng.choice(8, n, p=[0.4, 0.1, 0.08, 0.08, 0.15, 0.08, 0.08, 0.03])
+    X = (np.eye(8)[y] * 1.5 + rng.standard_normal((n, 8))).astype(np.float32)
+    h = LamaHead("expr", timeout=30)
+    t = time.perf_counter()
+    h.fit(X, y, X[:20_000], y[:20_000], groups=video)
+    took = time.perf_counter() - t
+    assert took <= 30 + 2, (took, h.stages_)          # the limit itself, not only its margin
+    assert h.rows_used >= PILOT_ROWS and len(h.stages_) in (1, 2)
+    p = h.predict_proba(X[:20_000])
+    assert EXPR.score(y[:20_000], p) > 0.3
+
+
+def test_second_fit_sized_from_the_pilot():
+    # the pilot's 5000 rows took 10 s; 40 s left: half of them, at the pilot's rate, is 10000 rows
+    assert second_fit_rows(5000, 10.0, 40.0, 100_000) == 10_000
+    assert second_fit_rows(5000, 1.0, 100.0, 80_000) == 80_000          # capped by the rows there are
+    assert second_fit_rows(5000, 10.0, 30.0, 100_000) == 0              # not twice the pilot: pilot kept
+    assert second_fit_rows(5000, 10.0, -3.0, 100_000) == 0
+
+
+def test_fit_stages_write_each_stage_whole(tmp_path, monkeypatch):
+    """The stages in the worker, with LightAutoML replaced by a fit whose time grows with the rows: the pilot
+    and a second fit sized to the time left, each written whole before the next starts."""
+    calls = []
+
+    def fake_fit(self, X, y, timeout, groups=None):
+        calls.append((len(X), timeout, None if groups is None else len(np.unique(groups))))
+        time.sleep(0.2 + len(X) * 2e-5)
+        return b"model-%d" % len(X)
+
+    monkeypatch.setattr(lama, "_import_lama", lambda: None)
+    monkeypatch.setattr(LamaHead, "_fit_local", fake_fit)
+    monkeypatch.setattr(LamaHead, "_predict_local", lambda self, X: np.full((len(X), 8), len(self.model_), np.float32))
+    n = 60_000
+    X, y, g = np.zeros((n, 8), np.float32), np.arange(n) % 8, np.arange(n) // 100
+    h = LamaHead("expr", timeout=10)
+    deadline = time.time() + 10
+    h._fit_stages(tmp_path, X, y, deadline, groups=g, X_val=np.zeros((7, 8), np.float32))
+    assert calls[0][0] == PILOT_ROWS and calls[0][2] == len(np.unique(g[:PILOT_ROWS]))
+    assert len(calls) == 2 and 2 * PILOT_ROWS <= calls[1][0] <= n and time.time() < deadline
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage0", "stage1"]
+    assert (tmp_path / "stage1" / "model.pkl").read_bytes() == b"model-%d" % calls[1][0]
+    assert lama._last_stage(tmp_path).name == "stage1" and np.load(tmp_path / "stage1" / "scores.npy").shape == (7, 8)
+
+
+def test_stopped_after_the_pilot_keeps_the_pilot(tmp_path, monkeypatch):
+    """A worker stopped at the hard limit after its pilot finished: the pilot's model and scores are the fit's,
+    within the limit. (A stand-in worker writes the pilot's stage and then hangs.)"""
+    fake = tmp_path / "fake_python"
+    fake.write_text('#!/bin/sh\n[ "$3" = fit ] || exit 3\nmkdir "$4/stage0.part"\nprintf pilot > "$4/stage0.part/model.pkl"\n'
+                    'echo \'{"rows": 5000, "stages": ["5000 rows: fit 1.0 s"]}\' > "$4/stage0.part/info.json"\n'
+                    'mv "$4/stage0.part" "$4/stage0"\nexec sleep 60\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    monkeypatch.setattr(lama, "hard_limit", lambda timeout: 1.5)
+    h = LamaHead("expr", timeout=1)
+    t = time.perf_counter()
+    h.fit(np.zeros((50, 3), np.float32), np.arange(50) % 8)
+    assert time.perf_counter() - t < 5
+    assert h.model_ == b"pilot" and h.rows_used == 5000 and "stopped at" in h.stages_[-1]
+
+
+def test_sample_order_prefixes_stratified_and_spread_over_videos():
+    rng = np.random.default_rng(1)
+    n = 60_000
+    y = rng.choice(8, n, p=[0.5, 0.2, 0.1, 0.1, 0.05, 0.04, 0.0095, 0.0005])
+    video = np.sort(rng.integers(0, 200, n))
+    order = sample_order(y, 0, "multiclass", video)
+    assert np.array_equal(np.sort(order), np.arange(n))                                 # every row, once
+    np.testing.assert_array_equal(order, sample_order(y, 0, "multiclass", video))      # deterministic
+    full = np.bincount(y, minlength=8)
+    assert set(y[order[:8]]) == set(range(8))                                           # every class first
+    for m in (500, 5_000, 20_000):
+        part = np.bincount(y[order[:m]], minlength=8)
+        assert np.abs(part - full * m / n).max() <= 1.5, (m, part)                      # each class its share
+        # each video about its share of the rows (a plain random sample strays about twice as far)
+        spread = np.abs(np.bincount(video[order[:m]], minlength=200) - np.bincount(video, minlength=200) * m / n)
+        plain = np.abs(np.bincount(video[rng.permutation(n)[:m]], minlength=200) - np.bincount(video, minlength=200) * m / n)
+        assert spread.max() < plain.max() and spread.mean() < 0.7 * plain.mean(), (m, spread.mean(), plain.mean())
+    # multilabel / regression: spread over the videos only
+    o = sample_order(np.zeros((n, 12)), 0, "multilabel", video)[:5_000]
+    assert len(np.unique(o)) == 5_000 and (np.bincount(video[o], minlength=200) > 0).all()
