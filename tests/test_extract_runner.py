@@ -217,15 +217,15 @@ def test_no_space_left_keeps_committed_videos(synth, tmp_path, monkeypatch):
     root, _ = synth
     ref = tmp_path / "ref.h5"
     run(discover(root), [TinyExtractor()], ref, batch=8, workers=0, progress=False)
-    real = store_mod.VideoWriter.write_video
+    real = store_mod.VideoWriter.write_videos      # every commit of the runner goes through it
     calls = []
 
-    def failing(self, video, **kw):
-        calls.append(video)
-        if len(calls) == 3:
+    def failing(self, items):
+        calls.extend(it["video"] for it in items)
+        if len(calls) >= 3:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(self, video, **kw)
-    monkeypatch.setattr(store_mod.VideoWriter, "write_video", failing)
+        return real(self, items)
+    monkeypatch.setattr(store_mod.VideoWriter, "write_videos", failing)
     out = tmp_path / "c.h5"
     with pytest.raises(InputError) as ei:
         run(discover(root), [TinyExtractor()], out, batch=8, workers=0, progress=False)
