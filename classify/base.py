@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from features.cliargs import INT32_MAX, SEED_MAX
 from features.errors import InputError
-from features.outputs import write_output
+from features.outputs import json_default, write_output
 from features.serialized_code import file_globals, refusal
 from features.tasks import Task, get_task
 
@@ -248,7 +248,7 @@ class Head(BaseEstimator):
         # every file, and a composite's members' head.json (which hash the members' files in turn)
         meta = {"kind": self.kind, "task": self.task.name, "params": self.params, "feature_set": self.feature_set,
                 "sha256": {name: sha256(path / name) for name in head_entries(path, type(self))}}
-        write_output(path / "head.json", json.dumps(meta, indent=2, default=_json_default))
+        write_output(path / "head.json", json.dumps(meta, indent=2, default=json_default))
         return path
 
     def _save(self, path: Path) -> None:
@@ -409,14 +409,6 @@ def _plain(v) -> bool:
         return all(isinstance(k, str) and _plain(x) for k, x in v.items())
     return False
 
-
-def _json_default(o):
-    """numpy values as JSON numbers / lists (a numpy int given as a parameter is not written as a string)."""
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _same(a, b) -> bool:

@@ -29,6 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Union
 
+import numpy as np
+
 from .errors import InputError
 
 NAME_MAX = 255                  # bytes in one path component (Linux, macOS; UTF-8 bytes counted)
@@ -366,6 +368,15 @@ def write_output(path: PathLike, content: Content, *, force: bool = False, text:
     with Outputs([path], force=force) as outs:
         outs.write(path, content, text=text)
     return Path(path)
+
+
+def json_default(o: object) -> object:
+    """numpy values as JSON numbers / lists (a numpy int is not written as a string); anything else as text."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
 
 
 def write_json(path: PathLike, data: object, *, force: bool = False, **dump_kw) -> Path:

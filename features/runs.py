@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 
 from .errors import InputError, os_error_text
-from .outputs import write_json, write_output
+from .outputs import json_default, write_json, write_output
 from .paths import inside, plain_name
 from .tasks import get_task
 
@@ -101,7 +100,7 @@ def read_metrics(run: str | os.PathLike) -> dict:
 
 def write_metrics(run_dir: Path, metrics: dict) -> Path:
     """metrics.json through the one writer; numpy values as plain JSON numbers and lists."""
-    return write_json(run_dir / METRICS, metrics, default=_json_default)
+    return write_json(run_dir / METRICS, metrics, default=json_default)
 
 
 def task_name(name: object, where: Path) -> str:
@@ -113,13 +112,6 @@ def task_name(name: object, where: Path) -> str:
     except InputError as e:
         raise InputError(str(e), where) from None
 
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 # -- a run's life: made, failed or finished ---------------------------------------------------------------------
