@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
 from .errors import InputError, os_error_text
 from .outputs import json_default, write_json, write_output
 from .paths import inside, plain_name
