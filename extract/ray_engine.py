@@ -213,27 +213,19 @@ class _Slot:
     frames: int = 0
 
 
-def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathLike, *,
-        settings: Settings | None = None, address: str | None = None, n_workers: int | None = None,
-        gpus_per_worker: float = 1.0, limit_videos: int | None = None, lease_frames: int | None = None,
-        on_start: Callable[[dict[int, Any]], None] | None = None) -> RaySummary:
-    """Extract `source` into ``<out stem>.shard-i-of-n.h5`` (i = 1..n) with n Ray actors (resumable).
-
-    `make_extractors` builds the extractor list inside each actor (it is pickled: a module-level function or a
-    functools.partial of one). `n_workers`: default one per GPU (``gpus_per_worker`` each) on CUDA, else one per
-    CPU. `on_start(actors)` is called with {slot: actor handle} once the workers are up (tests use it)."""
-    t0 = time.perf_counter()
-    settings = settings or Settings()
+def _check_counts(settings: Settings, n_workers: int | None, gpus_per_worker: float) -> None:
+    """Bound the worker counts before connecting (each worker is a process holding the models)."""
     if n_workers is not None and n_workers < 1:
         raise InputError(f"--ray-workers must be >= 1, got {n_workers}")
-    if n_workers is not None and n_workers > MAX_RAY_WORKERS:      # each is a process holding the models
+    if n_workers is not None and n_workers > MAX_RAY_WORKERS:
         raise InputError(f"--ray-workers must be <= {MAX_RAY_WORKERS}, got {n_workers}")
     if settings.cuda and gpus_per_worker <= 0:
         raise InputError(f"--gpus-per-worker must be > 0, got {gpus_per_worker}")
-    out = Path(out)
-    videos, _ = select_videos(source.videos, out, limit_videos, None)
-    source = with_detector(source, settings.detector)
-    ray = connect(address)
+
+
+def _sizing(ray, settings: Settings, n_workers: int | None,
+            gpus_per_worker: float) -> tuple[int, dict[str, Any], int]:
+    """The number of workers, each actor's resource options and the CPUs each can count on, from the cluster."""
     res = ray.cluster_resources()
     cpus, gpus = float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
     if settings.cuda:
@@ -246,9 +238,12 @@ def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathL
         n = n_workers or max(1, int(cpus))
         # fractional CPUs: whole-CPU actors on a small machine leave nothing for Ray's own tasks
         opts = dict(num_cpus=min(1.0, cpus / n) / 2)
-    per_cpu = max(1, int(cpus // n))
-    if settings.workers is None:      # decode processes per actor: the CPUs it can count on, less its own
-        settings = dataclasses.replace(settings, workers=min(8, per_cpu - 1))
+    return n, opts, max(1, int(cpus // n))
+
+
+def _driver(ray, n: int, out: Path, videos: list, settings: Settings, source: Source,
+            make_extractors: Callable[[], list], opts: dict[str, Any], per_cpu: int) -> _Driver:
+    """The driver with the way to start the actor of a slot (also used to replace one that died)."""
     d = _Driver(ray, n, out, videos, settings, summary=RaySummary(
         out=f"{shard_path(out, 1, n)} .. {shard_path(out, n, n).name}", workers=n))
     source_meta = Source(root=source.root, layout=source.layout, videos=[], description=source.description)
@@ -256,17 +251,55 @@ def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathL
     actor_opts = dict(opts, max_restarts=0, max_concurrency=1)
     d.start = lambda slot: actor_cls.options(**actor_opts).remote(
         slot, n, str(out), source_meta, settings, make_extractors, per_cpu)
+    return d
+
+
+def _assign(d: _Driver, out: Path, videos: list, batch: int, lease_frames: int | None) -> list[_Slot]:
+    """Skip what earlier runs committed and balance the rest over the live workers; returns those workers."""
+    done = committed(existing_files(out), d.names, videos)
+    d.wanted = ~done
+    todo = [k for k in range(len(videos)) if not done[k].all()]
+    d.summary.skipped = len(videos) - len(todo)
+    live = [s for s in d.slots.values() if s.alive]
+    for s, b in zip(live, balance(d.w[todo], len(live), [videos[k].name for k in todo])):
+        s.queue = [todo[k] for k in b]
+    d.lease_frames = lease_frames or max(4 * batch, int(d.w[todo].sum() / max(1, len(live)) / 4))
+    return live
+
+
+def _seal(out: Path, n: int) -> None:
+    """Every worker's file exists (a worker that committed nothing, or died before its first commit, leaves none),
+    so that FeatureStore(shard_paths(out, n)) reads the run; then the files must read as one cache (a video
+    stored twice or mixed provenance would be refused here)."""
+    for i in range(1, n + 1):
+        _ensure_file(shard_path(out, i, n))
+    FeatureStore([p for p in existing_files(out) if p != out]).close()
+
+
+def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathLike, *,
+        settings: Settings | None = None, address: str | None = None, n_workers: int | None = None,
+        gpus_per_worker: float = 1.0, limit_videos: int | None = None, lease_frames: int | None = None,
+        on_start: Callable[[dict[int, Any]], None] | None = None) -> RaySummary:
+    """Extract `source` into ``<out stem>.shard-i-of-n.h5`` (i = 1..n) with n Ray actors (resumable).
+
+    `make_extractors` builds the extractor list inside each actor (it is pickled: a module-level function or a
+    functools.partial of one). `n_workers`: default one per GPU (``gpus_per_worker`` each) on CUDA, else one per
+    CPU. `on_start(actors)` is called with {slot: actor handle} once the workers are up (tests use it)."""
+    t0 = time.perf_counter()
+    settings = settings or Settings()
+    _check_counts(settings, n_workers, gpus_per_worker)
+    out = Path(out)
+    videos, _ = select_videos(source.videos, out, limit_videos, None)
+    source = with_detector(source, settings.detector)
+    ray = connect(address)
+    n, opts, per_cpu = _sizing(ray, settings, n_workers, gpus_per_worker)
+    if settings.workers is None:      # decode processes per actor: the CPUs it can count on, less its own
+        settings = dataclasses.replace(settings, workers=min(8, per_cpu - 1))
+    d = _driver(ray, n, out, videos, settings, source, make_extractors, opts, per_cpu)
     try:
         d.start_all()
         d.summary.start_s = time.perf_counter() - t0
-        done = committed(existing_files(out), d.names, videos)
-        d.wanted = ~done
-        todo = [k for k in range(len(videos)) if not done[k].all()]
-        d.summary.skipped = len(videos) - len(todo)
-        live = [s for s in d.slots.values() if s.alive]
-        for s, b in zip(live, balance(d.w[todo], len(live), [videos[k].name for k in todo])):
-            s.queue = [todo[k] for k in b]
-        d.lease_frames = lease_frames or max(4 * settings.batch, int(d.w[todo].sum() / max(1, len(live)) / 4))
+        live = _assign(d, out, videos, settings.batch, lease_frames)
         if on_start is not None:
             on_start({s.index: s.actor for s in live})
         d.drive()
@@ -277,12 +310,7 @@ def run(source: Source, make_extractors: Callable[[], list], out: str | os.PathL
         for s in d.slots.values():
             if s.actor is not None:
                 ray.kill(s.actor)
-    # every worker's file exists (a worker that committed nothing, or died before its first commit, leaves none),
-    # so that FeatureStore(shard_paths(out, n)) reads the run; then the files must read as one cache (a video
-    # stored twice or mixed provenance would be refused here)
-    for i in range(1, n + 1):
-        _ensure_file(shard_path(out, i, n))
-    FeatureStore([p for p in existing_files(out) if p != out]).close()
+    _seal(out, n)
     d.summary.seconds = time.perf_counter() - t0
     return d.summary
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from features.errors import InputError
 from features.outputs import OutputError
-from features.tasks import TASKS, get_task
+from features.tasks import TASKS, Task, get_task
 
 from .segments import check_frames, video_segments
 from .timeline import full_timeline, is_full_timeline, spread
@@ -81,13 +81,9 @@ def timeline_scores(task: str, video: np.ndarray, frame: np.ndarray, scores: np.
                     {**(attrs or {}), "task": t.name})
 
 
-def save_scores(path: str | os.PathLike, split: str, video: np.ndarray, frame: np.ndarray, scores: np.ndarray,
-                y: np.ndarray | None = None, face: np.ndarray | None = None,
-                heads: dict[str, np.ndarray] | None = None, attrs: dict | None = None,
-                overwrite: bool = False) -> None:
-    """Write one split on the full frame timeline (layout in the module docstring): rows may be any frames of
-    each video, ordered by (video, frame); the frames not given are added with face False, NaN scores and
-    invalid labels. An existing split is replaced only with overwrite=True; other splits in the file are kept."""
+def _check_scores(path, split: str, video, frame, scores, face) -> tuple[np.ndarray, ...]:
+    """Check the rows' videos, frames, scores and face flags agree, before anything is written.
+    Returns video, frame, the scores as given, the scores as columns, and the face flags."""
     video = np.asarray(video).astype(str)
     n = len(video)
     seg = video_segments(video, what=f"{os.fspath(path)}:{split}")
@@ -101,6 +97,12 @@ def save_scores(path: str | os.PathLike, split: str, video: np.ndarray, frame: n
         raise InputError(f"{face.shape[0] if face.ndim else 0} face flags for {n} rows", path)
     if not np.isfinite(s2[face]).all():
         raise InputError(f"split {split}: NaN or infinite scores on rows with a face", path)
+    return video, frame, s, s2, face
+
+
+def _check_extras(path, s2: np.ndarray, y, heads, attrs) -> tuple[Task, dict, np.ndarray | None, dict]:
+    """Check the task (named or inferred from the columns), labels and extra heads against the score rows."""
+    n = len(s2)
     attrs = dict(attrs or {})
     task = get_task(attrs.get("task") or _infer_task(s2.shape[1]))
     if s2.shape[1] != task.n_outputs:
@@ -114,14 +116,12 @@ def save_scores(path: str | os.PathLike, split: str, video: np.ndarray, frame: n
     for name, h in heads.items():
         if np.shape(h)[:1] != (n,) or "/" in name:
             raise InputError(f"head {name!r}: needs {n} rows and a name without '/'", path)
-    video, frame, pos = full_timeline(video, frame, f"{os.fspath(path)}:{split}")
-    n = len(video)
-    s = spread(pos, n, s, np.nan)
-    face = spread(pos, n, face, False)
-    y = spread(pos, n, y, task.invalid)
-    heads = {name: spread(pos, n, np.asarray(h, np.float32), np.nan) for name, h in heads.items()}
-    seg = video_segments(video)
-    vid_id = np.repeat(np.arange(len(seg), dtype=np.int32), seg.lengths)
+    return task, attrs, y, heads
+
+
+def _write_split(path, split: str, overwrite: bool, seg, vid_id: np.ndarray, frame: np.ndarray,
+                 face: np.ndarray, y: np.ndarray | None, s: np.ndarray, heads: dict, attrs: dict) -> None:
+    """Write the split's group into the file (never through a link; an existing split only with overwrite)."""
     if os.path.islink(path):
         raise InputError("is a symbolic link; outputs are never written through links", path)
     try:
@@ -147,6 +147,26 @@ def save_scores(path: str | os.PathLike, split: str, video: np.ndarray, frame: n
                 g.attrs[key] = val if isinstance(val, (str, int, float, bool, np.number)) else json.dumps(val)
     except OSError as e:                     # a full disk or a read-only folder: name the file, keep the reason
         raise OutputError(path, e) from e
+
+
+def save_scores(path: str | os.PathLike, split: str, video: np.ndarray, frame: np.ndarray, scores: np.ndarray,
+                y: np.ndarray | None = None, face: np.ndarray | None = None,
+                heads: dict[str, np.ndarray] | None = None, attrs: dict | None = None,
+                overwrite: bool = False) -> None:
+    """Write one split on the full frame timeline (layout in the module docstring): rows may be any frames of
+    each video, ordered by (video, frame); the frames not given are added with face False, NaN scores and
+    invalid labels. An existing split is replaced only with overwrite=True; other splits in the file are kept."""
+    video, frame, s, s2, face = _check_scores(path, split, video, frame, scores, face)
+    task, attrs, y, heads = _check_extras(path, s2, y, heads, attrs)
+    video, frame, pos = full_timeline(video, frame, f"{os.fspath(path)}:{split}")
+    n = len(video)
+    s = spread(pos, n, s, np.nan)
+    face = spread(pos, n, face, False)
+    y = spread(pos, n, y, task.invalid)
+    heads = {name: spread(pos, n, np.asarray(h, np.float32), np.nan) for name, h in heads.items()}
+    seg = video_segments(video)
+    vid_id = np.repeat(np.arange(len(seg), dtype=np.int32), seg.lengths)
+    _write_split(path, split, overwrite, seg, vid_id, frame, face, y, s, heads, attrs)
 
 
 def load_scores(path: str | os.PathLike, split: str) -> ScoreSet:

@@ -66,6 +66,71 @@ def _choose(task: Task, metric_rows: list[dict], ks: list[int], per_output: bool
     return ks[int(np.argmax([m[task.metric_name] for m in metric_rows]))]
 
 
+class _Pooled:
+    """Each fold's rows smoothed with the k chosen without that fold (one k, or one per column); each k's
+    smoothing is computed once and shared by every fold and choice that uses it."""
+
+    def __init__(self, sm: BoxSmoother, fold: np.ndarray, n_splits: int):
+        self.sm, self.fold, self.folds = sm, fold, range(n_splits)
+        self.cache: dict[int, np.ndarray] = {}
+
+    def smoothed(self, k: int) -> np.ndarray:
+        if k not in self.cache:
+            self.cache[k] = self.sm.smooth(k).reshape(self.sm.n, self.sm.c)
+        return self.cache[k]
+
+    def __call__(self, k_of_fold: list) -> np.ndarray:
+        sm = self.sm
+        out = np.empty((sm.n, sm.c), np.float64)
+        for f, kf in zip(self.folds, k_of_fold):
+            rows = self.fold == f
+            kcol = np.broadcast_to(np.asarray(kf), (sm.c,))
+            for kk in np.unique(kcol):
+                cols = np.flatnonzero(kcol == kk)
+                out[np.ix_(rows, cols)] = self.smoothed(int(kk))[rows][:, cols]
+        return out
+
+
+def _select_au_thresholds(task: Task, sm: BoxSmoother, y: np.ndarray, fold: np.ndarray, valid: np.ndarray,
+                          ks: list[int], n_splits: int, bins: int, per_output: bool, progress: bool,
+                          baseline: float) -> Selection:
+    """AU with thresholds: k and thresholds chosen together on all folds, and again without each fold for
+    the cross-validated score."""
+    pooled, folds = _Pooled(sm, fold, n_splits), range(n_splits)
+    st = AUGridStats(task, sm.to_layout(y, task.invalid), sm.to_layout(fold, 0), n_splits, bins=bins)
+    states = run_states(sm, st, ks, progress)
+    all_k, all_thr, _, _ = choose_au(np.stack([st.f1_curves(s) for s in states]), ks, bins, per_output,
+                                     st.positives())
+    fk, fthr = [], []
+    for f in folds:
+        train = [g for g in folds if g != f]
+        kf, tf, _, _ = choose_au(np.stack([st.f1_curves(s, train) for s in states]), ks, bins, per_output,
+                                 st.positives(train))
+        fk.append(kf.tolist() if per_output else int(kf[0]))
+        fthr.append(tf.tolist())
+    thr_rows = np.asarray(fthr)[fold]
+    cv = task.score(y[valid], pooled(fk)[valid], thr_rows[valid])
+    k_all = all_k.tolist() if per_output else int(all_k[0])
+    in_sample = task.score(y[valid], pooled([all_k] * n_splits)[valid], all_thr)
+    return Selection(task.name, k_all, all_thr.tolist(), in_sample, cv, baseline, fk, fthr, n_splits,
+                     per_output, True)
+
+
+def _select_k(task: Task, sm: BoxSmoother, y: np.ndarray, fold: np.ndarray, valid: np.ndarray, ks: list[int],
+              n_splits: int, per_output: bool, progress: bool, baseline: float) -> Selection:
+    """k alone (AU at threshold 0.5): chosen on all folds, and again without each fold for the CV score."""
+    pooled, folds = _Pooled(sm, fold, n_splits), range(n_splits)
+    st = make_stats(task, sm.to_layout(y, task.invalid), sm.to_layout(fold, 0), n_splits)
+    states = run_states(sm, st, ks, progress)
+    k_all = _choose(task, [st.metric(s) for s in states], ks, per_output)
+    fk = [_choose(task, [st.metric(s, [g for g in folds if g != f]) for s in states], ks, per_output)
+          for f in folds]
+    cv = task.score(y[valid], pooled(fk)[valid])
+    in_sample = task.score(y[valid], pooled([k_all] * n_splits)[valid])
+    thr = [0.5] * task.n_outputs if task.kind == "multilabel" else None
+    return Selection(task.name, k_all, thr, in_sample, cv, baseline, fk, [], n_splits, per_output, False)
+
+
 def cross_validated_selection(task: Task | str, y: np.ndarray, scores: np.ndarray, video: np.ndarray,
                               ks: Iterable[int], n_splits: int = 5, tune_thresholds: bool = True,
                               per_output: bool = False, bins: int = 100, stat: Stat = "mean",
@@ -82,54 +147,10 @@ def cross_validated_selection(task: Task | str, y: np.ndarray, scores: np.ndarra
     valid = valid_rows(task, y)
     if not valid.any():
         raise InputError(f"{task.name}: no row has a valid label")
-    folds = range(n_splits)
-    cache: dict[int, np.ndarray] = {}
-
-    def smoothed(k: int) -> np.ndarray:
-        if k not in cache:
-            cache[k] = sm.smooth(k).reshape(sm.n, sm.c)
-        return cache[k]
-
-    def pooled(k_of_fold: list) -> np.ndarray:
-        out = np.empty((sm.n, sm.c), np.float64)
-        for f, kf in zip(folds, k_of_fold):
-            rows = fold == f
-            kcol = np.broadcast_to(np.asarray(kf), (sm.c,))
-            for kk in np.unique(kcol):
-                cols = np.flatnonzero(kcol == kk)
-                out[np.ix_(rows, cols)] = smoothed(int(kk))[rows][:, cols]
-        return out
-
     baseline = task.score(y[valid], sm.raw[valid])
-    au_tune = task.kind == "multilabel" and tune_thresholds
-    if au_tune:
-        st = AUGridStats(task, sm.to_layout(y, task.invalid), sm.to_layout(fold, 0), n_splits, bins=bins)
-        states = run_states(sm, st, ks, progress)
-        all_k, all_thr, _, _ = choose_au(np.stack([st.f1_curves(s) for s in states]), ks, bins, per_output,
-                                         st.positives())
-        fk, fthr = [], []
-        for f in folds:
-            train = [g for g in folds if g != f]
-            kf, tf, _, _ = choose_au(np.stack([st.f1_curves(s, train) for s in states]), ks, bins, per_output,
-                                     st.positives(train))
-            fk.append(kf.tolist() if per_output else int(kf[0]))
-            fthr.append(tf.tolist())
-        thr_rows = np.asarray(fthr)[fold]
-        cv = task.score(y[valid], pooled(fk)[valid], thr_rows[valid])
-        k_all = all_k.tolist() if per_output else int(all_k[0])
-        in_sample = task.score(y[valid], pooled([all_k] * n_splits)[valid], all_thr)
-        return Selection(task.name, k_all, all_thr.tolist(), in_sample, cv, baseline, fk, fthr, n_splits,
-                         per_output, True)
-
-    st = make_stats(task, sm.to_layout(y, task.invalid), sm.to_layout(fold, 0), n_splits)
-    states = run_states(sm, st, ks, progress)
-    k_all = _choose(task, [st.metric(s) for s in states], ks, per_output)
-    fk = [_choose(task, [st.metric(s, [g for g in folds if g != f]) for s in states], ks, per_output)
-          for f in folds]
-    cv = task.score(y[valid], pooled(fk)[valid])
-    in_sample = task.score(y[valid], pooled([k_all] * n_splits)[valid])
-    thr = [0.5] * task.n_outputs if task.kind == "multilabel" else None
-    return Selection(task.name, k_all, thr, in_sample, cv, baseline, fk, [], n_splits, per_output, False)
+    if task.kind == "multilabel" and tune_thresholds:
+        return _select_au_thresholds(task, sm, y, fold, valid, ks, n_splits, bins, per_output, progress, baseline)
+    return _select_k(task, sm, y, fold, valid, ks, n_splits, per_output, progress, baseline)
 
 
 def selection_table(sel: Selection) -> pd.DataFrame:

@@ -164,50 +164,58 @@ def _check_values(task: Task, vals: list[str]) -> str | None:
     return None
 
 
-def validate_submission(path: str | os.PathLike, sample_list: SampleList | str, task: Task | str,
-                        raise_first: bool = False, max_listed: int = 20) -> SubmissionReport:
-    """Check header, rows against the sample list and value ranges. Rows are matched to the list by image
-    location, so a missing, extra or duplicated row is one problem, not a shifted comparison of every row after
-    it; a file whose rows are all there but in another order is one problem too (the challenge wants the list's
-    order). Returns a report of all problems (the first `max_listed` spelled out, in line order); with
-    raise_first, raise InputError at the first one."""
-    task = get_task(task)
-    samples = _as_samples(sample_list)
-    path = os.fspath(path)
+class _Problems:
+    """The earliest `keep` problems by line (a max-heap) and a count of all, so a file broken on every row costs
+    no memory per row."""
+
+    def __init__(self, keep: int):
+        self.keep = max(keep, 1)
+        self.heap: list[tuple[int, int, str]] = []
+        self.count = 0
+
+    def __call__(self, line: int, msg: str) -> None:
+        self.count += 1
+        item = (-line, -self.count, msg)
+        if len(self.heap) < self.keep:
+            heapq.heappush(self.heap, item)
+        elif item > self.heap[0]:
+            heapq.heapreplace(self.heap, item)
+
+    def found(self) -> list[tuple[int, str]]:
+        """(line, message) in line order, ties in the order they were found."""
+        return [(-ln, msg) for ln, _, msg in sorted(self.heap, reverse=True)]
+
+
+def _submission_lines(path: str) -> list[str]:
+    """The file's lines without a BOM or trailing blank lines (a final newline is no problem)."""
     if not os.path.exists(path):
         raise InputError("submission not found", path)
     with open(path, encoding="utf-8-sig") as f:
         lines = f.read().splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
-    # the earliest `keep` problems by line (a max-heap), so a file broken on every row costs no memory per row
-    keep = max(max_listed, 1)
-    heap: list[tuple[int, int, str]] = []
-    count = 0
+    return lines
 
-    def problem(line: int, msg: str) -> None:
-        nonlocal count
-        count += 1
-        item = (-line, -count, msg)
-        if len(heap) < keep:
-            heapq.heappush(heap, item)
-        elif item > heap[0]:
-            heapq.heapreplace(heap, item)
 
-    want = header(task)
-    expected = [str(x) for x in samples.image_location]
-    where = {loc: i for i, loc in enumerate(expected)}
-    first_data = 1
+def _check_header(lines: list[str], want: str, where: dict[str, int], problem: _Problems) -> int:
+    """Check the header line; returns the index of the first data line (0 when the header is missing and the
+    first line is already a sample's row, so that row is still checked)."""
     if not lines:
         problem(1, "empty file")
     elif lines[0].replace(" ", "") != want:
         if lines[0].split(",")[0].strip() in where:
             problem(1, f"no header line: the file should start with {want!r}")
-            first_data = 0
-        else:
-            problem(1, f"header should be {want!r}, got {lines[0][:80]!r}")
+            return 0
+        problem(1, f"header should be {want!r}, got {lines[0][:80]!r}")
+    return 1
+
+
+def _check_rows(task: Task, lines: list[str], first_data: int, where: dict[str, int],
+                problem: _Problems) -> tuple[dict[str, int], list[tuple[int, int, str]]]:
+    """Check each row's location (known, once) and values; returns the line of each location seen and
+    (sample index, line, location) of the rows in the list, for the missing and order checks."""
     seen: dict[str, int] = {}
-    order: list[tuple[int, int, str]] = []          # (sample index, line, location) of the rows in the list
+    order: list[tuple[int, int, str]] = []
     for i in range(first_data, len(lines)):
         line = i + 1
         fields = lines[i].split(",")
@@ -223,9 +231,13 @@ def validate_submission(path: str | os.PathLike, sample_list: SampleList | str, 
         msg = _check_values(task, fields[1:])
         if msg:
             problem(line, msg)
-    n_rows = len(lines) - first_data
+    return seen, order
+
+
+def _check_missing(expected: list[str], seen: dict[str, int], first_data: int, problem: _Problems) -> None:
+    """One problem per run of consecutive samples with no row, so a cut-off file is one line, not thousands."""
     missing = np.flatnonzero([loc not in seen for loc in expected])
-    if len(missing):        # one problem per run of consecutive missing samples
+    if len(missing):
         runs = np.split(missing, np.flatnonzero(np.diff(missing) > 1) + 1)
         for r in runs:
             a, b = int(r[0]), int(r[-1])
@@ -233,6 +245,10 @@ def validate_submission(path: str | os.PathLike, sample_list: SampleList | str, 
                     f"missing rows for {expected[a]!r} .. {expected[b]!r} ({b - a + 1} rows, sample list rows "
                     f"{a + 1}-{b + 1})")
             problem(a + first_data + 1, what)
+
+
+def _check_order(order: list[tuple[int, int, str]], problem: _Problems) -> None:
+    """One problem for rows out of the list's order (the challenge wants the list's order), at the first place."""
     idx = np.array([o[0] for o in order], np.int64)
     back = np.flatnonzero(np.diff(idx) < 0) if len(idx) > 1 else np.zeros(0, np.int64)
     if len(back):
@@ -240,7 +256,28 @@ def validate_submission(path: str | os.PathLike, sample_list: SampleList | str, 
         prev = order[int(back[0])][2]
         problem(line, f"rows are not in the sample list's order: {loc!r} comes after {prev!r} here, before it "
                       f"in the list ({len(back)} such place(s)); write rows in the list's order")
-    found = [(-ln, msg) for ln, _, msg in sorted(heap, reverse=True)]
+
+
+def validate_submission(path: str | os.PathLike, sample_list: SampleList | str, task: Task | str,
+                        raise_first: bool = False, max_listed: int = 20) -> SubmissionReport:
+    """Check header, rows against the sample list and value ranges. Rows are matched to the list by image
+    location, so a missing, extra or duplicated row is one problem, not a shifted comparison of every row after
+    it; a file whose rows are all there but in another order is one problem too (the challenge wants the list's
+    order). Returns a report of all problems (the first `max_listed` spelled out, in line order); with
+    raise_first, raise InputError at the first one."""
+    task = get_task(task)
+    samples = _as_samples(sample_list)
+    path = os.fspath(path)
+    lines = _submission_lines(path)
+    problem = _Problems(max_listed)
+    expected = [str(x) for x in samples.image_location]
+    where = {loc: i for i, loc in enumerate(expected)}
+    first_data = _check_header(lines, header(task), where, problem)
+    seen, order = _check_rows(task, lines, first_data, where, problem)
+    _check_missing(expected, seen, first_data, problem)
+    _check_order(order, problem)
+    found = problem.found()
     if raise_first and found:
         raise InputError(found[0][1], path, found[0][0])
-    return SubmissionReport(path, task.name, max(n_rows, 0), len(samples), found[:max_listed], count)
+    n_rows = len(lines) - first_data
+    return SubmissionReport(path, task.name, max(n_rows, 0), len(samples), found[:max_listed], problem.count)

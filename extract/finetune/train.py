@@ -28,7 +28,7 @@ from features.tasks import Task, get_task
 
 from ..models.finetuned import FORMAT, output_layout, output_name
 from .augment import AUGMENTATION, colour_jitter, seed_of
-from .frames import EpochOrder, FrameSet, crop_videos, epoch_size, even_sample, labelled_frames
+from .frames import EpochOrder, Frames, FrameSet, crop_videos, epoch_size, even_sample, labelled_frames
 from .network import Start, freeze, param_groups, start_network, train_mode
 from .settings import WEIGHT_DECAY, Settings
 from .state import Progress, load_state, save_state, write_checkpoint
@@ -251,20 +251,49 @@ class _Step:
         return loss, seen, bad
 
 
-def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Result:
-    """Fine-tune `s.source` on `s.task`'s labelled crops under `s.data` into `s.out` (see extract.finetune).
+@dataclass
+class _Plan:
+    """What the checks and the data settle before the device is touched, shared by the steps of `finetune`."""
+    task: Task
+    start: Start
+    frozen_bn: list[str]
+    train: Frames
+    val: Frames
+    val_rows: np.ndarray
+    per_epoch: int
+    drop_last: bool
+    fingerprint: str
 
-    Everything is checked before anything is written: the outputs, the data and its labels, the start network
-    and --freeze-until. `on_epoch(epoch)` is called after each epoch's state is saved (tests interrupt there)."""
+
+@dataclass
+class _Loop:
+    """The network on its device and what trains and validates it, built once and used by every epoch."""
+    net: object
+    opt: object
+    loss_fn: object
+    prep: _Batches
+    step: _Step
+    order: EpochOrder
+    train_loader: object
+    val_loader: object
+
+
+def _check_device(s: Settings) -> None:
+    """Refuse a CUDA device number this machine lacks before any data is read."""
     import torch
-    task = get_task(s.task)
-    for p in (s.out, s.report):
-        check_output(p, s.force)
-    check_output(s.state, force=True)        # a link or folder at the state's name is refused
     if s.cuda:
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (torch.device(s.device).index or 0) >= n:
             raise InputError(f"--device {s.device}: no CUDA device of that number here ({n} available)")
+
+
+def _plan(s: Settings) -> _Plan:
+    """Check the outputs, device, data, labels, start network and --freeze-until, all before anything is written."""
+    task = get_task(s.task)
+    for p in (s.out, s.report):
+        check_output(p, s.force)
+    check_output(s.state, force=True)        # a link or folder at the state's name is refused
+    _check_device(s)
     videos = crop_videos(s.data, s.crops)
     train = labelled_frames(s.data, task, "train", videos)
     val = labelled_frames(s.data, task, "val", videos)
@@ -277,71 +306,120 @@ def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Resu
         architecture=start.architecture, source_sha256=start.sha256, input_size=start.input_size,
         train_data=_digest("\n".join(train.paths), train.y.tobytes()),
         val_data=_digest("\n".join(val.paths[i] for i in val_rows), val.y[val_rows].tobytes()))
+    return _Plan(task, start, frozen_bn, train, val, val_rows, per_epoch, drop_last, fingerprint)
 
+
+def _build(s: Settings, p: _Plan) -> _Loop:
+    """Put the network on its device and build the optimiser, loss, step and the two loaders."""
+    import torch
     device = torch.device(s.device)
-    net = start.net.to(device)
+    net = p.start.net.to(device)
     if s.cuda:                                # channels_last and cudnn's autotuner: the GPU's fast paths
         net = net.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     opt = torch.optim.AdamW(param_groups(net, s.lr, s.backbone_lr), weight_decay=WEIGHT_DECAY)
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]             # the schedule scales these
-    loss_fn = make_loss(s.loss, task, train.y, device=device)
-    prep = _Batches(start, device, channels_last=s.cuda)
-    size = start.input_size
-    step = _Step(s, task, net, opt, loss_fn, prep, torch.amp.GradScaler("cuda") if s.amp == "fp16" else None,
-                 (per_epoch // s.batch if drop_last else 1) * s.epochs)
-    order = EpochOrder(train, s.frames_per_video, s.seed)
-    train_loader = _loader(FrameSet(train, size, task, True, s.seed), s, order, drop_last)
-    val_loader = _loader(FrameSet(val, size, task, False), s, [int(r) for r in val_rows], False)
+    loss_fn = make_loss(s.loss, p.task, p.train.y, device=device)
+    prep = _Batches(p.start, device, channels_last=s.cuda)
+    size = p.start.input_size
+    step = _Step(s, p.task, net, opt, loss_fn, prep, torch.amp.GradScaler("cuda") if s.amp == "fp16" else None,
+                 (p.per_epoch // s.batch if p.drop_last else 1) * s.epochs)
+    order = EpochOrder(p.train, s.frames_per_video, s.seed)
+    train_loader = _loader(FrameSet(p.train, size, p.task, True, s.seed), s, order, p.drop_last)
+    val_loader = _loader(FrameSet(p.val, size, p.task, False), s, [int(r) for r in p.val_rows], False)
+    return _Loop(net, opt, loss_fn, prep, step, order, train_loader, val_loader)
 
+
+def _resume(s: Settings, p: _Plan, lp: _Loop) -> Progress:
+    """Load a matching saved state (or start fresh) so an interrupted run goes on after its last whole epoch."""
+    progress = load_state(s.state, p.fingerprint, lp.net, lp.opt, s.epochs) if s.state.exists() else Progress()
+    if progress.epoch:
+        log.info("resuming after epoch %d of %d (state %s)", progress.epoch, s.epochs, s.state)
+    if lp.step.scaler is not None and progress.scaler:
+        lp.step.scaler.load_state_dict(progress.scaler)
+    return progress
+
+
+def _ceiling(s: Settings, p: _Plan, lp: _Loop, progress: Progress) -> float | None:
+    """Time the network alone on random tensors (only when epochs remain): the bound for each epoch's speed."""
+    import torch
+    size = p.start.input_size
+    top = ceiling(lp.net, p.task, lp.loss_fn, s.batch, size, torch.device(s.device), s.amp, s.cuda,
+                  s.steps_for_ceiling) if progress.epoch < s.epochs else None
+    if top:
+        log.info("ceiling: %.1f frames/s (forward+backward of this network on random tensors, batch %d, %d px%s)",
+                 top, s.batch, size, f", {s.amp}" if s.amp else "")
+    return top
+
+
+def _train_and_validate(s: Settings, p: _Plan, lp: _Loop, progress: Progress,
+                        epoch: int) -> tuple[dict, float, float]:
+    """One epoch of training then the validation pass: the epoch's record, its train loss and metric unrounded."""
+    import torch
+    t0 = time.perf_counter()
+    torch.manual_seed(epoch_seed(s.seed, epoch))
+    lp.order.epoch = epoch
+    train_mode(lp.net, p.frozen_bn)
+    train_loss, seen, bad = lp.step.epoch(epoch, lp.train_loader, progress)
+    t_train = time.perf_counter() - t0
+    scores, decoded = predict(lp.net, p.task, lp.val_loader, s, lp.prep)
+    if not decoded.any():
+        raise InputError(f"{p.task.name}: no validation crop could be decoded", s.data)
+    details = p.task.evaluate(p.val.y[p.val_rows][decoded], scores[decoded])
+    metric = float(details[p.task.metric_name])
+    rec = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_metric": round(metric, 6),
+           "val": {k: round(float(v), 6) for k, v in details.items()},
+           "frames": seen, "unreadable": bad + int((~decoded).sum()), "steps": progress.step,
+           "seconds": round(time.perf_counter() - t0, 3), "train_seconds": round(t_train, 3),
+           "val_seconds": round(time.perf_counter() - t0 - t_train, 3),
+           "frames_per_s": round(seen / max(t_train, 1e-9), 2), "val_frames": int(decoded.sum())}
+    return rec, train_loss, metric
+
+
+def _keep(s: Settings, p: _Plan, lp: _Loop, progress: Progress, rec: dict, metric: float) -> bool:
+    """Record the epoch, keep its weights if best so far, and save the state so a rerun resumes after it."""
+    epoch = rec["epoch"]
+    progress.history.append(rec)
+    better = progress.best_metric is None or metric > progress.best_metric
+    if better:
+        progress.best_epoch, progress.best_metric = epoch, metric
+        progress.best = {k: v.detach().to("cpu").contiguous().clone() for k, v in lp.net.state_dict().items()}
+    progress.epoch = epoch
+    progress.scaler = lp.step.scaler.state_dict() if lp.step.scaler is not None else None
+    save_state(s.state, p.fingerprint, lp.net, lp.opt, progress)
+    return better
+
+
+def _log_epoch(s: Settings, task: Task, rec: dict, train_loss: float, metric: float, better: bool,
+               top: float | None) -> None:
+    """One line per epoch: loss, speed against the ceiling, and the validation metric."""
+    speed = f"{rec['frames_per_s']:.1f} frames/s" + (f" (ceiling {top:.1f}: {rec['frames_per_s'] / top:.2f}x)"
+                                                      if top else "")
+    log.info("epoch %d/%d: train loss %.4f on %d frames, %s; val %s %.4f%s; %.1f s", rec["epoch"], s.epochs,
+             train_loss, rec["frames"], speed, task.metric_name, metric, " (best so far)" if better else "",
+             rec["seconds"])
+
+
+def finetune(s: Settings, on_epoch: Callable[[int], None] | None = None) -> Result:
+    """Fine-tune `s.source` on `s.task`'s labelled crops under `s.data` into `s.out` (see extract.finetune).
+
+    Everything is checked before anything is written: the outputs, the data and its labels, the start network
+    and --freeze-until. `on_epoch(epoch)` is called after each epoch's state is saved (tests interrupt there)."""
+    p = _plan(s)
+    lp = _build(s, p)
     lock = _lock(s)
     try:
-        progress = load_state(s.state, fingerprint, net, opt, s.epochs) if s.state.exists() else Progress()
+        progress = _resume(s, p, lp)
         resumed = progress.epoch
-        if resumed:
-            log.info("resuming after epoch %d of %d (state %s)", resumed, s.epochs, s.state)
-        if step.scaler is not None and progress.scaler:
-            step.scaler.load_state_dict(progress.scaler)
-        top = ceiling(net, task, loss_fn, s.batch, size, device, s.amp, s.cuda, s.steps_for_ceiling) \
-            if progress.epoch < s.epochs else None
-        if top:
-            log.info("ceiling: %.1f frames/s (forward+backward of this network on random tensors, batch %d, %d px%s)",
-                     top, s.batch, size, f", {s.amp}" if s.amp else "")
+        top = _ceiling(s, p, lp, progress)
         for epoch in range(progress.epoch + 1, s.epochs + 1):
-            t0 = time.perf_counter()
-            torch.manual_seed(epoch_seed(s.seed, epoch))
-            order.epoch = epoch
-            train_mode(net, frozen_bn)
-            train_loss, seen, bad = step.epoch(epoch, train_loader, progress)
-            t_train = time.perf_counter() - t0
-            scores, decoded = predict(net, task, val_loader, s, prep)
-            if not decoded.any():
-                raise InputError(f"{task.name}: no validation crop could be decoded", s.data)
-            details = task.evaluate(val.y[val_rows][decoded], scores[decoded])
-            metric = float(details[task.metric_name])
-            rec = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_metric": round(metric, 6),
-                   "val": {k: round(float(v), 6) for k, v in details.items()},
-                   "frames": seen, "unreadable": bad + int((~decoded).sum()), "steps": progress.step,
-                   "seconds": round(time.perf_counter() - t0, 3), "train_seconds": round(t_train, 3),
-                   "val_seconds": round(time.perf_counter() - t0 - t_train, 3),
-                   "frames_per_s": round(seen / max(t_train, 1e-9), 2), "val_frames": int(decoded.sum())}
-            progress.history.append(rec)
-            better = progress.best_metric is None or metric > progress.best_metric
-            if better:
-                progress.best_epoch, progress.best_metric = epoch, metric
-                progress.best = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
-            progress.epoch = epoch
-            progress.scaler = step.scaler.state_dict() if step.scaler is not None else None
-            save_state(s.state, fingerprint, net, opt, progress)
-            speed = f"{rec['frames_per_s']:.1f} frames/s" + (f" (ceiling {top:.1f}: {rec['frames_per_s'] / top:.2f}x)"
-                                                              if top else "")
-            log.info("epoch %d/%d: train loss %.4f on %d frames, %s; val %s %.4f%s; %.1f s", epoch, s.epochs,
-                     train_loss, seen, speed, task.metric_name, metric, " (best so far)" if better else "",
-                     rec["seconds"])
+            rec, train_loss, metric = _train_and_validate(s, p, lp, progress, epoch)
+            better = _keep(s, p, lp, progress, rec, metric)
+            _log_epoch(s, p.task, rec, train_loss, metric, better, top)
             if on_epoch is not None:
                 on_epoch(epoch)
-        result = _finish(s, task, start, train, val, val_rows, progress, top, resumed, per_epoch)
+        result = _finish(s, p.task, p.start, p.train, p.val, p.val_rows, progress, top, resumed, p.per_epoch)
         s.state.unlink(missing_ok=True)
         return result
     finally:
