@@ -142,7 +142,7 @@ def test_driver_killed_then_the_same_command_skips_committed_videos(cluster, tmp
     # the same command again, here (this process is already connected to the cluster)
     monkeypatch.setattr(cli, "create_extractor", tiny_create)
     assert cli.main(cmd[3:]) == 0
-    line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("extract:")][-1]
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("extract:")][-1]   # the summary: stdout
     skipped = int(line.split("(")[1].split()[0])
     assert 1 <= skipped < n_videos, line
     assert_same(cluster["ref"], read_all(shard_paths(out, N)))
