@@ -133,7 +133,8 @@ class LamaHead(Head):
         self.seed = seed
         self.log_file = log_file
         self.max_rows = max_rows
-        # fitted: model_ (pickle of (TabularAutoML, classes seen in training)), rows_used_, stages_
+        # fitted: model_ (pickle of (TabularAutoML, classes seen in training)), rows_used_, stages_ (one line per
+        # stage), worker_peak_gb_ (the fitting worker's peak resident memory, None where /proc is missing)
 
     rows_used = property(lambda self: getattr(self, "rows_used_", None))
 
@@ -160,6 +161,7 @@ class LamaHead(Head):
         self.model_ = None
         self.model_, val_scores, info = _call_worker("fit", self, arrays, start)
         self.rows_used_, self.stages_ = int(info["rows"]), list(info["stages"])
+        self.worker_peak_gb_ = info.get("peak_gb")
         self._cache = (_fingerprint(arrays["X_val"]), val_scores) if X_val is not None else None
         return self
 
@@ -236,7 +238,8 @@ class LamaHead(Head):
             fit_s = time.time() - start
             scores = self._predict_local(X_val) if X_val is not None else None
             score_s = time.time() - start - fit_s
-            info = {"rows": n, "stages": stages + [f"{n} rows: fit {fit_s:.1f} s, scoring {score_s:.1f} s"]}
+            info = {"rows": n, "stages": stages + [f"{n} rows: fit {fit_s:.1f} s, scoring {score_s:.1f} s"],
+                    "peak_gb": _peak_gb()}
             _write_stage(t / f"stage{i}", self.model_, scores, info)
             stages[:] = info["stages"]
             log.info(f"stage {i + 1} done: fit {fit_s:.1f} s, validation scored in {score_s:.1f} s")
@@ -335,6 +338,18 @@ def sample_rows(y: np.ndarray, max_rows: int | None, seed: int, kind: str,
     if not max_rows or len(y) <= max_rows:
         return None
     return np.sort(sample_order(y, seed, kind, groups)[:max_rows])
+
+
+def _peak_gb() -> float | None:
+    """This process's peak resident memory (VmHWM: since its exec, unlike ru_maxrss, which keeps the peak of the
+    process it was forked from), in GiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2 ** 20
+    except OSError:
+        pass
+    return None
 
 
 def _write_stage(folder: Path, model: bytes, scores: np.ndarray | None, info: dict) -> None:

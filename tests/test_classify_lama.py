@@ -45,6 +45,7 @@ def test_lama_expr_learns_saves_and_logs_to_a_file(data, tmp_path, capfd):
     text = log.read_text()     # the whole log, not only LightAutoML's first lines
     assert out.out + out.err == "" and "Task: multiclass" in text and "fold" in text.lower()
     assert "stage 1: 3000 of 3000 rows, linear_l2+lgb" in text and len(h.stages_) == 1
+    assert 0.05 < h.worker_peak_gb_ < 8          # the worker's own peak, not the test process's at its fork
     h.save(tmp_path / "head")
     with pytest.raises(InputError, match="allow_pickle"):
         load_head(tmp_path / "head", task="expr")
