@@ -417,6 +417,14 @@ def _call_worker(op: str, head: LamaHead, arrays: dict[str, np.ndarray], start: 
                 os.killpg(proc.pid, signal.SIGKILL)
             raise
         last = _last_stage(t) if op == "fit" else None
+        # LightAutoML's own clock can run out before any model of a stage is fitted (a short limit on a busy
+        # machine): it then fails with "finished with 0 models", which is the same as being stopped there
+        ran_out = not stopped and proc.returncode != 0 and "finished with 0 models" in err
+        stopped = stopped or ran_out
+        if ran_out and last is None:
+            raise LamaTimeout(f"LightAutoML fitted no model within its {head.params['timeout']} s limit (its first "
+                              f"{PILOT_ROWS}-row fit ran out of time after {time.time() - start:.0f} s): raise "
+                              f"--lama-timeout")
         if stopped and last is None:
             raise LamaTimeout(f"LightAutoML did not finish within its {head.params['timeout']} s limit; stopped "
                               f"after {time.time() - start:.0f} s (margin included), before its first "
@@ -432,8 +440,10 @@ def _call_worker(op: str, head: LamaHead, arrays: dict[str, np.ndarray], start: 
             raise RuntimeError(f"LightAutoML's worker ended without a model:\n{err.strip()[-2000:]}")
         info = json.loads((last / "info.json").read_text())
         if stopped:
-            info["stages"].append(f"stopped at {time.time() - start:.0f} s (limit {head.params['timeout']} s "
-                                  f"+ margin) during the next stage: this stage's model kept")
+            info["stages"].append(
+                f"the next stage fitted no model within the limit ({head.params['timeout']} s): this stage's model kept"
+                if ran_out else f"stopped at {time.time() - start:.0f} s (limit {head.params['timeout']} s "
+                                f"+ margin) during the next stage: this stage's model kept")
         scores = np.load(last / "scores.npy") if (last / "scores.npy").exists() else None
         return (last / "model.pkl").read_bytes(), scores, info
 
