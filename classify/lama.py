@@ -62,6 +62,10 @@ FEW_COLUMNS = 64            # up to this many feature columns, LightAutoML's lib
 # rows of 8 logit columns, 300 rounds at 0.1 took 3.7x the fit time and 8x the scoring time of these for a
 # P_EXPR 0.002 higher
 LGB_PARAMS = {"learning_rate": 0.2, "num_leaves": 31, "num_trees": 100, "early_stopping_rounds": 10}
+# its random forest for VA and AU, bounded too: LightAutoML's own takes 500 trees on up to 10 k rows and 4 jobs
+# whatever its cpu_limit (one 5 k-row AU fit took 41 s of a 60 s limit on a busy 2-core machine, and its
+# scoring 18 s more)
+RF_PARAMS = {"n_estimators": 100, "min_samples_leaf": 32}
 
 
 class LamaTimeout(InputError):
@@ -106,6 +110,11 @@ def _quiet():
             for h in list(lg.handlers):
                 if type(h) is logging.StreamHandler and h.stream is f:
                     lg.removeHandler(h)
+
+
+def _rf_features(n_columns: int):
+    """The share of columns each random-forest split looks at, as LightAutoML picks it when not frozen."""
+    return 1.0 if n_columns <= 10 else 0.75 if n_columns <= 50 else "sqrt"
 
 
 def _import_lama():
@@ -219,6 +228,8 @@ class LamaHead(Head):
                 timing_params={"mode": 2}, general_params={"use_algos": [self.algorithms()]},
                 selection_params={"mode": 0},
                 lgb_params={"default_params": {**LGB_PARAMS, "num_threads": threads}, "freeze_defaults": True},
+                rf_params={"default_params": {**RF_PARAMS, "n_jobs": threads, "max_features": _rf_features(X.shape[1])},
+                           "freeze_defaults": True},
                 reader_params={"n_jobs": threads, "cv": p["cv"], "random_state": p["seed"], "advanced_roles": False})
             automl.fit_predict(df, roles=roles, verbose=2)
         classes = np.unique(y) if self.task.kind == "multiclass" else None
