@@ -213,7 +213,7 @@ class LamaHead(Head):
             for n in names:
                 df[n] = y[:, int(n[1:])]
             roles = {"target": names}
-        if groups is not None and len(np.unique(groups)) >= p["cv"]:
+        if groups is not None and _groups_fold(self.task.kind, y, groups, p["cv"]):
             df["video"] = groups              # folds of whole videos (GroupKFold): no frame's neighbour in its fold
             roles["group"] = "video"
         threads = self._threads(X.shape[1])
@@ -308,6 +308,21 @@ class LamaHead(Head):
     def _load(self, path: Path):
         self.model_ = (path / "lama.pkl").read_bytes()
         self._load_fitted(path)
+
+
+def _groups_fold(kind: str, y: np.ndarray, groups: np.ndarray, cv: int) -> bool:
+    """Whether folds of whole videos can work: at least `cv` videos, and for classes every class (every label's
+    positives) in at least `cv` of them. Otherwise a fold misses a class, and LightAutoML's models fail on it
+    ("different number of classes"): then its own stratified row folds are used."""
+    if len(np.unique(groups)) < cv:
+        return False
+    if kind == "regression":
+        return True
+    if kind == "multiclass":
+        return all(len(np.unique(groups[y == c])) >= cv for c in np.unique(y))
+    cols = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    return all(len(np.unique(groups[y[:, j] > 0])) >= cv and len(np.unique(groups[y[:, j] == 0])) >= cv
+               for j in cols)
 
 
 def sample_order(y: np.ndarray, seed: int, kind: str, groups: np.ndarray | None = None) -> np.ndarray:

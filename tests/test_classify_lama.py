@@ -211,3 +211,20 @@ def test_sample_order_prefixes_stratified_and_spread_over_videos():
     # multilabel / regression: spread over the videos only
     o = sample_order(np.zeros((n, 12)), 0, "multilabel", video)[:5_000]
     assert len(np.unique(o)) == 5_000 and (np.bincount(video[o], minlength=200) > 0).all()
+
+
+def test_video_folds_only_when_every_class_is_in_enough_videos():
+    """Folds of whole videos where a class lives in one video leave folds without it (LightAutoML's models then
+    fail, "different number of classes"): row folds are used instead."""
+    from classify.lama import _groups_fold
+    groups = np.repeat(np.arange(6), 10)
+    y = np.tile(np.arange(3), 20)                               # every class in every video
+    assert _groups_fold("multiclass", y, groups, 3)
+    y2 = y.copy()
+    y2[groups == 0] = 7                                         # class 7 only in video 0
+    assert not _groups_fold("multiclass", y2, groups, 3)
+    assert not _groups_fold("regression", y.astype(float), groups[:20] % 2, 3)   # two videos for three folds
+    au = np.zeros((60, 2), int)
+    au[groups < 4, 0] = 1                                      # label 0 in 4 videos, absent in 2
+    au[groups == 5, 1] = 1                                     # label 1 in one video only
+    assert _groups_fold("multilabel", au[:, :1], groups, 2) and not _groups_fold("multilabel", au, groups, 3)
