@@ -18,7 +18,7 @@ from pathlib import Path
 from extract.cli import main as extract_main
 
 from . import Case, Result, cli
-from .extract import S, _data
+from .extract import S, _data, _tiny_exported
 
 MARKER = "code_ran"
 
@@ -54,25 +54,9 @@ def not_run_no_cache(tmp: Path, shared: Path, res: Result) -> None:
 
 # -- torch.export archives -------------------------------------------------------------------------------------
 def tiny_program(shared: Path) -> Path:
-    """A small exported program (dynamic batch): embedding 4, logits 3; loads without --allow-pickle."""
-    p = shared / "loaders_tiny.pt2"
-    if not p.exists():
-        import torch
-
-        class Tiny(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.conv, self.fc = torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.Linear(4, 3)
-
-            def forward(self, x):
-                emb = torch.relu(self.conv(x)).mean((2, 3))
-                return emb, self.fc(emb)
-
-        torch.manual_seed(0)
-        prog = torch.export.export(Tiny().eval(), (torch.zeros(2, 3, S, S),),
-                                   dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
-        torch.export.save(prog, str(p))
-    return p
+    """A small exported program (dynamic batch): embedding 4, logits 3; loads without --allow-pickle (the extract
+    catalogue's, built once per session)."""
+    return _tiny_exported(shared)
 
 
 def rewrite_pt2(src: Path, dst: Path, members: dict[str, bytes] | None = None, edit_program=None,
