@@ -140,6 +140,20 @@ def encode(path: Path, frames: list[np.ndarray], fps: int = 12) -> Path:
     return path
 
 
+def noise_video(path: Path, n: int, options: dict | None = None) -> Path:
+    """An MPEG-4 video of `n` 32x32 frames of seeded noise; `options` are the container's (e.g. how it records
+    its length), so a file can be written with or without a frame count in its header."""
+    import av
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options=options or {}) as c:
+        s = c.add_stream("mpeg4", rate=12)
+        s.height, s.width, s.pix_fmt = 32, 32, "yuv420p"
+        for _ in range(n):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 256, (32, 32, 3), np.uint8), format="rgb24")))
+        c.mux(s.encode())
+    return path
+
+
 def drawn_face(i: int) -> np.ndarray:
     """A cartoon face (skin oval, brows, eyes, nose, mouth) at x 105..215, y 45..195 of a 320x240 frame."""
     from PIL import Image, ImageDraw

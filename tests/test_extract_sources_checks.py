@@ -6,24 +6,17 @@ import logging
 import os
 import socket
 
-import numpy as np
 import pytest
 
 from extract.sources import VideoFile, container_frames, discover, folder_videos, image_files, video_files
 from features.errors import InputError
 from features.paths import check_file_or_folder, path_kind
 
+from helpers import noise_video
+
 
 def _encode(path, n=24, options=None):
-    import av
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w", options=options or {}) as c:
-        s = c.add_stream("mpeg4", rate=12)
-        s.height, s.width, s.pix_fmt = 32, 32, "yuv420p"
-        for _ in range(n):
-            c.mux(s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 256, (32, 32, 3), np.uint8), format="rgb24")))
-        c.mux(s.encode())
-    return path
+    return noise_video(path, n, options)
 
 
 @pytest.mark.parametrize("ext, basis", [(".mp4", "frame count"), (".avi", "frame count"),

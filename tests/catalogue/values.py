@@ -24,7 +24,7 @@ from features.store import FeatureStore
 from features.tasks import EXPR
 
 from . import Case, Result, api, cli
-from helpers import build_small_world as world
+from helpers import build_small_world as world, noise_video
 
 from .classify import no_run_folder
 from .extract import PixelExtractor
@@ -114,15 +114,7 @@ def extract_api(data: Path, out: Path, **kw) -> Result:
 
 
 def encode(path: Path, n: int = 40, options: dict | None = None) -> Path:
-    import av
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w", options=options or {}) as c:
-        s = c.add_stream("mpeg4", rate=12)
-        s.height, s.width, s.pix_fmt = 32, 32, "yuv420p"
-        for _ in range(n):
-            c.mux(s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 256, (32, 32, 3), np.uint8), format="rgb24")))
-        c.mux(s.encode())
-    return path
+    return noise_video(path, n, options)
 
 
 def truncated(ext: str, options: dict | None = None):
