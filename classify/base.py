@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from features.cliargs import INT32_MAX, SEED_MAX
 from features.errors import InputError
+from features.finite import nonfinite_rows
 from features.outputs import json_default, write_output
 from features.serialized_code import file_globals, refusal
 from features.tasks import Task, get_task
@@ -385,16 +386,12 @@ def check_xy(task: Task, X, y=None, what: str = "training") -> None:
 
 
 def check_finite(X: np.ndarray, what: str = "features", step: int = 65536) -> None:
-    """NaN or infinite features poison training silently; refuse them, naming the first bad row. Checked a block
-    at a time so a large matrix does not get a same-sized boolean twin."""
-    n_bad, first = 0, None
-    for a in range(0, len(X), step):
-        bad = ~np.isfinite(X[a:a + step]).all(axis=1)
-        if bad.any():
-            n_bad += int(bad.sum())
-            first = a + int(np.argmax(bad)) if first is None else first
-    if n_bad:
-        raise InputError(f"{what}: {n_bad} rows hold NaN or infinite values (first: row {first})")
+    """NaN or infinite features poison training silently; refuse them, naming the first bad row (found by the
+    cache readers' own check, `features.finite.nonfinite_rows`, a block at a time)."""
+    bad = nonfinite_rows(X, step)
+    if bad.any():
+        raise InputError(f"{what}: {int(bad.sum())} rows hold NaN or infinite values "
+                         f"(first: row {int(np.argmax(bad))})")
 
 
 def _plain(v) -> bool:
